@@ -1,0 +1,102 @@
+"""The analysis pass: detect every face on every frame, find shot cuts, and build FaceTracks.
+
+It reads the shot once, a batch at a time (memory flat), and hands the per-frame detections to the
+tracker, which needs the whole shot for its zero-lag (forward-backward) smoothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .colour import colour_transform, resolve_colorspace
+from .faces import Face, FaceTracks
+from .params import Settings
+
+__all__ = ["track_clip", "AnalysisStats", "working_rgb"]
+
+
+@dataclass
+class AnalysisStats:
+    frames: int = 0
+    faces_detected: int = 0
+    faces_too_small: int = 0
+    cuts: int = 0
+
+
+def working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> np.ndarray:
+    """(H, W, 3) display-referred sRGB in [0, 1] (NaN -> 0): what the detectors were trained on."""
+    ct = colour_transform(resolve_colorspace(colorspace, is_float))
+    return np.clip(np.nan_to_num(ct.to_working(frame[..., :3]), nan=0.0), 0.0, 1.0)
+
+
+def _working_batch(frames: Sequence[np.ndarray], colorspace: str, is_float: bool, device: torch.device) -> torch.Tensor:
+    """(N, 3, H, W) working RGB of several frames."""
+    arrs = [working_rgb(f, colorspace, is_float) for f in frames]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(arrs).transpose(0, 3, 1, 2))).to(device)
+
+
+def track_clip(
+    source: object,
+    numbers: Sequence[int],
+    settings: Settings,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    stats: AnalysisStats | None = None,
+    on_frame: Callable[[int, np.ndarray, Sequence[Face]], None] | None = None,
+) -> FaceTracks:
+    """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
+
+    on_frame(number, working_rgb (H, W, 3), faces): a hook for debug overlays.
+    """
+    from .detect import load_detector
+    from .track import build_tracks
+    from .track.cuts import cut_score, find_cuts, thumbnail
+
+    stats = stats if stats is not None else AnalysisStats()
+    dev = torch.device(device)
+    detector = load_detector(settings.detector, device=str(dev), min_face=settings.min_face)
+    is_float = bool(getattr(source, "is_float", False))
+    detections: dict[int, list[Face]] = {}
+    scores: dict[int, float] = {}
+    prev_thumb = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(numbers), unit="frame", desc="analyse", dynamic_ncols=True)
+    step = max(1, settings.batch)
+    try:
+        for start in range(0, len(numbers), step):
+            chunk = list(numbers[start : start + step])
+            frames = [source.read(n).pixels for n in chunk]  # type: ignore[attr-defined]
+            batch = _working_batch(frames, settings.colorspace, is_float, dev)
+            with torch.inference_mode():
+                results = detector(batch)
+            for k, (n, res) in enumerate(zip(chunk, results)):
+                detections[n] = list(res.faces)
+                stats.faces_detected += len(res.faces)
+                stats.faces_too_small += int(res.skipped_small)
+                thumb = thumbnail(batch[k])
+                if prev_thumb is not None:
+                    scores[n] = cut_score(prev_thumb, thumb)
+                prev_thumb = thumb
+                if on_frame is not None:
+                    on_frame(n, batch[k].permute(1, 2, 0).cpu().numpy(), res.faces)
+            stats.frames += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    cuts = find_cuts(scores)
+    stats.cuts = len(cuts)
+    tracks = build_tracks(detections, cuts)
+    meta = dict(tracks.metadata)
+    meta.update({"detector": settings.detector, "cuts": sorted(int(c) for c in cuts),
+                 "frames": [int(numbers[0]), int(numbers[-1])] if numbers else []})
+    return FaceTracks(tracks=tracks.tracks, metadata=meta)

@@ -1,0 +1,166 @@
+"""The ``facefix`` command: a thin layer over the core. Options come from the one parameter schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import FaceFixError
+from .params import PARAMS, Param, Settings
+
+__all__ = ["main", "build_parser", "add_param_options", "settings_from_args"]
+
+
+def _arg_type(p: Param) -> Any:
+    if p.kind == "bool":
+        return lambda v: p.coerce(v)
+    return str  # coerced (with a one-line error naming the flag) by Settings
+
+
+def add_param_options(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None) -> None:
+    """Add one option per schema parameter (optionally only some groups)."""
+    by_group: dict[str, argparse._ArgumentGroup] = {}
+    for p in PARAMS:
+        if groups is not None and p.group not in groups:
+            continue
+        g = by_group.get(p.group) or parser.add_argument_group(f"{p.group} controls")
+        by_group[p.group] = g
+        help_text = p.help
+        if p.choices:
+            help_text += f" Choices: {', '.join(str(c) for c in p.choices)}."
+        if p.minimum is not None and p.maximum is not None:
+            help_text += f" Range {p.minimum:g}..{p.maximum:g}."
+        help_text += f" Default: {p.default}."
+        g.add_argument(p.cli_flag, dest=p.name, default=None, type=_arg_type(p), metavar=p.kind.upper(), help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    values = {p.name: getattr(args, p.name) for p in PARAMS if getattr(args, p.name, None) is not None}
+    return Settings.from_mapping(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facefix",
+        description="Restore faces in footage: detect, track, align, restore, stabilise, composite, upscale.",
+    )
+    parser.add_argument("--version", action="version", version=f"facefix {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="More log output.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("restore", help="Restore faces in an image sequence or movie.")
+    r.add_argument("input", help="Input: shot.####.exr, shot.%%04d.exr, shot.1001-1100#.exr, a still, or a movie.")
+    r.add_argument("-o", "--output", required=True, help="Output pattern or movie file.")
+    r.add_argument("--frames", help="Frame range, e.g. 1001-1100 or 1001-1100x2 (default: all frames found).")
+    r.add_argument("--tracks", help="FaceTracks JSON to use instead of detecting (from `facefix track` or a host).")
+    r.add_argument("--resume", action="store_true", help="Skip frames already written (image sequences).")
+    r.add_argument("--quiet", action="store_true", help="No progress bar; errors only.")
+    r.add_argument("--codec", default="auto", help="Movie codec: auto, h264, prores (default: by container).")
+    r.add_argument("--matte", help="Also write the face alpha matte to this image-sequence pattern.")
+    r.add_argument("--model-path", help="Use this weights file instead of the installed model.")
+    add_param_options(r)
+
+    t = sub.add_parser("track", help="Detect and track faces; write FaceTracks JSON.")
+    t.add_argument("input")
+    t.add_argument("-o", "--output", required=True, help="tracks.json")
+    t.add_argument("--frames")
+    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--debug-overlay", metavar="DIR", help="Write frames with boxes, ids and landmarks drawn.")
+    add_param_options(t, groups=("faces", "colour", "compute"))
+
+    d = sub.add_parser("demo", help="Write a small example shot (PNG 16-bit and EXR half) to try FaceFix on.")
+    d.add_argument("folder")
+    d.add_argument("--frames", type=int, default=8, help="Number of frames (default 8).")
+
+    s = sub.add_parser("schema", help="Print the parameter schema as JSON (what hosts build their controls from).")
+    s.add_argument("--indent", type=int, default=1)
+
+    from .cli_models import add_models_parser
+
+    add_models_parser(sub)
+    return parser
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .faces import FaceTracks
+    from .run import run_clip
+
+    settings = settings_from_args(args)
+    tracks = FaceTracks.load(args.tracks) if args.tracks else None
+    summary = run_clip(
+        args.input, args.output, settings, frames=args.frames, tracks=tracks, resume=args.resume,
+        progress=not args.quiet, codec=args.codec, matte=args.matte, restorer_path=args.model_path,
+    )
+    if not args.quiet:
+        print(f"facefix: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from .track_cli import run_track
+
+    settings = settings_from_args(args)
+    line = run_track(args.input, args.output, settings, frames=args.frames, progress=not args.quiet,
+                     debug_overlay=args.debug_overlay)
+    if not args.quiet:
+        print(f"facefix: {line}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo
+
+    for path in write_demo(args.folder, n_frames=args.frames):
+        print(path)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    rows = [
+        {"name": p.name, "label": p.display_label, "type": p.kind, "default": p.default, "help": p.help,
+         "min": p.minimum, "max": p.maximum, "choices": list(p.choices), "animatable": p.animatable,
+         "group": p.group, "flag": p.cli_flag}
+        for p in PARAMS
+    ]
+    print(json.dumps({"version": "facefix.Schema.1", "params": rows}, indent=args.indent))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="facefix: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handlers = {"restore": _cmd_restore, "track": _cmd_track, "schema": _cmd_schema, "demo": _cmd_demo}
+    try:
+        if args.command in handlers:
+            return handlers[args.command](args)
+        return int(args.func(args))
+    except FaceFixError as err:
+        print(f"facefix: error: {err}", file=sys.stderr)
+        return 130 if type(err).__name__ == "Interrupted" else 1
+    except KeyboardInterrupt:
+        print("facefix: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("facefix: error: out of memory (try a smaller --batch)", file=sys.stderr)
+        return 1
+    except Exception as err:  # torch's CUDA OOM and other runtime failures: one line, not a traceback
+        if type(err).__name__ == "OutOfMemoryError":
+            print("facefix: error: out of GPU memory (try a smaller --batch, or --device cpu)", file=sys.stderr)
+            return 1
+        if args.verbose:
+            raise
+        print(f"facefix: error: {type(err).__name__}: {err} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

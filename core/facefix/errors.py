@@ -1,0 +1,41 @@
+"""Exception types. Every message is one line that names the file, frame or option at fault."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FaceFixError",
+    "InputError",
+    "OutputError",
+    "ModelError",
+    "ChecksumError",
+    "DownloadError",
+    "SettingsError",
+]
+
+
+class FaceFixError(Exception):
+    """Base class: the CLI prints ``str(err)`` as a single line and exits non-zero."""
+
+
+class InputError(FaceFixError):
+    """A source file or frame is missing, corrupt, or unsupported."""
+
+
+class OutputError(FaceFixError):
+    """An output cannot be written (unwritable folder, disk full, bad extension)."""
+
+
+class SettingsError(FaceFixError):
+    """A parameter value is of the wrong type or out of range."""
+
+
+class ModelError(FaceFixError):
+    """A model file is missing, not a model, or of an unrecognised architecture."""
+
+
+class ChecksumError(ModelError):
+    """A model file's sha256 does not match the catalogue."""
+
+
+class DownloadError(ModelError):
+    """A model download failed."""

@@ -1,0 +1,173 @@
+"""Faces and FaceTracks, the exchange format between the core and the hosts.
+
+Convention: pixel coordinates in the frame, (x, y) order, origin at the top-left corner of the
+top-left pixel (pixel centres at +0.5). Landmarks are, in order: left eye centre, right eye centre,
+nose tip, left mouth corner, right mouth corner, where "left" is the image's left (the subject's right).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Face", "FaceTrack", "FaceTracks", "FACETRACKS_VERSION", "Source"]
+
+FACETRACKS_VERSION = "facefix.FaceTracks.1"
+
+Source = Literal["detected", "interpolated", "host"]
+_SOURCES = ("detected", "interpolated", "host")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face in one frame.
+
+    box: (x0, y0, x1, y1); landmarks: (5, 2) float64; mesh: optional (468, 2|3) dense landmarks.
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float = 1.0
+    track_id: int = -1
+    source: Source = "detected"
+    mesh: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        lm = np.asarray(self.landmarks, dtype=np.float64)
+        if lm.shape != (5, 2):
+            raise InputError(f"face landmarks must be 5 (x, y) points, got shape {lm.shape}")
+        if not np.all(np.isfinite(lm)) or not all(np.isfinite(self.box)):
+            raise InputError("face box/landmarks contain NaN or Inf")
+        object.__setattr__(self, "landmarks", lm)
+        object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+
+    @property
+    def size(self) -> float:
+        """Face size in pixels: the larger side of the box."""
+        x0, y0, x1, y1 = self.box
+        return max(x1 - x0, y1 - y0)
+
+    def scaled(self, factor: float) -> Face:
+        """The same face in a frame scaled by ``factor`` (used to paste at upscaled resolution)."""
+        mesh = None if self.mesh is None else self.mesh * factor
+        return Face(
+            box=tuple(v * factor for v in self.box),  # type: ignore[arg-type]
+            landmarks=self.landmarks * factor,
+            score=self.score,
+            track_id=self.track_id,
+            source=self.source,
+            mesh=mesh,
+        )
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """A face followed across frames: ``faces`` maps frame number -> Face."""
+
+    id: int
+    faces: Mapping[int, Face]
+
+    @property
+    def frames(self) -> list[int]:
+        return sorted(self.faces)
+
+
+@dataclass(frozen=True)
+class FaceTracks:
+    """All tracks of a clip, with the frame -> faces lookup the restore pass needs."""
+
+    tracks: tuple[FaceTrack, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def faces_at(self, frame: int) -> list[Face]:
+        return [t.faces[frame] for t in self.tracks if frame in t.faces]
+
+    def frame_numbers(self) -> list[int]:
+        return sorted({n for t in self.tracks for n in t.faces})
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        tracks = []
+        for t in self.tracks:
+            frames = []
+            for n in t.frames:
+                f = t.faces[n]
+                entry: dict[str, Any] = {
+                    "frame": int(n),
+                    "box": [round(float(v), 4) for v in f.box],
+                    "landmarks": [[round(float(x), 4), round(float(y), 4)] for x, y in f.landmarks],
+                    "score": round(float(f.score), 5),
+                    "source": f.source,
+                }
+                if f.mesh is not None:
+                    entry["mesh"] = np.round(f.mesh[:, :2], 3).tolist()
+                frames.append(entry)
+            tracks.append({"id": int(t.id), "frames": frames})
+        return {"version": FACETRACKS_VERSION, "metadata": dict(self.metadata), "tracks": tracks}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], origin: str = "FaceTracks") -> FaceTracks:
+        version = data.get("version") if isinstance(data, Mapping) else None
+        if not isinstance(version, str) or not version.startswith("facefix.FaceTracks."):
+            raise InputError(f"{origin}: not a FaceTracks file (missing or unknown 'version')")
+        if version != FACETRACKS_VERSION:
+            raise InputError(f"{origin}: FaceTracks version {version!r} is not supported (expected {FACETRACKS_VERSION})")
+        tracks = []
+        try:
+            for t in data["tracks"]:
+                tid = int(t["id"])
+                faces: dict[int, Face] = {}
+                for fr in t["frames"]:
+                    src = fr.get("source", "host")
+                    if src not in _SOURCES:
+                        raise InputError(f"{origin}: track {tid} frame {fr['frame']}: bad source {src!r}")
+                    mesh = np.asarray(fr["mesh"], dtype=np.float64) if "mesh" in fr else None
+                    faces[int(fr["frame"])] = Face(
+                        box=tuple(float(v) for v in fr["box"]),  # type: ignore[arg-type]
+                        landmarks=np.asarray(fr["landmarks"], dtype=np.float64),
+                        score=float(fr.get("score", 1.0)),
+                        track_id=tid,
+                        source=src,
+                        mesh=mesh,
+                    )
+                tracks.append(FaceTrack(id=tid, faces=faces))
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{origin}: malformed FaceTracks ({type(err).__name__}: {err})") from None
+        return cls(tracks=tuple(tracks), metadata=dict(data.get("metadata", {})))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        from .io.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FaceTracks:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{p}: tracks file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{p}: not valid JSON ({err})") from None
+        return cls.from_json(data, origin=str(p))
+
+    @classmethod
+    def from_faces(cls, per_frame: Mapping[int, Iterable[Face]]) -> FaceTracks:
+        """Group faces by their ``track_id`` (ids < 0 each get a track of their own)."""
+        grouped: dict[int, dict[int, Face]] = {}
+        next_free = max([f.track_id for fs in per_frame.values() for f in fs] + [-1]) + 1
+        for n, faces in sorted(per_frame.items()):
+            for f in faces:
+                tid = f.track_id
+                if tid < 0:
+                    tid, next_free = next_free, next_free + 1
+                grouped.setdefault(tid, {})[n] = f
+        return cls(tracks=tuple(FaceTrack(id=k, faces=v) for k, v in sorted(grouped.items())))

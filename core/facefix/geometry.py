@@ -1,0 +1,166 @@
+"""Alignment geometry: similarity transforms to the FFHQ template and batched warps.
+
+Convention: points are (x, y) in pixels with pixel centres at +0.5 (the top-left pixel covers [0, 1)).
+Matrices are 2x3 affine maps named ``dst_from_src``: ``crop_from_frame`` takes frame pixel coordinates to
+aligned-crop pixel coordinates. Images are (N, C, H, W) tensors; the device and dtype follow the input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+__all__ = [
+    "FFHQ_TEMPLATE_512",
+    "TEMPLATE_SIZE",
+    "umeyama_similarity",
+    "crop_from_frame_matrix",
+    "invert_affine",
+    "affine_scale",
+    "transform_points",
+    "warp_affine",
+    "frame_rois",
+]
+
+TEMPLATE_SIZE = 512
+
+# The FFHQ 5-point template at 512 px (eye centres, nose tip, mouth corners) used by GFPGAN/CodeFormer-era
+# restorers: faces aligned to it look like their training data.
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.19366],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
+
+
+def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
+
+    src, dst: (K, 2) points, K >= 2. Returns the 2x3 matrix ``dst_from_src``. No reflection.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise InputError(f"similarity needs matching (K, 2) point sets, got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0**2).sum() / len(src)
+    if var_s < 1e-12:
+        raise InputError("degenerate landmarks: all points coincide")
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    scale = (sig * d).sum() / var_s
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]])
+
+
+def crop_from_frame_matrix(landmarks: np.ndarray, size: int = TEMPLATE_SIZE) -> np.ndarray:
+    """2x3 ``crop_from_frame`` aligning 5 frame landmarks to the FFHQ template at ``size`` px."""
+    return umeyama_similarity(landmarks, FFHQ_TEMPLATE_512 * (size / TEMPLATE_SIZE))
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine (or a (..., 2, 3) batch)."""
+    a = m[..., :2]
+    inv_a = np.linalg.inv(a)
+    return np.concatenate([inv_a, -(inv_a @ m[..., 2:])], axis=-1)
+
+
+def affine_scale(m: np.ndarray) -> np.ndarray:
+    """Uniform scale of 2x3 similarity matrices (..., 2, 3): sqrt(|det|)."""
+    return np.sqrt(np.abs(np.linalg.det(m[..., :2])))
+
+
+def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply ``dst_from_src`` (2, 3) to (K, 2) points."""
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def _grid_for(src_from_dst: torch.Tensor, out_hw: tuple[int, int], src_hw: tuple[int, int]) -> torch.Tensor:
+    """Sampling grid (N, h, w, 2) in grid_sample's normalised coords (align_corners=False)."""
+    h, w = out_hw
+    sh, sw = src_hw
+    dev, dt = src_from_dst.device, src_from_dst.dtype
+    ys = torch.arange(h, device=dev, dtype=dt) + 0.5
+    xs = torch.arange(w, device=dev, dtype=dt) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    pts = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1)  # (h, w, 3)
+    src = torch.einsum("hwk,njk->nhwj", pts, src_from_dst)  # (N, h, w, 2) source pixel coords
+    scale = torch.tensor([2.0 / sw, 2.0 / sh], device=dev, dtype=dt)
+    return src * scale - 1.0
+
+
+def _antialias_level(scale: float) -> int:
+    """Pyramid level (halvings) so that sampling from it shrinks by at most ~1.5x."""
+    if scale >= 1.0 / 1.5:
+        return 0
+    return max(0, int(math.floor(math.log2(1.0 / scale / 1.5))) + 1)
+
+
+def warp_affine(
+    src: torch.Tensor,
+    dst_from_src: np.ndarray,
+    out_hw: tuple[int, int],
+    *,
+    src_index: np.ndarray | None = None,
+    mode: str = "bicubic",
+) -> torch.Tensor:
+    """Warp images through per-output affine maps, antialiased when shrinking.
+
+    src: (B, C, H, W). dst_from_src: (N, 2, 3) float64. src_index: (N,) which source image each output reads
+    (default: output n reads source n). Returns (N, C, h, w); samples outside the source are 0.
+    Shrinking by more than 1.5x first halves the source (area filter) as often as needed, so small outputs
+    from big sources do not alias. Computation is in float32 (float64 on CPU is needlessly slow).
+    """
+    if src.ndim != 4:
+        raise InputError(f"warp_affine expects (B, C, H, W), got {tuple(src.shape)}")
+    m = np.asarray(dst_from_src, np.float64).reshape(-1, 2, 3)
+    n = m.shape[0]
+    idx = np.arange(n) if src_index is None else np.asarray(src_index, np.int64)
+    out = torch.empty((n, src.shape[1], *out_hw), device=src.device, dtype=src.dtype)
+    levels = np.array([_antialias_level(float(s)) for s in affine_scale(m)])
+    for level in np.unique(levels):
+        sel = np.nonzero(levels == level)[0]
+        img = src
+        factor = 1.0
+        for _ in range(int(level)):
+            if min(img.shape[-2:]) < 2:
+                break
+            img = F.avg_pool2d(img, 2, ceil_mode=True)
+            factor *= 2.0
+        # Map level-L pixel coords to level-0 (x0 = factor * xL), so srcL_from_dst = (1/factor) * src_from_dst.
+        src_from_dst = invert_affine(m[sel]) / factor
+        grid = _grid_for(
+            torch.as_tensor(src_from_dst, device=src.device, dtype=torch.float32), out_hw, tuple(img.shape[-2:])
+        )
+        picked = img[torch.as_tensor(idx[sel], device=src.device)]
+        res = F.grid_sample(picked.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
+        out[torch.as_tensor(sel, device=src.device)] = res.to(src.dtype)
+    return out
+
+
+def frame_rois(frame_from_crop: np.ndarray, crop_size: int, frame_hw: tuple[int, int], pad: int = 2) -> np.ndarray:
+    """Integer frame boxes (N, 4) = (x0, y0, x1, y1) covering each crop square's image, clipped to the frame."""
+    h, w = frame_hw
+    s = float(crop_size)
+    corners = np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64)
+    pts = np.einsum("kj,nij->nki", corners, frame_from_crop[..., :2]) + frame_from_crop[:, None, :, 2]
+    x0 = np.clip(np.floor(pts[..., 0].min(1)) - pad, 0, w)
+    y0 = np.clip(np.floor(pts[..., 1].min(1)) - pad, 0, h)
+    x1 = np.clip(np.ceil(pts[..., 0].max(1)) + pad, 0, w)
+    y1 = np.clip(np.ceil(pts[..., 1].max(1)) + pad, 0, h)
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)

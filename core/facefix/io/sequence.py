@@ -1,0 +1,624 @@
+"""Image sequences and stills through OpenImageIO; patterns in VFX notation through fileseq.
+
+Patterns: ``shot.####.exr`` (one digit per ``#``, as in Nuke), ``shot.%04d.exr``, ``shot.@@@@.exr``,
+``shot.1001-1100#.exr`` (a single ``#`` means four digits, as in fileseq/rvls; the range becomes the
+frame list), or a single still file. Frame ranges are fileseq FrameSet strings: ``1001-1100``,
+``1001-1100x2``, ``1,5,9-12``.
+
+Convention: pixels are read as stored (no colour conversion, alpha as the file keeps it: straight in
+PNG/TIFF, premultiplied in EXR; ``FrameFormat.attributes['oiio:UnassociatedAlpha']`` says which),
+see ``facefix.io.frames``. Every write goes to a temporary file beside the target, then is renamed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import fileseq
+import numpy as np
+import OpenImageIO as oiio
+
+from ..errors import InputError, OutputError, SettingsError
+from .atomic import atomic_path
+from .frames import Frame, FrameFormat, PixelType, native_bits
+
+__all__ = [
+    "ImageSequenceSource",
+    "ImageSequenceSink",
+    "parse_pattern",
+    "parse_frames",
+    "read_frame",
+    "write_frame",
+    "has_valid_header",
+    "WRITE_EXTENSIONS",
+]
+
+# Extension -> OIIO format name of the formats we write (and so test).
+WRITE_EXTENSIONS: Mapping[str, str] = {
+    ".exr": "openexr",
+    ".dpx": "dpx",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+}
+_BASETYPE_TO_PIXEL: Mapping[Any, PixelType] = {
+    oiio.UINT8: "uint8",
+    oiio.INT8: "uint8",
+    oiio.UINT16: "uint16",
+    oiio.INT16: "uint16",
+    oiio.UINT32: "uint32",
+    oiio.INT32: "uint32",
+    oiio.HALF: "half",
+    oiio.FLOAT: "float",
+    oiio.DOUBLE: "float",
+}
+_NUMPY_INT = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
+# Attributes that describe how OIIO read this file rather than the image: never written back.
+_NEVER_COPY = ("oiio:subimages", "oiio:BitsPerSample", "oiio:RowsPerChunk", "dpx:ImageDescriptor")
+# Attributes of one format that still mean the same in another.
+_PORTABLE = ("oiio:ColorSpace", "oiio:UnassociatedAlpha")
+_COLOUR_NAMES = (("r", "red"), ("g", "green"), ("b", "blue"))
+_ALPHA_NAMES = ("a", "alpha")
+
+
+# --------------------------------------------------------------------------------------------- patterns
+
+
+def parse_pattern(pattern: str) -> fileseq.FileSequence | None:
+    """The fileseq sequence of ``pattern``, or None when it names a single file (no padding).
+
+    A run of several ``#`` counts one digit each (``####`` = 4); a lone ``#`` counts four.
+    """
+    text = str(pattern)
+    try:
+        seq = fileseq.FileSequence(text, pad_style=fileseq.PAD_STYLE_HASH4)
+        # Only written padding (#, @, %04d, $F4) makes a sequence: 'plate_v001.png' is one file.
+        if not seq.padding() or seq.padding() not in text:
+            return None
+        if _pad_style(seq) is not fileseq.PAD_STYLE_HASH4:
+            seq = fileseq.FileSequence(text, pad_style=_pad_style(seq))
+    except fileseq.FileSeqException as err:
+        raise InputError(f"cannot parse the sequence pattern {text}: {str(err).splitlines()[0]}") from err
+    return seq
+
+
+def parse_frames(frames: str, option: str = "--frames") -> list[int]:
+    """Frame numbers of a FrameSet string (``1001-1100``, ``1001-1100x2``, ``1,5,9-12``), in order."""
+    try:
+        fs = fileseq.FrameSet(str(frames).replace(" ", ""))
+    except (fileseq.FileSeqException, ValueError) as err:
+        raise SettingsError(f"{option} {frames!r} is not a frame range (e.g. 1001-1100, 1001-1100x2, 1,5,9-12)") from err
+    numbers = [int(f) for f in fs]
+    if not numbers:
+        raise SettingsError(f"{option} {frames!r} names no frames")
+    return numbers
+
+
+def _pad_style(seq: fileseq.FileSequence) -> Any:
+    return fileseq.PAD_STYLE_HASH1 if seq.padding().count("#") > 1 else fileseq.PAD_STYLE_HASH4
+
+
+def _first_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _name_is(name: str, choices: tuple[str, ...]) -> bool:
+    return name.lower() in choices
+
+
+def _channel_order(names: tuple[str, ...]) -> tuple[list[int], int | None, bool]:
+    """Order of the file's channels: (indices R,G,B[,A],extras..., alpha position, grey).
+
+    Without R, G and B names, the first three non-alpha channels count as colour; a file with a
+    single non-alpha channel is grey (its channel is repeated into R, G, B by the reader).
+    """
+    alpha = next((i for i, n in enumerate(names) if _name_is(n, _ALPHA_NAMES)), None)
+    rgb = []
+    for choices in _COLOUR_NAMES:
+        rgb.append(next((i for i, n in enumerate(names) if _name_is(n, choices)), None))
+    non_alpha = [i for i in range(len(names)) if i != alpha]
+    if all(i is not None for i in rgb):
+        colour = [int(i) for i in rgb if i is not None]
+        grey = False
+    elif len(non_alpha) >= 3:
+        colour = non_alpha[:3]
+        grey = False
+    elif non_alpha:
+        colour = non_alpha[:1]
+        grey = True
+    else:  # alpha only: treat the matte as grey
+        colour, alpha, grey = [0], None, True
+    head = colour + ([alpha] if alpha is not None else [])
+    extras = [i for i in range(len(names)) if i not in head]
+    return head + extras, alpha, grey
+
+
+def _spec_attributes(spec: oiio.ImageSpec) -> tuple[dict[str, Any], dict[str, str]]:
+    values: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for p in spec.extra_attribs:
+        values[p.name] = p.value
+        types[p.name] = str(p.type)
+    return values, types
+
+
+def _fps_from_attributes(attributes: Mapping[str, Any]) -> float | None:
+    for key in ("FramesPerSecond", "dpx:FrameRate", "cineon:FrameRate"):
+        value = attributes.get(key)
+        if value is None:
+            continue
+        if isinstance(value, tuple) and len(value) == 2 and value[1]:
+            fps = float(value[0]) / float(value[1])
+        elif isinstance(value, int | float):
+            fps = float(value)
+        else:
+            continue
+        if math.isfinite(fps) and fps > 0:
+            return fps
+    return None
+
+
+def _open_input(path: Path, number: int | None) -> oiio.ImageInput:
+    if not path.is_file():
+        if number is not None:
+            raise InputError(f"frame {number} is missing: {path}")
+        raise InputError(f"file not found: {path}")
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)  # keep straight alpha as stored (PNG, TIFF)
+    inp = oiio.ImageInput.open(str(path), config)
+    if inp is None:
+        raise InputError(f"cannot read {path}: {_first_error_line(oiio.geterror())}")
+    return inp
+
+
+def _to_unit_float(data: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
+    """Integer codes -> [0, 1] float32, snapped to the stored bit depth's grid (10-bit DPX: k/1023)."""
+    native_max = float(2 ** native_bits(pixel_type) - 1)
+    d = data.astype(np.float64)
+    if bits < native_bits(pixel_type):
+        stored_max = float(2**bits - 1)
+        return (np.rint(d * (stored_max / native_max)) / stored_max).astype(np.float32)
+    return (d / native_max).astype(np.float32)
+
+
+def read_frame(path: str | os.PathLike[str], number: int = 0) -> Frame:
+    """Read one image file into a Frame (all channels, R, G, B first; grey expanded to RGB).
+
+    Raises InputError naming the file when it is missing, unreadable, truncated or corrupt.
+    """
+    path = Path(path)
+    inp = _open_input(path, number)
+    try:
+        spec = inp.spec()
+        pixel_type = _BASETYPE_TO_PIXEL.get(spec.format.basetype, "float")
+        bits = int(spec.get_int_attribute("oiio:BitsPerSample", native_bits(pixel_type)))
+        bits = min(bits, native_bits(pixel_type)) if pixel_type not in ("half", "float") else native_bits(pixel_type)
+        if pixel_type in _NUMPY_INT:
+            data = inp.read_image(0, 0, 0, spec.nchannels, pixel_type)
+        else:
+            data = inp.read_image(0, 0, 0, spec.nchannels, "float")
+        if data is None:
+            raise InputError(f"corrupt or truncated image {path}: {_first_error_line(inp.geterror())}")
+        file_format = inp.format_name()
+    finally:
+        inp.close()
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim == 4:  # volume images: the first slice
+        data = data[0]
+    if pixel_type in _NUMPY_INT:
+        pixels = _to_unit_float(data, pixel_type, bits)
+    else:
+        pixels = data.astype(np.float32, copy=False)
+
+    names = tuple(spec.channelnames) or tuple(f"C{i}" for i in range(spec.nchannels))
+    order, _, grey = _channel_order(names)
+    pixels = pixels[:, :, order]
+    ordered = [names[i] for i in order]
+    grey_channel = None
+    if grey:
+        grey_channel = ordered[0]
+        pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
+        ordered = ["R", "G", "B"] + ordered[1:]
+    channel_types = None
+    if spec.channelformats:
+        per = [_BASETYPE_TO_PIXEL.get(t.basetype, "float") for t in spec.channelformats]
+        if len(set(per)) > 1:
+            channel_types = tuple(per[i] for i in order)
+            if grey:
+                channel_types = (channel_types[0],) * 3 + channel_types[1:]
+    attributes, attribute_types = _spec_attributes(spec)
+    fmt = FrameFormat(
+        width=spec.width,
+        height=spec.height,
+        channel_names=tuple(ordered),
+        pixel_type=pixel_type,
+        bits_per_sample=bits,
+        attributes=attributes,
+        attribute_types=attribute_types,
+        file_format=file_format,
+        grey_channel=grey_channel,
+        channel_pixel_types=channel_types,
+        data_window=(spec.x, spec.y, spec.width, spec.height),
+        display_window=(spec.full_x, spec.full_y, spec.full_width, spec.full_height),
+    )
+    return Frame(number=number, pixels=np.ascontiguousarray(pixels), format=fmt)
+
+
+def has_valid_header(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` exists and OpenImageIO can read its header."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return False
+    inp = oiio.ImageInput.open(str(p))
+    if inp is None:
+        oiio.geterror()  # clear the pending message
+        return False
+    ok = inp.spec().width > 0 and inp.spec().height > 0
+    inp.close()
+    return ok
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def _output_format_name(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        known = ", ".join(sorted(WRITE_EXTENSIONS))
+        raise OutputError(f"cannot write {path}: unknown image extension {ext or '(none)'}; use one of {known}")
+    return WRITE_EXTENSIONS[ext]
+
+
+def _pick_pixel_type(out_format: str, src: FrameFormat, same: bool) -> tuple[PixelType, int]:
+    """(pixel type, bits per sample) for writing ``src``-like frames as ``out_format``."""
+    if same and not (out_format == "jpeg"):
+        if out_format == "png" and src.pixel_type not in ("uint8", "uint16"):
+            return "uint16", 16
+        if out_format == "dpx" and src.pixel_type not in ("uint8", "uint16"):
+            return "uint16", 10
+        if out_format == "openexr" and src.pixel_type not in ("half", "float"):
+            return ("float" if src.pixel_type == "uint32" else "half"), native_bits("half")
+        return src.pixel_type, src.bits_per_sample
+    if out_format == "openexr":
+        return ("float", 32) if src.pixel_type in ("float", "uint32") else ("half", 16)
+    if out_format == "dpx":
+        return ("uint8", 8) if src.pixel_type == "uint8" else ("uint16", 10)
+    if out_format == "tiff":
+        if src.is_float or src.pixel_type == "uint32":
+            return "float", 32
+        return ("uint8", 8) if src.pixel_type == "uint8" else ("uint16", 16)
+    if out_format == "png":
+        return ("uint8", 8) if src.pixel_type == "uint8" else ("uint16", 16)
+    return "uint8", 8  # jpeg
+
+
+def _quantise(pixels: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
+    """Clamp to [0, 1] and round to integer codes of ``bits``, stored in ``pixel_type``'s width."""
+    stored_max = float(2**bits - 1)
+    native_max = float(2 ** native_bits(pixel_type) - 1)
+    v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    codes = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
+    if bits < native_bits(pixel_type):
+        codes = np.rint(codes * (native_max / stored_max))  # the writer takes full-range codes
+    return codes.astype(_NUMPY_INT[pixel_type])
+
+
+def _select_channels(
+    frame: Frame, out_format: str, grey_channel: str | None
+) -> tuple[np.ndarray, list[str], int, list[int]]:
+    """Pixels and names to write: grey collapsed, channels the format cannot hold dropped.
+
+    Returns (pixels, names, alpha index or -1, source channel indices kept (for per-channel types)).
+    """
+    px = frame.pixels
+    names = list(frame.format.channel_names)
+    alpha = frame.format.alpha_index
+    extras = [i for i in range(3, px.shape[2]) if i != alpha]
+    if out_format == "jpeg":
+        alpha, extras = None, []
+    elif out_format in ("png", "dpx"):
+        extras = []
+    keep_rest = ([alpha] if alpha is not None else []) + extras
+    if grey_channel is not None:
+        # Rec.709 luma in float64: exactly the value back when R = G = B.
+        luma = px[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+        cols = [luma.astype(np.float32)[..., None]] + [px[..., i : i + 1] for i in keep_rest]
+        out_names = [grey_channel if out_format == "openexr" else "Y"] + [names[i] for i in keep_rest]
+        kept = [0] + keep_rest
+    else:
+        cols = [px[..., :3]] + [px[..., i : i + 1] for i in keep_rest]
+        out_names = names[:3] + [names[i] for i in keep_rest]
+        kept = [0, 1, 2] + keep_rest
+    out = np.concatenate(cols, axis=2) if len(cols) > 1 else cols[0]
+    alpha_out = out_names.index(names[alpha]) if alpha is not None else -1
+    return np.ascontiguousarray(out), out_names, alpha_out, kept
+
+
+def _copy_attributes(spec: oiio.ImageSpec, src: FrameFormat, same: bool, compression: str | None) -> None:
+    for name, value in src.attributes.items():
+        if name in _NEVER_COPY:
+            continue
+        if not same and (":" in name and name not in _PORTABLE or name == "compression"):
+            continue
+        type_name = src.attribute_types.get(name)
+        try:
+            if type_name:
+                spec.attribute(name, oiio.TypeDesc(type_name), value)
+            else:
+                spec.attribute(name, value)
+        except (TypeError, ValueError, RuntimeError):
+            continue  # an attribute OIIO cannot write back: the image matters more than it
+    level = src.attributes.get("openexr:dwaCompressionLevel")
+    current = str(src.attributes.get("compression", ""))
+    if same and compression is None and current.startswith("dwa") and ":" not in current and level:
+        # The EXR writer takes the DWA level from the compression name ("dwaa:60").
+        spec.attribute("compression", f"{current}:{float(level):g}")
+    if compression:
+        spec.attribute("compression", compression)
+
+
+def write_frame(
+    path: str | os.PathLike[str],
+    frame: Frame,
+    like: FrameFormat | None = None,
+    *,
+    pixel_type: PixelType | None = None,
+    bits_per_sample: int | None = None,
+    compression: str | None = None,
+    fps: float | None = None,
+) -> None:
+    """Write ``frame`` to ``path`` atomically; the format comes from the extension.
+
+    ``like`` (default: the frame's own format) gives the sample type, compression and metadata when
+    it is of the same file format; otherwise a sensible type is chosen (EXR half unless the source is
+    float, DPX 10-bit, TIFF float for float sources, PNG 16-bit unless the source is 8-bit, JPEG
+    8-bit without alpha). Float outputs keep values as they are (NaN/Inf included); integer outputs
+    are clamped to [0, 1] and rounded. Raises OutputError naming the file.
+    """
+    path = Path(path)
+    out_format = _output_format_name(path)
+    src = like if like is not None else frame.format
+    same = src.file_format == out_format
+    ptype, bits = _pick_pixel_type(out_format, src, same)
+    if pixel_type is not None:
+        ptype, bits = pixel_type, native_bits(pixel_type)
+    if bits_per_sample is not None:
+        bits = int(bits_per_sample)
+    grey = frame.format.grey_channel if frame.format.grey_channel is not None else src.grey_channel
+    px, names, alpha, kept = _select_channels(frame, out_format, grey)
+    h, w, c = px.shape
+
+    spec = oiio.ImageSpec(w, h, c, oiio.TypeDesc(ptype))
+    spec.channelnames = tuple(names)
+    spec.alpha_channel = alpha
+    if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.pixels.shape[2] and pixel_type is None:
+        spec.channelformats = tuple(oiio.TypeDesc(src.channel_pixel_types[i]) for i in kept)
+    _copy_attributes(spec, src, same, compression)
+    if bits < native_bits(ptype):
+        spec.attribute("oiio:BitsPerSample", bits)
+    same_size = src.width == w and src.height == h
+    if same and same_size and src.data_window and src.display_window:
+        spec.x, spec.y = src.data_window[0], src.data_window[1]
+        spec.full_x, spec.full_y, spec.full_width, spec.full_height = src.display_window
+    if fps is not None and fps > 0 and "FramesPerSecond" not in src.attributes:
+        num, den = _rational(fps)
+        spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (num, den))
+
+    data = px if ptype in ("half", "float") else _quantise(px, ptype, bits)
+    with atomic_path(path) as tmp:
+        out = oiio.ImageOutput.create(str(tmp))
+        if out is None:
+            raise OutputError(f"cannot write {path}: {_first_error_line(oiio.geterror())}")
+        try:
+            if not out.open(str(tmp), spec):
+                raise OutputError(f"cannot write {path}: {_first_error_line(out.geterror())}")
+            if not out.write_image(data):
+                raise OutputError(f"cannot write {path}: {_first_error_line(out.geterror())}")
+        finally:
+            closed = out.close()
+        if not closed:
+            raise OutputError(f"cannot write {path}: {_first_error_line(out.geterror())}")
+
+
+def _rational(fps: float) -> tuple[int, int]:
+    for den in (1, 1001, 100, 1000):
+        num = fps * den
+        if abs(num - round(num)) < 1e-3 * den / 1000:
+            return int(round(num)), den
+    return int(round(fps * 1000)), 1000
+
+
+# ------------------------------------------------------------------------------------------ source/sink
+
+
+class ImageSequenceSource:
+    """Frames of an image sequence (or one still), read one at a time; nothing is cached.
+
+    ``frames`` (a FrameSet string) selects frames; without it, the frames on disk are discovered
+    (or the range written in the pattern is used). A still file has one frame: the number in its
+    name, or 0.
+    """
+
+    kind = "sequence"
+
+    def __init__(self, pattern: str | os.PathLike[str], frames: str | None = None) -> None:
+        self.pattern = str(pattern)
+        self._seq = parse_pattern(self.pattern)
+        self._still: Path | None = None
+        if self._seq is None:
+            self._init_still(frames)
+        elif frames is not None:
+            self.frame_numbers = parse_frames(frames)
+        else:
+            written = self._seq.frameSet()  # a range written in the pattern: shot.1001-1100#.exr
+            self.frame_numbers = [int(f) for f in written] if written is not None else self._discover()
+        self._format: FrameFormat | None = None
+
+    def _init_still(self, frames: str | None) -> None:
+        path = Path(self.pattern)
+        named = fileseq.FileSequence(self.pattern) if path.suffix else None
+        number = 0
+        # 'shot.1001.exr' is frame 1001 of a sequence: with --frames, read it as that sequence.
+        named_frames = named.frameSet() if named is not None else None
+        if named is not None and named_frames is not None and len(named_frames) == 1:
+            number = int(list(named_frames)[0])
+            if frames is not None:
+                self._seq = named
+                self.frame_numbers = parse_frames(frames)
+                return
+        if frames is not None and parse_frames(frames) != [number]:
+            raise SettingsError(f"--frames {frames!r} given for the single file {path}; use a pattern such as shot.####.exr")
+        if not path.is_file():
+            raise InputError(f"file not found: {path}")
+        self._still = path
+        self.frame_numbers = [number]
+
+    def _discover(self) -> list[int]:
+        seq = self._seq
+        if seq is None:
+            return list(self.frame_numbers)
+        folder = Path(seq.dirname() or ".")
+        if not folder.is_dir():
+            raise InputError(f"no frames match {self.pattern}: folder {folder} does not exist")
+        try:
+            found = fileseq.findSequenceOnDisk(
+                self.pattern, strictPadding=True, pad_style=_pad_style(seq)
+            )
+        except fileseq.FileSeqException as err:
+            raise InputError(f"no frames match {self.pattern}") from err
+        fs = found.frameSet()
+        if fs is None or len(fs) == 0:
+            raise InputError(f"no frames match {self.pattern}")
+        return [int(f) for f in fs]
+
+    def path_for(self, number: int) -> str:
+        if self._seq is None:
+            return str(self._still)
+        return str(self._seq.frame(int(number)))
+
+    def read(self, number: int) -> Frame:
+        return read_frame(self.path_for(number), int(number))
+
+    def __iter__(self) -> Iterator[Frame]:
+        for n in self.frame_numbers:
+            yield self.read(n)
+
+    def __len__(self) -> int:
+        return len(self.frame_numbers)
+
+    @property
+    def format(self) -> FrameFormat:
+        """The format of the first frame (read once; only its format is kept)."""
+        if self._format is None:
+            self._format = self.read(self.frame_numbers[0]).format
+        return self._format
+
+    @property
+    def fps(self) -> float:
+        """From the first frame's metadata (EXR FramesPerSecond, DPX frame rate), else 24.0."""
+        fps = _fps_from_attributes(self.format.attributes)
+        return fps if fps is not None else 24.0
+
+    @property
+    def is_float(self) -> bool:
+        return self.format.is_float
+
+    @property
+    def has_audio(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ImageSequenceSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ImageSequenceSink:
+    """Writes frames to an image sequence (or one still file), each one atomically.
+
+    ``like`` is the source's format: with the same file format, sample type, compression and metadata
+    are kept; ``pixel_type``/``compression`` override them.
+    """
+
+    kind = "sequence"
+
+    def __init__(
+        self,
+        pattern: str | os.PathLike[str],
+        like: FrameFormat | None = None,
+        *,
+        fps: float | None = None,
+        pixel_type: PixelType | None = None,
+        bits_per_sample: int | None = None,
+        compression: str | None = None,
+    ) -> None:
+        self.pattern = str(pattern)
+        self.like = like
+        self.fps = fps
+        self.pixel_type = pixel_type
+        self.bits_per_sample = bits_per_sample
+        self.compression = compression
+        self._seq = parse_pattern(self.pattern)
+        self._still_number: int | None = None
+        target = Path(self.path_for(0))
+        _output_format_name(target)
+        folder = target.parent if str(target.parent) else Path(".")
+        if not folder.is_dir():
+            raise OutputError(f"cannot write {self.pattern}: output folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise OutputError(f"cannot write {self.pattern}: output folder {folder} is not writable")
+
+    def path_for(self, number: int) -> str:
+        if self._seq is None:
+            return self.pattern
+        return str(self._seq.frame(int(number)))
+
+    def is_done(self, number: int) -> bool:
+        """True when frame ``number``'s file exists with a valid header (used to resume)."""
+        return has_valid_header(self.path_for(number))
+
+    def write(self, frame: Frame) -> None:
+        if self._seq is None:
+            if self._still_number is not None and self._still_number != frame.number:
+                raise OutputError(
+                    f"cannot write frame {frame.number} to the single file {self.pattern}; "
+                    "use a pattern such as out.####.exr for several frames"
+                )
+            self._still_number = frame.number
+        write_frame(
+            self.path_for(frame.number),
+            frame,
+            self.like,
+            pixel_type=self.pixel_type,
+            bits_per_sample=self.bits_per_sample,
+            compression=self.compression,
+            fps=self.fps,
+        )
+
+    def abort(self) -> None:
+        """Nothing to undo: each frame is complete on disk or absent."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ImageSequenceSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

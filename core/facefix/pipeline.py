@@ -1,0 +1,314 @@
+"""The frame-in/frame-out core: align, restore, stabilise, composite, upscale.
+
+``restore_frame(image, faces, settings)`` is the entry hosts call; ``restore_batch`` does the same for
+several frames at once (faces of all frames go through the model together). ``Engine`` holds only
+configuration and loaded weights; every stage below is a function of its inputs.
+
+Data flow per batch (one way):
+  frames (input colourspace, float32 HxWxC) -> face ROIs to working RGB -> align (GPU warp) -> restore
+  -> stabilise (optional, per track) -> colour match -> matte -> detail-preserving paste -> from working
+  -> untouched pixels copied bit for bit from the input (or the whole frame upscaled when asked).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .colour import ColourTransform, colour_transform, resolve_colorspace
+from .composite import colour_match, paste_faces, polygon_sdf, soft_matte, template_ellipse
+from .errors import InputError
+from .faces import Face
+from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
+from .params import Settings
+
+__all__ = ["Engine", "FaceBatch", "restore_frame", "restore_batch", "BatchStats", "resolve_device", "MODEL_MICRO_BATCH"]
+
+log = logging.getLogger("facefix")
+
+# The model always sees batches of exactly this many crops (the last one padded), so its arithmetic, and
+# therefore the output, never depends on how many frames the caller groups together.
+MODEL_MICRO_BATCH = 4
+
+# Face width in the 512 template, in px (about 2.2x the eye distance): the unit of expand/feather.
+_TEMPLATE_FACE_PX = 280.0
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device(choice)
+
+
+@dataclass
+class Engine:
+    """Loaded models and the device they run on. Build once per job; reuse for every frame."""
+
+    settings: Settings
+    device: torch.device = field(init=False)
+    _restorer: object | None = field(default=None, init=False, repr=False)
+    _upscaler: object | None = field(default=None, init=False, repr=False)
+    restorer_path: str | None = None
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.settings.device)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
+
+    def restorer(self):  # type: ignore[no-untyped-def]
+        if self._restorer is None:
+            from .restore.registry import load_restorer
+
+            r = load_restorer(self.settings.model, device=str(self.device), dtype=torch.float32, path=self.restorer_path)
+            if self.device.type == "cuda" and getattr(r, "supports_bfloat16", False):
+                r = r.to(self.device, torch.bfloat16)
+            self._restorer = r
+        return self._restorer
+
+    def upscaler(self):  # type: ignore[no-untyped-def]
+        if self._upscaler is None:
+            from .upscale import load_upscaler
+
+            self._upscaler = load_upscaler(self.settings.upscale_model, self.settings.upscale, device=self.device)
+        return self._upscaler
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Faces of a batch of frames, flattened: face n belongs to frame ``frame_index[n]``."""
+
+    faces: tuple[Face, ...]
+    frame_index: np.ndarray  # (N,) int
+    crop_from_frame: np.ndarray  # (N, 2, 3)
+
+    @classmethod
+    def build(cls, faces_per_frame: Sequence[Sequence[Face]], size: int = TEMPLATE_SIZE) -> FaceBatch:
+        flat = [(i, f) for i, fs in enumerate(faces_per_frame) for f in fs]
+        if not flat:
+            return cls((), np.zeros(0, np.int64), np.zeros((0, 2, 3)))
+        mats = np.stack([crop_from_frame_matrix(f.landmarks, size) for _, f in flat])
+        return cls(tuple(f for _, f in flat), np.array([i for i, _ in flat], np.int64), mats)
+
+
+@dataclass
+class BatchStats:
+    faces_restored: int = 0
+    nonfinite_pixels: int = 0
+
+
+def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fidelity: Sequence[float],
+              dtype: torch.dtype) -> torch.Tensor:
+    """Restore (N, 3, S, S) crops in fixed micro-batches (see MODEL_MICRO_BATCH); returns float32."""
+    n = crops.shape[0]
+    outs = []
+    for start in range(0, n, MODEL_MICRO_BATCH):
+        chunk = crops[start : start + MODEL_MICRO_BATCH]
+        k = chunk.shape[0]
+        if k < MODEL_MICRO_BATCH:
+            chunk = torch.cat([chunk, chunk[-1:].expand(MODEL_MICRO_BATCH - k, -1, -1, -1)])
+        fid = float(fidelity[start]) if len(fidelity) else 0.5
+        with torch.inference_mode():
+            res = restorer(chunk.to(dtype), fidelity=fid)
+        outs.append(res[:k].float())
+    return torch.cat(outs) if outs else crops.float()
+
+
+def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: int, device: torch.device) -> torch.Tensor:
+    """Soft mattes (N, 1, S, S) in crop space: the mesh face-oval where a mesh is known, else the template ellipse."""
+    n = len(batch.faces)
+    polygons = template_ellipse(size).to(device).expand(n, -1, -1).contiguous()
+    sdf = polygon_sdf(polygons, size)
+    use_mesh = [i for i, (f, s) in enumerate(zip(batch.faces, settings_per_face)) if s.mask == "mesh" and f.mesh is not None]
+    if use_mesh:
+        from .detect.mesh import FACE_OVAL
+
+        ovals = np.stack([
+            batch.faces[i].mesh[FACE_OVAL, :2] @ batch.crop_from_frame[i, :, :2].T + batch.crop_from_frame[i, :, 2]  # type: ignore[index]
+            for i in use_mesh
+        ])
+        sdf[torch.as_tensor(use_mesh, device=device)] = polygon_sdf(torch.as_tensor(ovals, device=device), size)
+    unit = _TEMPLATE_FACE_PX * size / TEMPLATE_SIZE
+    expand = torch.tensor([s.mask_expand * unit for s in settings_per_face], device=device).view(-1, 1, 1, 1)
+    soft = torch.tensor([s.mask_feather * unit for s in settings_per_face], device=device).view(-1, 1, 1, 1)
+    mattes = soft_matte(sdf, expand, soft)
+    # Never reach the crop border, so no square edge can ever show.
+    border = max(2, size // 64)
+    coords = torch.arange(size, device=device, dtype=torch.float32) + 0.5
+    edge_d = torch.minimum(coords, size - coords)
+    edge = ((torch.minimum(edge_d[:, None], edge_d[None, :]) - border) / border).clamp(0, 1)
+    return mattes * edge
+
+
+def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().float().cpu().numpy().transpose(1, 2, 0))
+
+
+def restore_batch(
+    images: Sequence[np.ndarray],
+    faces_per_frame: Sequence[Sequence[Face]],
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    frame_numbers: Sequence[int] | None = None,
+    colorspace: ColourTransform | None = None,
+    stabilise: Callable[[FaceBatch, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    stats: BatchStats | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Restore the given faces in several frames at once.
+
+    images: float32 (H, W, C) arrays in the input colourspace, C >= 3 (channels past RGB pass through).
+    faces_per_frame: the faces of each frame (already selected and size-filtered by the caller).
+    frame_numbers: used for animated settings and by ``stabilise``.
+    stabilise(batch, frame_numbers, input_crops, restored_crops) -> restored_crops: the temporal stage.
+    Returns per frame (image, alpha): image float32 (H*u, W*u, C) and the face matte (H*u, W*u) float32,
+    u = settings.upscale.
+    """
+    if len(images) != len(faces_per_frame):
+        raise InputError("restore_batch: one face list per image is required")
+    engine = engine or Engine(settings)
+    dev = engine.device
+    numbers = list(frame_numbers) if frame_numbers is not None else list(range(len(images)))
+    ct = colorspace or colour_transform(resolve_colorspace(settings.colorspace, is_float=False))
+    up = settings.upscale
+    size = TEMPLATE_SIZE
+    stats = stats if stats is not None else BatchStats()
+    for img in images:
+        if img.ndim != 3 or img.shape[2] < 3:
+            raise InputError(f"expected (H, W, C>=3) float32 images, got shape {img.shape}")
+
+    batch = FaceBatch.build(faces_per_frame, size)
+    per_face_settings = [settings.at(numbers[int(i)]) for i in batch.frame_index]
+
+    # 1. Working-space RGB of what the models see: per frame, the union of its face ROIs (or the whole
+    #    frame when upscaling, since the upscaler sees everything).
+    work_frames: list[torch.Tensor] = []
+    origins: list[tuple[int, int]] = []
+    for b, img in enumerate(images):
+        h, w = img.shape[:2]
+        sel = batch.frame_index == b
+        if up > 1:
+            x0, y0, x1, y1 = 0, 0, w, h
+        elif sel.any():
+            r = frame_rois(invert_affine(batch.crop_from_frame[sel]), size, (h, w))
+            x0, y0, x1, y1 = int(r[:, 0].min()), int(r[:, 1].min()), int(r[:, 2].max()), int(r[:, 3].max())
+        else:
+            x0 = y0 = x1 = y1 = 0
+        rgb = img[y0:y1, x0:x1, :3]
+        bad = ~np.isfinite(rgb)
+        if bad.any():
+            stats.nonfinite_pixels += int(bad.any(axis=-1).sum())
+            rgb = np.nan_to_num(rgb, nan=0.0, posinf=65504.0, neginf=-65504.0)
+        work_frames.append(_to_tensor(ct.to_working(rgb), dev) if x1 > x0 and y1 > y0 else torch.zeros((3, 0, 0), device=dev))
+        origins.append((x0, y0))
+
+    # 2. Align: crops of every face, from its frame's working ROI.
+    n = len(batch.faces)
+    crops = torch.zeros((n, 3, size, size), device=dev)
+    crop_from_roi = batch.crop_from_frame.copy()
+    for b in range(len(images)):
+        sel = np.nonzero(batch.frame_index == b)[0]
+        if len(sel) == 0:
+            continue
+        m = batch.crop_from_frame[sel].copy()
+        ox, oy = origins[b]
+        # crop_from_roi = crop_from_frame o frame_from_roi, with frame = roi + (ox, oy)
+        m[:, :, 2] += m[:, :, 0] * ox + m[:, :, 1] * oy
+        crop_from_roi[sel] = m
+        crops[torch.as_tensor(sel, device=dev)] = warp_affine(
+            work_frames[b][None], m, (size, size), src_index=np.zeros(len(sel), np.int64)
+        )
+    model_in = crops.clamp(0.0, 1.0)
+
+    # 3. Restore all faces of the batch together, then the temporal stage along each track.
+    if n:
+        fidelity = [s.fidelity for s in per_face_settings]
+        restored = run_model(engine.restorer(), model_in, fidelity, engine.compute_dtype)
+        if stabilise is not None:
+            restored = stabilise(batch, numbers, model_in, restored)
+        amounts = torch.tensor([s.color_match for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
+        restored = restored + amounts * (colour_match(restored, model_in, 1.0) - restored)
+        mattes = face_mattes(batch, per_face_settings, size, dev)
+        strength = torch.tensor([s.strength for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
+        stats.faces_restored += n
+    else:
+        restored = model_in
+        mattes = torch.zeros((0, 1, size, size), device=dev)
+        strength = torch.zeros((0, 1, 1, 1), device=dev)
+
+    # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    for b, img in enumerate(images):
+        sel = np.nonzero(batch.frame_index == b)[0]
+        sel_t = torch.as_tensor(sel, device=dev)
+        base_frame = work_frames[b]
+        m = crop_from_roi[sel]
+        if up > 1:
+            from .upscale.tile import upscale_tiled
+
+            base_frame = upscale_tiled(engine.upscaler(), base_frame[None].clamp(0, 1), up)[0]
+            m = m.copy()
+            m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
+            base_crops = warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(len(sel), np.int64)).clamp(0, 1) if len(sel) else crops[sel_t]
+        else:
+            base_crops = model_in[sel_t]
+        delta = (restored[sel_t] - base_crops) * strength[sel_t]
+        if base_frame.numel() and len(sel):
+            pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel_t], invert_affine(m), np.zeros(len(sel), np.int64))
+            pasted, alpha = pasted[0], alpha[0, 0]
+        else:
+            pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
+        results.append(_finish_frame(img, pasted, alpha, origins[b], ct, up))
+    return results
+
+
+def _finish_frame(img: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor, origin: tuple[int, int],
+                  ct: ColourTransform, up: int) -> tuple[np.ndarray, np.ndarray]:
+    """Back to the input colourspace; untouched pixels are copied from the input bit for bit."""
+    h, w, c = img.shape
+    alpha_np = alpha.float().cpu().numpy()
+    if up == 1:
+        out = img.copy()
+        matte = np.zeros((h, w), np.float32)
+        if pasted.numel():
+            x0, y0 = origin
+            rh, rw = pasted.shape[-2:]
+            back = ct.from_working(_to_numpy(pasted))
+            region = out[y0 : y0 + rh, x0 : x0 + rw, :3]
+            touched = alpha_np > 0
+            region[touched] = back[touched]
+            matte[y0 : y0 + rh, x0 : x0 + rw] = alpha_np
+        return out, matte
+    rgb = ct.from_working(_to_numpy(pasted))
+    if c > 3:
+        extra = torch.from_numpy(np.ascontiguousarray(img[..., 3:].transpose(2, 0, 1)))[None]
+        extra = F.interpolate(extra, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
+        rgb = np.concatenate([rgb, extra], axis=-1)
+    return np.ascontiguousarray(rgb, dtype=np.float32), alpha_np.astype(np.float32)
+
+
+def restore_frame(image: np.ndarray, faces: Sequence[Face], settings: Settings, engine: Engine | None = None,
+                  *, frame: int = 0, colorspace: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Restore ``faces`` in one frame: returns (image, alpha matte).
+
+    image: float32 (H, W, C>=3) in ``colorspace`` (default: settings.colorspace; 'auto' = sRGB here, since a
+    bare array does not say whether it came from a float file; hosts pass the concrete space).
+    Faces smaller than settings.min_face are left alone. Pixels outside the matte are bit-identical.
+    """
+    cs = colorspace or settings.colorspace
+    ct = colour_transform(resolve_colorspace(cs, is_float=False))
+    keep = [f for f in faces if f.size >= settings.min_face]
+    (out,) = restore_batch([np.asarray(image, np.float32)], [keep], settings, engine, frame_numbers=[frame], colorspace=ct)
+    return out

@@ -1,0 +1,321 @@
+"""Whole shots: ``run_clip`` streams a source through the core and writes the result.
+
+Used by the CLI, the farm templates and the host adapters alike. Memory stays flat in clip length: frames
+are read ahead and written behind on worker threads through bounded queues, a batch at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .colour import colour_transform, resolve_colorspace
+from .errors import FaceFixError, InputError
+from .faces import Face, FaceTracks
+from .io.frames import FrameFormat
+from .params import Settings
+from .pipeline import BatchStats, Engine, restore_batch
+
+__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted"]
+
+log = logging.getLogger("facefix")
+
+
+class Interrupted(FaceFixError):
+    """The run was stopped (Ctrl-C / SIGTERM); finished frames are on disk and --resume continues."""
+
+
+@dataclass
+class RunSummary:
+    frames_written: int = 0
+    frames_resumed: int = 0
+    frames_preroll: int = 0
+    frames_without_faces: int = 0
+    faces_restored: int = 0
+    faces_too_small: int = 0
+    nonfinite_pixels: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_written / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        parts = [
+            f"{self.frames_written} frames written",
+            f"{self.faces_restored} faces restored",
+            f"{self.frames_without_faces} frames without faces",
+        ]
+        if self.faces_too_small:
+            parts.append(f"{self.faces_too_small} faces too small (skipped)")
+        if self.frames_resumed:
+            parts.append(f"{self.frames_resumed} frames already done (resumed)")
+        if self.nonfinite_pixels:
+            parts.append(f"{self.nonfinite_pixels} NaN/Inf pixels (left as they were outside faces)")
+        parts.append(f"{self.seconds:.1f} s ({self.fps:.2f} fps)")
+        return "; ".join(parts)
+
+
+def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Settings,
+                     summary: RunSummary | None = None) -> dict[int, list[Face]]:
+    """The faces to restore on each frame: the selected tracks, without faces below --min-face."""
+    selected = tracks
+    if settings.faces != "all":
+        from .track.select import select_tracks
+
+        selected = select_tracks(tracks, settings)
+    out: dict[int, list[Face]] = {}
+    for n in numbers:
+        faces = []
+        for f in selected.faces_at(n):
+            if f.size < settings.min_face:
+                if summary is not None:
+                    summary.faces_too_small += 1
+                continue
+            faces.append(f)
+        out[n] = faces
+    return out
+
+
+def _prefetch(read: Callable[[int], object], numbers: Sequence[int], depth: int) -> Iterator[tuple[int, object]]:
+    """Read frames on a worker thread, ``depth`` ahead; re-raises the reader's errors in order."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def work() -> None:
+        for n in numbers:
+            if stop.is_set():
+                return
+            try:
+                item: tuple[int, object, BaseException | None] = (n, read(n), None)
+            except BaseException as err:  # handed to the consumer, which raises it
+                item = (n, None, err)
+            q.put(item)
+            if item[2] is not None:
+                return
+
+    t = threading.Thread(target=work, name="facefix-read", daemon=True)
+    t.start()
+    try:
+        for _ in numbers:
+            n, frame, err = q.get()
+            if err is not None:
+                raise err
+            yield n, frame
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+
+
+class _Writer:
+    """Writes frames on a worker thread (bounded queue); errors surface on the next put or on close."""
+
+    def __init__(self, write: Callable[[object], None], depth: int) -> None:
+        self._write = write
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._err: BaseException | None = None
+        self._t = threading.Thread(target=self._run, name="facefix-write", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._err is None:
+                try:
+                    self._write(item)
+                except BaseException as err:
+                    self._err = err
+
+    def put(self, frame: object) -> None:
+        if self._err is not None:
+            raise self._err
+        self._q.put(frame)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._t.join()
+        if self._err is not None:
+            raise self._err
+
+
+def run_clip(
+    source: str,
+    dest: str,
+    settings: Settings,
+    *,
+    frames: str | None = None,
+    tracks: FaceTracks | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    codec: str = "auto",
+    matte: str | None = None,
+    engine: Engine | None = None,
+    restorer_path: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunSummary:
+    """Restore every selected face of ``source`` (frames ``frames``) and write ``dest``.
+
+    tracks: FaceTracks to use; None = detect and track first (the analysis pass).
+    resume: skip frames already written to ``dest`` (image sequences), recomputing only the temporal
+    pre-roll they need. matte: optional image-sequence pattern for the face alpha matte.
+    on_progress(done, total): for hosts that draw their own progress.
+    """
+    from .io import open_sink, open_source
+
+    t0 = time.perf_counter()
+    summary = RunSummary()
+    src = open_source(source, frames)
+    numbers = list(src.frame_numbers)
+    if not numbers:
+        raise InputError(f"{source}: no frames to process")
+    ct = colour_transform(resolve_colorspace(settings.colorspace, src.is_float))
+    engine = engine or Engine(settings, restorer_path=restorer_path)
+
+    stabiliser = None
+    preroll = 0
+    if settings.temporal > 0:
+        from .temporal import ClipStabiliser
+
+        stabiliser = ClipStabiliser(settings.temporal)
+        preroll = stabiliser.preroll
+
+    full = open_source(source) if preroll and frames is not None else src
+    all_numbers = list(full.frame_numbers)
+
+    fmt = _output_format(src.format, settings.upscale)
+    sink = open_sink(dest, like=fmt, fps=src.fps, codec=codec, audio_from=source if src.kind == "movie" else None)
+    matte_sink = open_sink(matte, like=_matte_format(fmt), fps=src.fps) if matte else None
+
+    todo = [n for n in numbers if not (resume and sink.is_done(n) and (matte_sink is None or matte_sink.is_done(n)))]
+    summary.frames_resumed = len(numbers) - len(todo)
+    if not todo:
+        summary.seconds = time.perf_counter() - t0
+        summary.notes.append("nothing to do: every frame is already written")
+        return summary
+
+    # Frames to compute: every frame to write, plus up to `preroll` frames before each written run
+    # (they only warm the temporal history, so a chunk or a resumed run equals one uninterrupted run).
+    index = {n: i for i, n in enumerate(all_numbers)}
+    todo_set = set(todo)
+    compute: list[int] = []
+    seen: set[int] = set()
+    for n in todo:
+        i = index.get(n)
+        lo = max(0, i - preroll) if i is not None else 0
+        for m in (all_numbers[lo:i] if i is not None else []) + [n]:
+            if m not in seen:
+                seen.add(m)
+                compute.append(m)
+    compute.sort(key=lambda m: index.get(m, m))
+    summary.frames_preroll = len([m for m in compute if m not in todo_set])
+
+    if tracks is None:
+        from .analyse import track_clip
+
+        tracks = track_clip(full, compute, settings, device=engine.device, progress=progress)
+    faces = faces_for_frames(tracks, compute, settings, summary)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="frame", desc="restore", dynamic_ncols=True, leave=True)
+
+    def write(item: object) -> None:
+        frame, matte_frame = item  # type: ignore[misc]
+        sink.write(frame)
+        if matte_sink is not None and matte_frame is not None:
+            matte_sink.write(matte_frame)
+
+    writer = _Writer(write, depth=2 * settings.batch)
+    stats = BatchStats()
+    done = 0
+    ok = False
+    try:
+        batch: list[tuple[int, object]] = []
+        stream = _prefetch(full.read, compute, depth=2 * settings.batch)
+        for item in stream:
+            batch.append(item)
+            if len(batch) == settings.batch:
+                done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
+                                done, bar, on_progress, len(todo))
+                batch = []
+        if batch:
+            done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
+                            done, bar, on_progress, len(todo))
+        writer.close()
+        ok = True
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after {done} of {len(todo)} frames; run again with --resume to continue") from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if not ok:
+            with contextlib.suppress(Exception):
+                writer.close()
+            with contextlib.suppress(Exception):
+                sink.abort()
+            if matte_sink is not None:
+                with contextlib.suppress(Exception):
+                    matte_sink.abort()
+    sink.close()
+    if matte_sink is not None:
+        matte_sink.close()
+    summary.faces_restored = stats.faces_restored
+    summary.nonfinite_pixels = stats.nonfinite_pixels
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _output_format(fmt: FrameFormat, upscale: int) -> FrameFormat:
+    """The source's format, at the upscaled size (EXR windows reset: they no longer fit)."""
+    if upscale == 1:
+        return fmt
+    return replace(fmt, width=fmt.width * upscale, height=fmt.height * upscale, data_window=None, display_window=None)
+
+
+def _matte_format(fmt: FrameFormat) -> FrameFormat:
+    """A one-channel (written as grey) float format for the face matte, at the output size."""
+    return FrameFormat(width=fmt.width, height=fmt.height, channel_names=("R", "G", "B"),
+                       pixel_type="half" if fmt.pixel_type == "half" else "float", grey_channel="Y")
+
+
+def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary, done, bar,
+             on_progress, total):  # type: ignore[no-untyped-def]
+    from .io import Frame
+
+    numbers = [n for n, _ in batch]
+    frames = [f for _, f in batch]
+    images = [f.pixels for f in frames]  # type: ignore[attr-defined]
+    per_frame = [faces.get(n, []) for n in numbers]
+    stab = stabiliser.stabilise if stabiliser is not None else None
+    results = restore_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
+                            stabilise=stab, stats=stats)
+    for n, src_frame, fs, (img, alpha) in zip(numbers, frames, per_frame, results):
+        if n not in todo_set:
+            continue
+        if not fs:
+            summary.frames_without_faces += 1
+        fmt = _output_format(src_frame.format, settings.upscale)  # type: ignore[attr-defined]
+        out = Frame(number=n, pixels=img, format=fmt)
+        matte_frame = Frame(number=n, pixels=np.repeat(alpha[..., None], 3, axis=2), format=_matte_format(fmt))
+        writer.put((out, matte_frame))
+        summary.frames_written += 1
+        done += 1
+        if bar is not None:
+            bar.update(1)
+        if on_progress is not None:
+            on_progress(done, total)
+    return done

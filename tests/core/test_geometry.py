@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from facefix.errors import InputError
+from facefix.geometry import (
+    FFHQ_TEMPLATE_512,
+    affine_scale,
+    crop_from_frame_matrix,
+    frame_rois,
+    invert_affine,
+    transform_points,
+    umeyama_similarity,
+    warp_affine,
+)
+from facefix.synth import similarity
+
+
+def test_umeyama_recovers_a_known_similarity():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 300, (5, 2))
+    m = similarity(1.7, 23.0, 12.0, -40.0, center=(100, 50))
+    dst = transform_points(m, src)
+    est = umeyama_similarity(src, dst)
+    np.testing.assert_allclose(est, m, atol=1e-9)
+
+
+def test_umeyama_rejects_degenerate_points():
+    with pytest.raises(InputError):
+        umeyama_similarity(np.ones((5, 2)), np.zeros((5, 2)))
+
+
+def test_crop_matrix_maps_landmarks_to_template():
+    m = similarity(0.4, -12.0, 300, 200)
+    landmarks = transform_points(invert_affine(m), FFHQ_TEMPLATE_512)  # frame landmarks whose crop is exact
+    crop_from_frame = crop_from_frame_matrix(landmarks)
+    np.testing.assert_allclose(transform_points(crop_from_frame, landmarks), FFHQ_TEMPLATE_512, atol=1e-8)
+    assert affine_scale(crop_from_frame) == pytest.approx(0.4)
+
+
+def test_invert_affine_roundtrip():
+    m = similarity(2.5, 40, 3, 4)
+    pts = np.array([[1.0, 2.0], [30.0, -4.0]])
+    np.testing.assert_allclose(transform_points(invert_affine(m), transform_points(m, pts)), pts, atol=1e-10)
+
+
+def test_warp_affine_pixel_centre_convention():
+    """A pure translation by whole pixels moves pixels exactly (no half-pixel drift)."""
+    img = torch.rand(1, 3, 16, 16)
+    m = np.array([[[1.0, 0, 3.0], [0, 1.0, 2.0]]])  # dst = src + (3, 2)
+    out = warp_affine(img, m, (16, 16), mode="bilinear")
+    torch.testing.assert_close(out[0, :, 2:, 3:], img[0, :, :14, :13], atol=1e-5, rtol=0)
+    assert torch.all(out[0, :, :2, :] == 0)
+
+
+def test_warp_affine_batches_and_indexes_sources():
+    imgs = torch.stack([torch.full((1, 8, 8), float(i)) for i in range(3)])
+    m = np.repeat(np.array([[[1.0, 0, 0], [0, 1.0, 0]]]), 4, axis=0)
+    out = warp_affine(imgs, m, (8, 8), src_index=np.array([2, 0, 1, 2]), mode="bilinear")
+    assert out.shape == (4, 1, 8, 8)
+    assert [float(o[0, 4, 4]) for o in out] == [2.0, 0.0, 1.0, 2.0]
+
+
+def test_warp_affine_antialiases_when_shrinking():
+    """A 1-px checkerboard shrunk 8x must come out mid-grey, not aliased stripes."""
+    ys, xs = np.mgrid[0:256, 0:256]
+    board = torch.from_numpy(((xs + ys) % 2).astype(np.float32))[None, None]
+    m = np.array([[[1 / 8, 0, 0], [0, 1 / 8, 0]]])
+    out = warp_affine(board, m, (32, 32))
+    inner = out[0, 0, 2:-2, 2:-2]
+    assert float((inner - 0.5).abs().max()) < 0.05
+
+
+def test_frame_rois_cover_and_clip():
+    frame_from_crop = np.array([[[0.25, 0, 10.0], [0, 0.25, 20.0]]])
+    r = frame_rois(frame_from_crop, 512, (100, 100), pad=0)
+    assert r.tolist() == [[10, 20, 100, 100]]

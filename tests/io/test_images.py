@@ -1,0 +1,309 @@
+"""Image files through facefix.io: types, channels, metadata and values kept on a round trip.
+
+Source files are written here with OpenImageIO directly, from known arrays, so the expected values
+never come from the code under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+from facefix.errors import InputError, OutputError
+from facefix.io import Frame, FrameFormat, read_frame, write_frame
+
+RNG = np.random.default_rng(7)
+H, W = 12, 16
+
+
+def _oiio_write(path: Path, data: np.ndarray, fmt: str, names: tuple[str, ...] | None = None,
+                attrs: dict | None = None, bits: int | None = None) -> None:
+    spec = oiio.ImageSpec(data.shape[1], data.shape[0], data.shape[2], fmt)
+    if names:
+        spec.channelnames = names
+        if "A" in names:
+            spec.alpha_channel = names.index("A")
+    for k, v in (attrs or {}).items():
+        spec.attribute(k, v)
+    if bits:
+        spec.attribute("oiio:BitsPerSample", bits)
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), spec), out.geterror()
+    assert out.write_image(data), out.geterror()
+    out.close()
+
+
+def _oiio_read(path: Path, fmt: str = "float") -> tuple[np.ndarray, oiio.ImageSpec]:
+    inp = oiio.ImageInput.open(str(path))
+    assert inp is not None, oiio.geterror()
+    spec = inp.spec()
+    data = inp.read_image(fmt)
+    inp.close()
+    return data, spec
+
+
+def _half_rgba() -> np.ndarray:
+    # Values exactly representable in half, incl. negative, >1, NaN and Inf.
+    data = (RNG.standard_normal((H, W, 4)) * 4).astype(np.float16).astype(np.float32)
+    data[0, 0, 0] = np.nan
+    data[0, 1, 1] = np.inf
+    data[0, 2, 2] = -np.inf
+    return data
+
+
+@pytest.mark.parametrize("compression", ["piz", "zip"])
+def test_exr_half_round_trip_bit_identical(tmp_path: Path, compression: str) -> None:
+    src_data = _half_rgba()
+    src = tmp_path / "in.exr"
+    _oiio_write(src, src_data, "half", ("R", "G", "B", "A"), {"compression": compression, "facefix_note": "plate 12"})
+    frame = read_frame(src, 1001)
+    assert frame.pixels.dtype == np.float32 and frame.pixels.shape == (H, W, 4)
+    assert frame.format.pixel_type == "half" and frame.format.is_float
+    assert frame.format.alpha_index == 3 and frame.format.channel_names == ("R", "G", "B", "A")
+    np.testing.assert_array_equal(frame.pixels, src_data)  # NaN-aware equality
+
+    out = tmp_path / "out.exr"
+    write_frame(out, frame, frame.format)
+    back, spec = _oiio_read(out)
+    assert spec.format == oiio.TypeDesc("half")
+    assert spec.get_string_attribute("compression") == compression
+    assert spec.get_string_attribute("facefix_note") == "plate 12"
+    assert spec.alpha_channel == 3
+    # bit-identical, NaN/Inf included
+    assert back.astype(np.float16).tobytes() == src_data.astype(np.float16).tobytes()
+
+
+def test_exr_dwaa_compression_and_metadata_kept(tmp_path: Path) -> None:
+    src_data = np.clip(_half_rgba(), 0, 4)
+    src_data = np.nan_to_num(src_data, posinf=4.0)
+    src = tmp_path / "in.exr"
+    _oiio_write(src, src_data, "half", ("R", "G", "B", "A"), {"compression": "dwaa:60", "facefix_note": "x"})
+    frame = read_frame(src)
+    out = tmp_path / "out.exr"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out)
+    assert spec.get_string_attribute("compression").startswith("dwaa")
+    assert spec.get_float_attribute("openexr:dwaCompressionLevel") == 60.0
+    assert spec.get_string_attribute("facefix_note") == "x"
+    # DWAA is lossless on alpha; colour is recompressed (lossy), so only close to what we read.
+    np.testing.assert_array_equal(back[..., 3], frame.pixels[..., 3])
+    assert np.abs(back[..., :3] - frame.pixels[..., :3]).max() < 0.1
+
+
+def test_exr_float_and_extra_channel_kept(tmp_path: Path) -> None:
+    data = RNG.standard_normal((H, W, 5)).astype(np.float32) * 1000
+    src = tmp_path / "in.exr"
+    # File order deliberately not RGBA: the reader must put R, G, B first, then A, then extras.
+    _oiio_write(src, data, "float", ("Z", "B", "A", "G", "R"))
+    frame = read_frame(src)
+    assert frame.format.pixel_type == "float"
+    names = frame.format.channel_names
+    assert names[:4] == ("R", "G", "B", "A") and names[4] == "Z"
+    by_name = dict(zip(("Z", "B", "A", "G", "R"), np.moveaxis(data, 2, 0), strict=True))
+    for i, n in enumerate(names):
+        np.testing.assert_array_equal(frame.pixels[..., i], by_name[n])
+    out = tmp_path / "out.exr"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out)
+    assert spec.format == oiio.TypeDesc("float")
+    for i, n in enumerate(spec.channelnames):
+        np.testing.assert_array_equal(back[..., i], by_name[n])
+
+
+def test_exr_half_out_from_integer_source(tmp_path: Path) -> None:
+    data = RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    src = tmp_path / "in.png"
+    _oiio_write(src, data, "uint16")
+    frame = read_frame(src)
+    out = tmp_path / "out.exr"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out)
+    assert spec.format == oiio.TypeDesc("half")
+    assert np.abs(back - data / 65535.0).max() < 1e-3  # half precision near 1
+
+
+def test_dpx_10bit_round_trip(tmp_path: Path) -> None:
+    codes = RNG.integers(0, 1024, (H, W, 3))
+    src = tmp_path / "in.dpx"
+    _oiio_write(src, (codes / 1023.0).astype(np.float32), "uint16", bits=10)
+    frame = read_frame(src)
+    assert frame.format.bits_per_sample == 10 and frame.format.pixel_type == "uint16"
+    err_in = np.abs(frame.pixels.astype(np.float64) - codes / 1023.0).max()
+    assert err_in <= 1 / 1023 / 2
+    out = tmp_path / "out.dpx"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out, "uint16")
+    assert spec.get_int_attribute("oiio:BitsPerSample") == 10
+    back_codes = np.rint(back.astype(np.float64) * 1023 / 65535)
+    assert np.abs(back_codes - codes).max() <= 1  # error <= 1/1023
+    np.testing.assert_array_equal(back_codes, codes)  # measured: exact
+
+
+@pytest.mark.parametrize("fmt,maxcode", [("uint8", 255), ("uint16", 65535)])
+def test_tiff_integer_round_trip(tmp_path: Path, fmt: str, maxcode: int) -> None:
+    data = RNG.integers(0, maxcode + 1, (H, W, 4)).astype(fmt)
+    src = tmp_path / "in.tif"
+    _oiio_write(src, data, fmt, ("R", "G", "B", "A"))
+    frame = read_frame(src)
+    assert frame.format.pixel_type == fmt
+    np.testing.assert_allclose(frame.pixels, data / maxcode, atol=0.5 / maxcode / 10)
+    out = tmp_path / "out.tif"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out, fmt)
+    assert spec.format == oiio.TypeDesc(fmt) and spec.nchannels == 4
+    np.testing.assert_array_equal(back, data)
+
+
+def test_tiff_float_round_trip_keeps_out_of_range(tmp_path: Path) -> None:
+    data = (RNG.standard_normal((H, W, 3)) * 3).astype(np.float32)
+    src = tmp_path / "in.tif"
+    _oiio_write(src, data, "float")
+    frame = read_frame(src)
+    assert frame.format.pixel_type == "float"
+    out = tmp_path / "out.tif"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out)
+    assert spec.format == oiio.TypeDesc("float")
+    np.testing.assert_array_equal(back, data)
+
+
+def test_png_16bit_round_trip_exact(tmp_path: Path) -> None:
+    data = RNG.integers(0, 65536, (H, W, 4)).astype(np.uint16)
+    data[..., 3] = RNG.integers(1, 65536, (H, W))  # straight alpha kept as stored, not premultiplied
+    src = tmp_path / "in.png"
+    _oiio_write(src, data, "uint16", ("R", "G", "B", "A"), {"oiio:UnassociatedAlpha": 1})
+    frame = read_frame(src)
+    assert frame.format.pixel_type == "uint16"
+    assert np.abs(frame.pixels.astype(np.float64) - data / 65535.0).max() <= 0.5 / 65535
+    out = tmp_path / "out.png"
+    write_frame(out, frame)
+    inp = oiio.ImageInput.open(str(out), _unassoc())
+    back = inp.read_image("uint16")
+    inp.close()
+    np.testing.assert_array_equal(back, data)
+
+
+def _unassoc() -> oiio.ImageSpec:
+    cfg = oiio.ImageSpec()
+    cfg.attribute("oiio:UnassociatedAlpha", 1)
+    return cfg
+
+
+def test_png_8bit_and_grey(tmp_path: Path) -> None:
+    data = RNG.integers(0, 256, (H, W, 1)).astype(np.uint8)
+    src = tmp_path / "grey.png"
+    _oiio_write(src, data, "uint8")
+    frame = read_frame(src)
+    assert frame.pixels.shape == (H, W, 3) and frame.format.is_grey
+    for c in range(3):
+        np.testing.assert_allclose(frame.pixels[..., c], data[..., 0] / 255.0, atol=1e-7)
+    out = tmp_path / "out.png"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out, "uint8")
+    assert spec.nchannels == 1 and spec.format == oiio.TypeDesc("uint8")
+    np.testing.assert_array_equal(back, data)
+    out16 = tmp_path / "out16.png"
+    write_frame(out16, frame, pixel_type="uint16")
+    back16, spec16 = _oiio_read(out16, "uint16")
+    assert spec16.format == oiio.TypeDesc("uint16")
+    np.testing.assert_array_equal(back16, data.astype(np.uint16) * 257)
+
+
+def test_png_out_is_16bit_from_float(tmp_path: Path) -> None:
+    frame = Frame(3, np.full((H, W, 3), 0.5, np.float32), FrameFormat(W, H, pixel_type="half", file_format="openexr"))
+    out = tmp_path / "o.png"
+    write_frame(out, frame)
+    back, spec = _oiio_read(out, "uint16")
+    assert spec.format == oiio.TypeDesc("uint16")
+    assert int(back.max()) == round(0.5 * 65535)
+
+
+def test_integer_outputs_clamp_and_round(tmp_path: Path) -> None:
+    px = np.zeros((2, 4, 3), np.float32)
+    px[0, :, 0] = [-1.0, 1.5, np.nan, 0.5 / 255 + 1e-4]
+    frame = Frame(0, px, FrameFormat(4, 2, pixel_type="float", file_format="openexr"))
+    out = tmp_path / "o.png"
+    write_frame(out, frame, pixel_type="uint8")
+    back, _ = _oiio_read(out, "uint8")
+    assert back[0, :, 0].tolist() == [0, 255, 0, 1]
+
+
+def test_jpeg_reads_and_writes_without_alpha(tmp_path: Path) -> None:
+    yy, xx = np.mgrid[0:H, 0:W]
+    smooth = np.stack([xx / W, yy / H, np.full_like(xx, 0.5, dtype=float)], -1)
+    src = tmp_path / "in.jpg"
+    _oiio_write(src, (smooth * 255).round().astype(np.uint8), "uint8", attrs={"CompressionQuality": 98})
+    frame = read_frame(src)
+    assert frame.format.pixel_type == "uint8" and frame.pixels.shape == (H, W, 3)
+    assert np.abs(frame.pixels - smooth).max() < 0.05
+    rgba = Frame(0, np.concatenate([frame.pixels, np.ones((H, W, 1), np.float32)], 2),
+                 FrameFormat(W, H, ("R", "G", "B", "A"), "uint8", 8))
+    out = tmp_path / "out.jpg"
+    write_frame(out, rgba)
+    _, spec = _oiio_read(out)
+    assert spec.nchannels == 3
+
+
+def test_missing_and_truncated_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"frame 7 is missing: .*nope\.exr"):
+        read_frame(tmp_path / "nope.exr", 7)
+    src = tmp_path / "full.exr"
+    _oiio_write(src, RNG.random((64, 64, 4)).astype(np.float32), "half", ("R", "G", "B", "A"), {"compression": "piz"})
+    blob = src.read_bytes()
+    for name, cut in (("half.exr", len(blob) // 2), ("head.exr", 100)):
+        bad = tmp_path / name
+        bad.write_bytes(blob[:cut])
+        with pytest.raises(InputError, match=name.replace(".", r"\.")) as info:
+            read_frame(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_unknown_extension_and_unwritable_folder(tmp_path: Path) -> None:
+    frame = Frame(0, np.zeros((2, 2, 3), np.float32), FrameFormat(2, 2))
+    with pytest.raises(OutputError, match=r"\.xyz"):
+        write_frame(tmp_path / "a.xyz", frame)
+    with pytest.raises(OutputError, match="does not exist"):
+        write_frame(tmp_path / "no" / "a.exr", frame)
+
+
+def test_atomic_write_leaves_nothing_when_the_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = Frame(0, np.zeros((2, 2, 3), np.float32), FrameFormat(2, 2))
+
+    class Boom(RuntimeError):
+        pass
+
+    real_create = oiio.ImageOutput.create
+
+    class Failing:
+        def __init__(self, inner: oiio.ImageOutput) -> None:
+            self.inner = inner
+
+        def open(self, *a: object) -> bool:
+            return self.inner.open(*a)
+
+        def write_image(self, data: np.ndarray) -> bool:
+            # fail mid-write, as a full disk would
+            raise Boom("disk full")
+
+        def close(self) -> bool:
+            return self.inner.close()
+
+        def geterror(self) -> str:
+            return ""
+
+    monkeypatch.setattr(oiio.ImageOutput, "create", staticmethod(lambda p: Failing(real_create(p))))
+    target = tmp_path / "out.exr"
+    with pytest.raises(Boom):
+        write_frame(target, frame)
+    assert list(tmp_path.iterdir()) == []
+    # and a failed rewrite leaves the previous file untouched
+    monkeypatch.undo()
+    write_frame(target, frame)
+    before = target.read_bytes()
+    monkeypatch.setattr(oiio.ImageOutput, "create", staticmethod(lambda p: Failing(real_create(p))))
+    with pytest.raises(Boom):
+        write_frame(target, Frame(0, np.ones((2, 2, 3), np.float32), FrameFormat(2, 2)))
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.exr"]
