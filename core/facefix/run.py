@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -85,69 +85,61 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
     return out
 
 
-def _prefetch(read: Callable[[int], object], numbers: Sequence[int], depth: int) -> Iterator[tuple[int, object]]:
-    """Read frames on a worker thread, ``depth`` ahead; re-raises the reader's errors in order."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
+def _prefetch(read: Callable[[int], object], numbers: Sequence[int], depth: int, workers: int = 1
+              ) -> Iterator[tuple[int, object]]:
+    """Read frames on ``workers`` threads, up to ``depth`` ahead, yielded in order; re-raises read errors.
 
-    def work() -> None:
-        for n in numbers:
-            if stop.is_set():
-                return
-            try:
-                item: tuple[int, object, BaseException | None] = (n, read(n), None)
-            except BaseException as err:  # handed to the consumer, which raises it
-                item = (n, None, err)
-            q.put(item)
-            if item[2] is not None:
-                return
+    Decoders (OpenImageIO, FFmpeg) release the GIL, so several threads decode in parallel.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    t = threading.Thread(target=work, name="facefix-read", daemon=True)
-    t.start()
-    try:
-        for _ in numbers:
-            n, frame, err = q.get()
-            if err is not None:
-                raise err
-            yield n, frame
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
+    pending: deque[tuple[int, Future]] = deque()
+    it = iter(numbers)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facefix-read") as pool:
+        try:
+            for n in it:
+                pending.append((n, pool.submit(read, n)))
+                if len(pending) >= max(1, depth):
+                    break
+            while pending:
+                n, fut = pending.popleft()
+                frame = fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(read, nxt)))
+                yield n, frame
+        finally:
+            for _, fut in pending:
+                fut.cancel()
 
 
 class _Writer:
-    """Writes frames on a worker thread (bounded queue); errors surface on the next put or on close."""
+    """Writes frames on worker threads (bounded backlog); errors surface on the next put or on close.
 
-    def __init__(self, write: Callable[[object], None], depth: int) -> None:
+    ``workers`` > 1 only for sinks whose frames are independent files (image sequences).
+    """
+
+    def __init__(self, write: Callable[[object], None], depth: int, workers: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._write = write
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._err: BaseException | None = None
-        self._t = threading.Thread(target=self._run, name="facefix-write", daemon=True)
-        self._t.start()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facefix-write")
+        self._pending: deque = deque()
+        self._depth = max(1, depth)
 
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if self._err is None:
-                try:
-                    self._write(item)
-                except BaseException as err:
-                    self._err = err
+    def _drain(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            self._pending.popleft().result()
 
     def put(self, frame: object) -> None:
-        if self._err is not None:
-            raise self._err
-        self._q.put(frame)
+        self._drain(self._depth - 1)
+        self._pending.append(self._pool.submit(self._write, frame))
 
     def close(self) -> None:
-        self._q.put(None)
-        self._t.join()
-        if self._err is not None:
-            raise self._err
+        try:
+            self._drain(0)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_clip(
@@ -172,7 +164,7 @@ def run_clip(
     pre-roll they need. matte: optional image-sequence pattern for the face alpha matte.
     on_progress(done, total): for hosts that draw their own progress.
     """
-    from .io import open_sink, open_source
+    from .io import is_movie, open_sink, open_source
 
     t0 = time.perf_counter()
     summary = RunSummary()
@@ -182,6 +174,7 @@ def run_clip(
         raise InputError(f"{source}: no frames to process")
     ct = colour_transform(resolve_colorspace(settings.colorspace, src.is_float))
     engine = engine or Engine(settings, restorer_path=restorer_path)
+    engine.restorer()  # fail fast (model not installed, bad file) before any frame is analysed or written
 
     stabiliser = None
     preroll = 0
@@ -239,13 +232,16 @@ def run_clip(
         if matte_sink is not None and matte_frame is not None:
             matte_sink.write(matte_frame)
 
-    writer = _Writer(write, depth=2 * settings.batch)
+    io_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
+    parallel_writes = src is not None and not is_movie(dest)
+    writer = _Writer(write, depth=2 * settings.batch, workers=io_threads if parallel_writes else 1)
     stats = BatchStats()
     done = 0
     ok = False
     try:
         batch: list[tuple[int, object]] = []
-        stream = _prefetch(full.read, compute, depth=2 * settings.batch)
+        stream = _prefetch(full.read, compute, depth=2 * settings.batch,
+                           workers=io_threads if full.kind == "sequence" else 1)
         for item in stream:
             batch.append(item)
             if len(batch) == settings.batch:

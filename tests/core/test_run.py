@@ -1,0 +1,191 @@
+"""Whole shots through run_clip and the CLI: formats, resume, interruption, bad input, determinism."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefix import Face, FaceTracks, Settings, synth
+from facefix.cli import main
+from facefix.errors import InputError, OutputError
+from facefix.io import Frame, FrameFormat, open_source
+from facefix.io.sequence import write_frame
+from facefix.run import Interrupted, run_clip
+
+N = 4
+SIZE = (160, 192)
+
+
+def _tracks(clip, first=1001):
+    per = {}
+    for i, lm in enumerate(clip.landmarks):
+        x0, y0 = lm.min(0) - 25
+        x1, y1 = lm.max(0) + 25
+        per[first + i] = [Face(box=(x0, y0, x1, y1), landmarks=lm, track_id=0)]
+    return FaceTracks.from_faces(per)
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    """A half-float EXR (linear, with alpha) and a 16-bit PNG sequence of a moving real face."""
+    root = tmp_path_factory.mktemp("shot")
+    clip = synth.motion_clip(N, SIZE, translate=(2, 1), rotate_deg=1.0, start_scale=0.6)
+    from facefix.colour import colour_transform
+
+    lin = colour_transform("linear")
+    for i, rgb in enumerate(clip.frames):
+        n = 1001 + i
+        write_frame(root / f"png.{n:04d}.png", Frame(n, rgb, FrameFormat.for_pixels(rgb, "uint16")))
+        rgba = np.concatenate([lin.from_working(rgb), np.full(rgb.shape[:2] + (1,), 0.8, np.float32)], axis=2)
+        write_frame(root / f"exr.{n:04d}.exr", Frame(n, rgba, FrameFormat.for_pixels(rgba, "half")))
+    tracks = _tracks(clip)
+    tracks.save(root / "tracks.json")
+    return root, tracks
+
+
+def _settings(**kw):
+    base = dict(model="passthrough", temporal=0.0, mask="box")
+    base.update(kw)
+    return Settings(**base)
+
+
+def test_exr_half_in_half_out_alpha_and_outside_untouched(shot, tmp_path):
+    root, tracks = shot
+    summary = run_clip(str(root / "exr.####.exr"), str(tmp_path / "o.####.exr"), _settings(), tracks=tracks,
+                       progress=False, matte=str(tmp_path / "m.####.exr"))
+    assert summary.frames_written == N and summary.faces_restored == N
+    src, out, matte = (open_source(str(p)) for p in (root / "exr.####.exr", tmp_path / "o.####.exr", tmp_path / "m.####.exr"))
+    for n in src.frame_numbers:
+        a, b, m = src.read(n), out.read(n), matte.read(n)
+        assert b.format.pixel_type == "half" and b.format.channel_names == a.format.channel_names
+        assert np.array_equal(a.pixels[..., 3], b.pixels[..., 3])
+        outside = m.pixels[..., 0] == 0
+        assert 0 < outside.mean() < 1
+        assert np.array_equal(a.pixels[outside], b.pixels[outside])
+        inside = ~outside
+        mse = float(np.mean((a.pixels[inside][:, :3] - b.pixels[inside][:, :3]) ** 2))
+        assert 10 * np.log10(1 / max(mse, 1e-30)) >= 45
+
+
+def test_png16_sequence_and_batch_size_does_not_change_output(shot, tmp_path):
+    root, tracks = shot
+    run_clip(str(root / "png.####.png"), str(tmp_path / "a.####.png"), _settings(batch=1, color_match=0.5),
+             tracks=tracks, progress=False)
+    run_clip(str(root / "png.####.png"), str(tmp_path / "b.####.png"), _settings(batch=3, color_match=0.5),
+             tracks=tracks, progress=False)
+    a, b = open_source(str(tmp_path / "a.####.png")), open_source(str(tmp_path / "b.####.png"))
+    assert a.format.pixel_type == "uint16"
+    for n in a.frame_numbers:
+        assert np.array_equal(a.read(n).pixels, b.read(n).pixels)
+
+
+def test_frame_range_with_step(shot, tmp_path):
+    root, tracks = shot
+    s = run_clip(str(root / "png.####.png"), str(tmp_path / "s.####.png"), _settings(), tracks=tracks,
+                 frames="1001-1004x2", progress=False)
+    assert s.frames_written == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.1001.png", "s.1003.png"]
+
+
+def test_interrupted_run_leaves_whole_frames_and_resume_finishes(shot, tmp_path):
+    root, tracks = shot
+    dest = str(tmp_path / "r.####.exr")
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="--resume"):
+        run_clip(str(root / "exr.####.exr"), dest, _settings(batch=1), tracks=tracks, progress=False,
+                 on_progress=stop_after_two)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert all(not name.startswith(".") for name in written), written  # no temp files left
+    assert 2 <= len(written) < N
+    before = {p: os.stat(tmp_path / p).st_mtime_ns for p in written}
+    summary = run_clip(str(root / "exr.####.exr"), dest, _settings(batch=1), tracks=tracks, progress=False, resume=True)
+    assert summary.frames_resumed == len(written) and summary.frames_written == N - len(written)
+    assert {p: os.stat(tmp_path / p).st_mtime_ns for p in written} == before
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run_clip(str(root / "exr.####.exr"), str(fresh / "r.####.exr"), _settings(batch=1), tracks=tracks, progress=False)
+    a, b = open_source(dest), open_source(str(fresh / "r.####.exr"))
+    for n in a.frame_numbers:
+        assert np.array_equal(a.read(n).pixels, b.read(n).pixels)
+
+
+def test_missing_and_corrupt_frames_name_the_file(shot, tmp_path):
+    root, tracks = shot
+    for n in range(1001, 1001 + N):
+        (tmp_path / f"c.{n:04d}.png").write_bytes((root / f"png.{n:04d}.png").read_bytes())
+    (tmp_path / "c.1002.png").unlink()
+    with pytest.raises(InputError, match=r"c\.1002\.png"):
+        run_clip(str(tmp_path / "c.####.png"), str(tmp_path / "out.####.png"), _settings(), tracks=tracks,
+                 frames="1001-1004", progress=False)
+    data = (root / "png.1002.png").read_bytes()
+    (tmp_path / "c.1002.png").write_bytes(data[: len(data) // 3])
+    with pytest.raises(InputError, match=r"c\.1002\.png"):
+        run_clip(str(tmp_path / "c.####.png"), str(tmp_path / "out.####.png"), _settings(), tracks=tracks,
+                 frames="1001-1004", progress=False)
+    assert not list(tmp_path.glob("out.1002*"))
+
+
+def test_unwritable_output_is_refused(shot, tmp_path):
+    root, tracks = shot
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError):
+        run_clip(str(root / "png.####.png"), str(blocker / "o.####.png"), _settings(), tracks=tracks, progress=False)
+
+
+def test_frames_without_faces_pass_through(shot, tmp_path):
+    root, _ = shot
+    s = run_clip(str(root / "exr.####.exr"), str(tmp_path / "n.####.exr"), _settings(), tracks=FaceTracks(),
+                 progress=False)
+    assert s.frames_without_faces == N and s.faces_restored == 0
+    a, b = open_source(str(root / "exr.####.exr")), open_source(str(tmp_path / "n.####.exr"))
+    for n in a.frame_numbers:
+        assert np.array_equal(a.read(n).pixels, b.read(n).pixels)
+
+
+def test_tiny_faces_are_counted(shot, tmp_path):
+    root, tracks = shot
+    s = run_clip(str(root / "png.####.png"), str(tmp_path / "t.####.png"), _settings(min_face=4000), tracks=tracks,
+                 progress=False)
+    assert s.faces_too_small == N and s.faces_restored == 0 and "too small" in s.line()
+
+
+def test_cli_exit_codes_and_one_line_errors(shot, tmp_path, capsys):
+    root, _ = shot
+    ok = main(["restore", str(root / "png.####.png"), "-o", str(tmp_path / "cli.####.png"), "--model", "passthrough",
+               "--tracks", str(root / "tracks.json"), "--temporal", "0", "--quiet"])
+    assert ok == 0 and len(list(tmp_path.glob("cli.*.png"))) == N
+    bad = main(["restore", str(root / "nothing.####.png"), "-o", str(tmp_path / "x.####.png"), "--quiet",
+                "--tracks", str(root / "tracks.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert bad == 1 and len(err) == 1 and err[0].startswith("facefix: error:")
+    assert main(["restore", str(root / "png.####.png"), "-o", str(tmp_path / "y.####.png"), "--strength", "2"]) == 1
+    assert "--strength" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert main(["restore", str(root / "png.####.png"), "-o", str(tmp_path / "z.####.png"), "--model", "gfpgan-1.4",
+                 "--tracks", str(root / "tracks.json"), "--quiet"]) == 1
+    assert "models pull gfpgan-1.4" in capsys.readouterr().err
+
+
+def test_movie_in_movie_out(tmp_path):
+    from facefix.io import open_sink
+
+    clip = synth.motion_clip(N, (96, 128), start_scale=0.45)
+    src = tmp_path / "in.mp4"
+    sink = open_sink(str(src), like=None, fps=24.0)
+    for i, f in enumerate(clip.frames):
+        sink.write(Frame(i, f, FrameFormat.for_pixels(f)))
+    sink.close()
+    tracks = _tracks(clip, first=0)
+    s = run_clip(str(src), str(tmp_path / "out.mov"), _settings(), tracks=tracks, progress=False)
+    assert s.frames_written == N
+    out = open_source(str(tmp_path / "out.mov"))
+    assert out.frame_numbers == list(range(N))
+    assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
