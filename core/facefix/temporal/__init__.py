@@ -1,0 +1,77 @@
+"""Temporal stability of restored faces: flow, stabilisation along tracks, and metrics.
+
+Imports torch (unlike ``facefix`` itself): the pipeline imports this package lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from .flow import estimate_flow, fb_confidence, warp_by_flow
+from .metrics import flicker, identity_step, landmark_jitter
+from .stabilise import MAX_PREROLL, TrackHistory, preroll_frames, stabilise_window
+
+if TYPE_CHECKING:
+    from ..pipeline import FaceBatch
+
+__all__ = [
+    "ClipStabiliser",
+    "MAX_PREROLL",
+    "TrackHistory",
+    "preroll_frames",
+    "stabilise_window",
+    "estimate_flow",
+    "fb_confidence",
+    "warp_by_flow",
+    "flicker",
+    "landmark_jitter",
+    "identity_step",
+]
+
+
+class ClipStabiliser:
+    """The pipeline's temporal stage: keeps each track's recent crops and stabilises the newest ones.
+
+    Output at frame t depends only on frames t-K..t of the same track (K = ``preroll``), so a run that
+    starts with K pre-roll frames matches an uninterrupted one bit for bit. Faces without a track id
+    (track_id < 0) are returned as restored.
+    """
+
+    def __init__(self, strength: float) -> None:
+        self.strength = float(strength)
+        self.preroll = preroll_frames(self.strength)
+        self.history = TrackHistory(self.preroll)
+        self._newest: dict[int, int] = {}
+
+    def stabilise(self, batch: FaceBatch, frame_numbers: Sequence[int], inputs: torch.Tensor,
+                  restored: torch.Tensor) -> torch.Tensor:
+        """inputs, restored: (N, 3, S, S) for ``batch.faces``; returns the stabilised (N, 3, S, S)."""
+        if self.preroll == 0 or restored.shape[0] == 0:
+            return restored
+        rows: list[int] = []
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # Faces arrive in frame order. Each frame's window is read right after that frame is pushed, so
+        # the history never holds frames a later one in the same batch would already have evicted.
+        for i, face in enumerate(batch.faces):
+            if face.track_id < 0:
+                continue
+            frame = int(frame_numbers[int(batch.frame_index[i])])
+            self.history.push(face.track_id, frame, inputs[i], restored[i])
+            self._newest[face.track_id] = max(frame, self._newest.get(face.track_id, frame))
+            parts.append(self.history.window(face.track_id, frame))
+            rows.append(i)
+        out = restored.clone()
+        if parts:
+            win_in = torch.stack([p[0] for p in parts])
+            win_out = torch.stack([p[1] for p in parts])
+            valid = torch.stack([p[2] for p in parts])
+            out[torch.as_tensor(rows, device=restored.device)] = stabilise_window(win_in, win_out, valid, self.strength)
+        # Forget tracks no later frame can reach, so memory stays flat over long shots.
+        latest = max(int(frame_numbers[int(j)]) for j in batch.frame_index) if len(batch.frame_index) else 0
+        for tid in [t for t, f in self._newest.items() if f < latest - self.preroll - 1]:
+            self.history.drop(tid)
+            del self._newest[tid]
+        return out

@@ -1,0 +1,217 @@
+"""Temporal stabilisation of restored face crops along a track, in aligned (512 template) space.
+
+Method: motion-compensated, confidence-weighted temporal blending over a short sliding window.
+
+Per-frame face restorers hallucinate fresh detail in every frame, so a restored face "boils": the same
+skin, eyelashes and hair get different high-frequency texture each frame. Within a track the aligned crops
+show the same face at nearly the same place (alignment removed translation, rotation and zoom), so the
+restored crops of the last K frames are K extra observations of the current frame's detail once the residual
+motion is compensated. For the current frame t and each past frame j in t-K..t-1:
+
+1. optical flow ``t -> j`` (and ``j -> t``) between the aligned INPUT crops (not the restored ones, whose
+   boiling texture would corrupt the match), at a reduced resolution (128 px for 512 crops) and upsampled;
+2. restored crop j warped onto frame t's grid by that flow;
+3. a per-pixel weight = age weight rho^(t-j) x forward-backward flow consistency (occlusions, failed
+   matches) x input agreement: how well the warped INPUT crop j matches input t. Where the input itself
+   changed (a blink, an opening mouth, a fast head turn the flow could not follow, a light change), the
+   past frame is rejected there, so real change passes through unsmeared. The agreement map is dilated so
+   rejection covers the edges of a changed region as well;
+4. output = (restored_t + sum_j w_j warp(restored_j)) / (1 + sum_j w_j).
+
+Why this and not a recursive filter or gradient-domain blind consistency (Bonneel 2015, Lai 2018): those
+propagate an unbounded recursive state (the previous OUTPUT), so a farm chunk could never reproduce an
+uninterrupted run, and an error (a ghost) persists for many frames. Here the output at frame t is a pure
+function of the inputs and restored crops of frames t-K..t: a chunk that starts with K pre-roll frames
+(``preroll_frames``) gives bit-identical output. Averaging n independent boils cuts their frame-to-frame
+difference several fold, while the input-agreement weight keeps the result anchored to what the current
+frame really shows. All operations are per-pixel or fixed-order sums (see ``facefix.temporal.flow``), so
+the result of one face does not depend on the batch it is computed in, on CPU or CUDA.
+
+Convention: crops (B, K+1, 3, S, S) float32, index 0 = oldest frame t-K, index -1 = current frame t; all
+crops of a window are in the same aligned (template) pixel space; ``valid[b, i]`` is False for a frame the
+track does not have (a gap, or before its first frame / a shot cut).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, SettingsError
+from .flow import (
+    downsample,
+    estimate_flow,
+    fb_confidence,
+    gaussian_blur,
+    inside_mask,
+    resize_flow,
+    warp_by_flow,
+)
+
+__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "TrackHistory"]
+
+MAX_PREROLL = 6
+
+# Input agreement: mean RGB difference (sRGB code values, 0..1) at flow resolution where a past frame's
+# weight falls to exp(-1). Well above the residue of sensor noise after area-downsampling, well below a
+# blink or a mouth opening.
+_AGREE_TAU = 0.035
+_FLOW_SIZE = 128
+
+
+def _check_strength(strength: float) -> float:
+    s = float(strength)
+    if not (0.0 <= s <= 1.0):
+        raise SettingsError(f"--temporal: {strength!r} is outside 0..1")
+    return s
+
+
+def preroll_frames(strength: float) -> int:
+    """Past frames K the stabiliser reads at ``strength`` (0 -> 0; 0.5 -> 4; 1 -> 6).
+
+    A farm chunk must start restoring K frames before its first output frame.
+    """
+    s = _check_strength(strength)
+    if s <= 0.0:
+        return 0
+    return min(MAX_PREROLL, 2 + round(4 * s))
+
+
+def age_weights(strength: float) -> list[float]:
+    """Weight of the past frames t-1, t-2, ..., t-K relative to the current frame's 1."""
+    s = _check_strength(strength)
+    rho = 0.6 + 0.3 * s
+    return [rho**a for a in range(1, preroll_frames(s) + 1)]
+
+
+def _check_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor) -> None:
+    if inputs.ndim != 5 or inputs.shape[2] != 3:
+        raise InputError(f"stabilise_window: inputs must be (B, K+1, 3, S, S), got {tuple(inputs.shape)}")
+    if restored.shape != inputs.shape:
+        raise InputError(
+            f"stabilise_window: restored {tuple(restored.shape)} does not match inputs {tuple(inputs.shape)}")
+    if valid.shape != inputs.shape[:2] or valid.dtype != torch.bool:
+        raise InputError(f"stabilise_window: valid must be a bool (B, K+1) tensor, got {valid.dtype} "
+                         f"{tuple(valid.shape)}")
+    if not (inputs.is_floating_point() and restored.is_floating_point()):
+        raise InputError("stabilise_window: inputs and restored must be floating-point tensors")
+
+
+def stabilise_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor, strength: float, *,
+                     flow_size: int = _FLOW_SIZE) -> torch.Tensor:
+    """Stabilised restored crop of the current (last) frame of each window.
+
+    Args:
+        inputs: (B, K+1, 3, S, S) aligned INPUT crops (what the restorer saw), oldest..current.
+        restored: (B, K+1, 3, S, S) the restorer's raw outputs for the same frames (not stabilised ones).
+        valid: (B, K+1) bool; False for frames missing from the track. The current frame is always used.
+        strength: 0..1; 0 returns ``restored[:, -1]`` unchanged. Only the last ``preroll_frames(strength)``
+            past frames are read, whatever K the window has.
+        flow_size: resolution the flow runs at (capped at S).
+
+    Returns:
+        (B, 3, S, S) float, on the device of ``restored``.
+    """
+    _check_window(inputs, restored, valid)
+    s = _check_strength(strength)
+    k = min(preroll_frames(s), inputs.shape[1] - 1)
+    cur_restored = restored[:, -1]
+    if k == 0:
+        return cur_restored.clone()
+    b, _, c, h, w = inputs.shape
+    fh, fw = min(flow_size, h), min(flow_size, w)
+
+    past_in = inputs[:, -k - 1:-1]  # (B, k, 3, S, S), oldest..t-1
+    past_rs = restored[:, -k - 1:-1]
+    ok = valid[:, -k - 1:-1].to(restored.dtype)  # (B, k)
+    ages = torch.tensor(age_weights(s)[:k][::-1], dtype=restored.dtype, device=restored.device)  # oldest first
+
+    lo_cur = downsample(inputs[:, -1], (fh, fw))  # (B, 3, fh, fw)
+    lo_past = downsample(past_in.reshape(b * k, c, h, w), (fh, fw))
+    lo_ref = lo_cur.unsqueeze(1).expand(b, k, c, fh, fw).reshape(b * k, c, fh, fw)
+    # Forward (t -> j) and backward (j -> t) flows in one batched call.
+    flows = estimate_flow(torch.cat([lo_ref, lo_past]), torch.cat([lo_past, lo_ref]))
+    flow_tj, flow_jt = flows[: b * k], flows[b * k:]
+
+    conf = fb_confidence(flow_tj, flow_jt, rel=0.05, abs_px=0.75)
+    # Input agreement: blur the signed difference (averages noise away, keeps real change), then dilate
+    # the mismatch so the whole changed region and its rim are rejected.
+    diff = gaussian_blur(warp_by_flow(lo_past, flow_tj) - lo_ref, 0.7).abs().mean(1, keepdim=True)
+    diff = F.max_pool2d(diff, kernel_size=3, stride=1, padding=1)
+    agree = torch.exp(-(diff / _AGREE_TAU).square())
+    weight_lo = conf * agree * inside_mask(flow_tj)
+    weight_lo = weight_lo * (ok.reshape(b * k, 1, 1, 1) * ages.repeat(b).view(b * k, 1, 1, 1))
+
+    flow_full = resize_flow(flow_tj, (h, w))
+    weight = F.interpolate(weight_lo, size=(h, w), mode="bilinear", align_corners=False)
+    warped = warp_by_flow(past_rs.reshape(b * k, c, h, w), flow_full, mode="bicubic")
+
+    weight = weight.view(b, k, 1, h, w)
+    warped = warped.view(b, k, c, h, w)
+    # Fixed-order accumulation over the window (no reduction kernels whose order could vary).
+    num = cur_restored.clone()
+    den = torch.ones_like(weight[:, 0])
+    for i in range(k):
+        num = num + weight[:, i] * warped[:, i]
+        den = den + weight[:, i]
+    return num / den
+
+
+class TrackHistory:
+    """The last K+1 aligned input and restored crops of every track, for ``stabilise_window``.
+
+    Holds only frames that a later window can still read (a frame older than ``latest - k`` is dropped),
+    so memory is bounded by tracks x (k+1) crops. Crops are stored as given (device and dtype).
+    """
+
+    def __init__(self, k: int) -> None:
+        if not isinstance(k, int) or k < 0:
+            raise SettingsError(f"TrackHistory: k must be a non-negative int, got {k!r}")
+        self.k = k
+        self._tracks: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def push(self, track_id: int, frame: int, input_crop: torch.Tensor, restored_crop: torch.Tensor) -> None:
+        """Record frame ``frame`` of track ``track_id``: (3, S, S) input and raw restored crops."""
+        if input_crop.ndim != 3 or restored_crop.shape != input_crop.shape:
+            raise InputError(f"track {track_id} frame {frame}: crops must be two (3, S, S) tensors of one shape, "
+                             f"got {tuple(input_crop.shape)} and {tuple(restored_crop.shape)}")
+        frames = self._tracks.setdefault(int(track_id), {})
+        frames[int(frame)] = (input_crop, restored_crop)
+        newest = max(frames)
+        for f in [f for f in frames if f < newest - self.k]:
+            del frames[f]
+
+    def window(self, track_id: int, frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs (K+1, 3, S, S), restored (K+1, 3, S, S), valid (K+1,) bool) for frames frame-K..frame.
+
+        Frames the track lacks are zeros with ``valid`` False. The current frame must have been pushed.
+        """
+        frames = self._tracks.get(int(track_id), {})
+        cur = frames.get(int(frame))
+        if cur is None:
+            raise InputError(f"track {track_id} frame {frame}: not in the temporal history (push it first)")
+        zeros = torch.zeros_like(cur[0])
+        ins, outs, ok = [], [], []
+        for f in range(frame - self.k, frame + 1):
+            item = frames.get(f)
+            ins.append(zeros if item is None else item[0])
+            outs.append(zeros if item is None else item[1])
+            ok.append(item is not None)
+        return torch.stack(ins), torch.stack(outs), torch.tensor(ok, dtype=torch.bool, device=cur[0].device)
+
+    def windows(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched ``window`` for (track_id, frame) pairs: (B, K+1, 3, S, S) x 2 and (B, K+1)."""
+        if not keys:
+            raise InputError("TrackHistory.windows: no (track, frame) keys given")
+        parts = [self.window(t, f) for t, f in keys]
+        return (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]),
+                torch.stack([p[2] for p in parts]))
+
+    def drop(self, track_id: int) -> None:
+        """Forget a finished track."""
+        self._tracks.pop(int(track_id), None)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._tracks.values())
