@@ -16,7 +16,7 @@ from .colour import colour_transform, resolve_colorspace
 from .faces import Face, FaceTracks
 from .params import Settings
 
-__all__ = ["track_clip", "AnalysisStats", "working_rgb"]
+__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]
 
 
 @dataclass
@@ -55,6 +55,7 @@ def track_clip(
     """
     from .detect import load_detector
     from .track import build_tracks
+    from .track.associate import appearance_descriptors
     from .track.cuts import cut_score, find_cuts, thumbnail
 
     stats = stats if stats is not None else AnalysisStats()
@@ -62,6 +63,7 @@ def track_clip(
     detector = load_detector(settings.detector, device=str(dev), min_face=settings.min_face)
     is_float = bool(getattr(source, "is_float", False))
     detections: dict[int, list[Face]] = {}
+    appearance: dict[int, list[np.ndarray]] = {}
     scores: dict[int, float] = {}
     prev_thumb = None
     bar = None
@@ -79,6 +81,7 @@ def track_clip(
                 results = detector(batch)
             for k, (n, res) in enumerate(zip(chunk, results)):
                 detections[n] = list(res.faces)
+                appearance[n] = appearance_descriptors(batch[k], res.faces)
                 stats.faces_detected += len(res.faces)
                 stats.faces_too_small += int(res.skipped_small)
                 thumb = thumbnail(batch[k])
@@ -95,8 +98,42 @@ def track_clip(
             bar.close()
     cuts = find_cuts(scores)
     stats.cuts = len(cuts)
-    tracks = build_tracks(detections, cuts)
+    tracks = build_tracks(detections, cuts, appearance=appearance)
     meta = dict(tracks.metadata)
     meta.update({"detector": settings.detector, "cuts": sorted(int(c) for c in cuts),
                  "frames": [int(numbers[0]), int(numbers[-1])] if numbers else []})
     return FaceTracks(tracks=tracks.tracks, metadata=meta)
+
+
+def reference_crops(reference: str, source: object, tracks: FaceTracks, settings: Settings,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Aligned 512 crops of the --reference face and of sample frames of every track, for ``--faces reference``."""
+    from .detect import load_detector
+    from .errors import InputError
+    from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, warp_affine
+    from .io import open_source
+    from .track.select import sample_frames
+
+    def crops_of(rgb: np.ndarray, faces: Sequence[Face]) -> torch.Tensor:
+        img = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+        mats = np.stack([crop_from_frame_matrix(f.landmarks) for f in faces])
+        return warp_affine(img, mats, (TEMPLATE_SIZE, TEMPLATE_SIZE), src_index=np.zeros(len(faces), np.int64))
+
+    ref_src = open_source(reference)
+    ref = ref_src.read(ref_src.frame_numbers[0])
+    ref_rgb = working_rgb(ref.pixels, settings.colorspace, ref.format.is_float)
+    detector = load_detector(settings.detector, device=str(device), min_face=8)
+    with torch.inference_mode():
+        found = detector(torch.from_numpy(np.ascontiguousarray(ref_rgb.transpose(2, 0, 1)))[None].to(device))[0].faces
+    if not found:
+        raise InputError(f"{reference}: no face found in the --reference image")
+    largest = max(found, key=lambda f: f.size)
+    is_float = bool(getattr(source, "is_float", False))
+    per_track: dict[int, torch.Tensor] = {}
+    for t in tracks.tracks:
+        frames = sample_frames(t)
+        per_track[t.id] = torch.cat([
+            crops_of(working_rgb(source.read(n).pixels, settings.colorspace, is_float), [t.faces[n]])  # type: ignore[attr-defined]
+            for n in frames
+        ])
+    return crops_of(ref_rgb, [largest]), per_track

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .colour import colour_transform, resolve_colorspace
-from .errors import FaceFixError, InputError
+from .errors import FaceFixError, InputError, SettingsError
 from .faces import Face, FaceTracks
 from .io.frames import FrameFormat
 from .params import Settings
@@ -65,13 +65,26 @@ class RunSummary:
 
 
 def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Settings,
-                     summary: RunSummary | None = None) -> dict[int, list[Face]]:
-    """The faces to restore on each frame: the selected tracks, without faces below --min-face."""
+                     summary: RunSummary | None = None, source: object | None = None,
+                     device: object = "cpu") -> dict[int, list[Face]]:
+    """The faces to restore on each frame: the selected tracks, without faces below --min-face.
+
+    ``source`` (the open clip) is needed only for ``--faces reference``, to crop the tracks' faces.
+    """
     selected = tracks
     if settings.faces != "all":
         from .track.select import select_tracks
 
-        selected = select_tracks(tracks, settings)
+        ref = tracks_crops = None
+        if settings.faces == "reference":
+            from .analyse import reference_crops
+
+            if not settings.reference:
+                raise SettingsError("--faces reference: give the character's image with --reference FILE")
+            if source is None:
+                raise SettingsError("--faces reference: needs the source clip")
+            ref, tracks_crops = reference_crops(settings.reference, source, tracks, settings, device)  # type: ignore[arg-type]
+        selected = select_tracks(tracks, settings, reference_crops=ref, track_crops=tracks_crops)
     out: dict[int, list[Face]] = {}
     for n in numbers:
         faces = []
@@ -218,7 +231,7 @@ def run_clip(
         from .analyse import track_clip
 
         tracks = track_clip(full, compute, settings, device=engine.device, progress=progress)
-    faces = faces_for_frames(tracks, compute, settings, summary)
+    faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
     if progress:

@@ -1,0 +1,118 @@
+"""Shot-cut detection from small thumbnails.
+
+Each frame is reduced to a 32x32 thumbnail once (cheap to keep for a whole clip). Two frames are compared
+by two cues that are each blind to something a cut is not:
+
+* chromaticity histogram distance: the 2-D histogram of (r, g) / (r + g + b) ignores brightness, so a
+  light ramp or an exposure change does not move it, and it ignores where things are, so motion does not;
+* structure distance: the thumbnails are normalised per channel (mean 0, std 1, so again blind to gain and
+  offset) and compared at 8x8, coarse enough that a face or camera moving by a few percent of the frame
+  barely registers.
+
+``cut_score`` averages them (0 = same shot, ~1 = unrelated images). ``find_cuts`` keeps a frame as a cut
+when its score is high both in absolute terms and against the median of its neighbours, so sustained fast
+motion (high scores everywhere) does not fire. A cut ends every track.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError, SettingsError
+
+__all__ = ["THUMB_SIZE", "thumbnail", "cut_score", "cut_scores", "find_cuts"]
+
+THUMB_SIZE = 32
+_HIST_BINS = 8
+_STRUCT_SIZE = 8
+
+
+def thumbnail(frame: object, size: int = THUMB_SIZE) -> np.ndarray:
+    """Area-averaged (size, size, 3) float32 thumbnail of a frame.
+
+    frame: a (3, H, W) tensor, or an (H, W, 3) (or (3, H, W)) array, display-referred values (sRGB-like; values
+    are clipped to [0, 1] so scene-linear highlights do not dominate).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if hasattr(frame, "detach"):
+        x = frame.detach().float().cpu()  # type: ignore[attr-defined]
+    else:
+        arr = np.asarray(frame, dtype=np.float32)
+        # Arrays are channels-last (H, W, 3) unless only the first axis can be channels.
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            arr = arr.transpose(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    if x.ndim != 3 or x.shape[0] < 3:
+        raise InputError(f"thumbnail: expected a (3, H, W) or (H, W, 3) frame, got shape {tuple(x.shape)}")
+    x = x[:3].clamp(0, 1)
+    t = F.adaptive_avg_pool2d(x[None], (size, size))[0]
+    return np.ascontiguousarray(t.permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
+def _chroma_hist(thumb: np.ndarray) -> np.ndarray:
+    s = thumb.sum(axis=-1) + 1e-3
+    r = (thumb[..., 0] / s).ravel()
+    g = (thumb[..., 1] / s).ravel()
+    # Weight by brightness so near-black pixels (undefined chromaticity) count little.
+    w = np.clip(thumb.mean(axis=-1).ravel(), 0.02, None)
+    h, _, _ = np.histogram2d(r, g, bins=_HIST_BINS, range=[[0, 1], [0, 1]], weights=w)
+    return h / max(float(h.sum()), 1e-12)
+
+
+def _structure(thumb: np.ndarray) -> np.ndarray:
+    k = thumb.shape[0] // _STRUCT_SIZE
+    small = thumb[: k * _STRUCT_SIZE, : k * _STRUCT_SIZE].reshape(_STRUCT_SIZE, k, _STRUCT_SIZE, k, 3).mean(axis=(1, 3))
+    mu = small.mean(axis=(0, 1), keepdims=True)
+    sd = small.std(axis=(0, 1), keepdims=True)
+    return (small - mu) / np.maximum(sd, 0.02)
+
+
+def cut_score(prev_thumb: np.ndarray, cur_thumb: np.ndarray) -> float:
+    """Dissimilarity of two thumbnails (from ``thumbnail``): 0 = same shot, around 1 = unrelated images."""
+    a = np.asarray(prev_thumb, np.float32)
+    b = np.asarray(cur_thumb, np.float32)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
+        raise InputError(f"cut_score: thumbnails must share an (h, w, 3) shape, got {a.shape} and {b.shape}")
+    hist = 0.5 * float(np.abs(_chroma_hist(a) - _chroma_hist(b)).sum())  # total variation, in [0, 1]
+    # Mean |difference| of two standardised images: ~1.13 for independent ones; scale to ~1.
+    struct = float(np.abs(_structure(a) - _structure(b)).mean()) / 1.13
+    return 0.5 * hist + 0.5 * min(struct, 1.5)
+
+
+def cut_scores(thumbs: Mapping[int, np.ndarray]) -> dict[int, float]:
+    """Score of each listed frame against the previous listed frame (the first frame scores 0)."""
+    frames = sorted(thumbs)
+    out: dict[int, float] = {}
+    for i, n in enumerate(frames):
+        out[n] = 0.0 if i == 0 else cut_score(thumbs[frames[i - 1]], thumbs[n])
+    return out
+
+
+def find_cuts(scores: Mapping[int, float] | Sequence[float], threshold: float = 0.3, *, window: int = 6,
+              ratio: float = 2.5) -> set[int]:
+    """Frame numbers that start a new shot.
+
+    scores: frame number -> score against the previous listed frame (``cut_scores``; the clip's first
+    frame may be left out or scored 0), or a sequence indexed by frame number whose first entry is ignored. A frame is a cut when its score is at least ``threshold``
+    and at least ``ratio`` times the median score of the ``window`` listed frames on each side (itself
+    excluded), so steady fast motion, which scores high on every frame, is not a cut.
+    """
+    if not threshold > 0 or not ratio >= 1 or window < 1:
+        raise SettingsError(f"find_cuts: need threshold > 0, ratio >= 1, window >= 1 (got {threshold}, {ratio}, {window})")
+    items = sorted(scores.items()) if isinstance(scores, Mapping) else list(enumerate(scores))[1:]
+    frames = [int(n) for n, _ in items]
+    vals = np.array([float(s) for _, s in items], dtype=np.float64)
+    cuts: set[int] = set()
+    for i, n in enumerate(frames):
+        if vals[i] < threshold:
+            continue
+        lo, hi = max(0, i - window), min(len(vals), i + window + 1)
+        neigh = np.concatenate([vals[lo:i], vals[i + 1:hi]])
+        base = float(np.median(neigh)) if len(neigh) else 0.0
+        if vals[i] >= ratio * base:
+            cuts.add(n)
+    return cuts
