@@ -12,8 +12,10 @@ Data flow per batch (one way):
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +29,17 @@ from .faces import Face
 from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
 from .params import Settings
 
-__all__ = ["Engine", "FaceBatch", "restore_frame", "restore_batch", "BatchStats", "resolve_device", "MODEL_MICRO_BATCH"]
+__all__ = [
+    "Engine", "FaceBatch", "restore_frame", "restore_batch", "run_model", "BatchStats", "resolve_device",
+    "micro_batch_for", "MODEL_MICRO_BATCH", "MODEL_MICRO_BATCH_CUDA",
+]
 
 log = logging.getLogger("facefix")
 
 # The model always sees batches of exactly this many crops (the last one padded), so its arithmetic, and
 # therefore the output, never depends on how many frames the caller groups together.
 MODEL_MICRO_BATCH = 4
+MODEL_MICRO_BATCH_CUDA = 16
 
 # Face width in the 512 template, in px (about 2.2x the eye distance): the unit of expand/feather.
 _TEMPLATE_FACE_PX = 280.0
@@ -49,13 +55,20 @@ def resolve_device(choice: str) -> torch.device:
 
 @dataclass
 class Engine:
-    """Loaded models and the device they run on. Build once per job; reuse for every frame."""
+    """Loaded models and the device they run on. Build once per job; reuse for every frame.
+
+    On CUDA the restorer runs in bfloat16 where the architecture allows it, channels-last, with its
+    modulated convolutions computed batch-wide (``facefix.restore.fast``); ``accelerate`` = False keeps
+    the plain network (the benchmark's eager baseline).
+    """
 
     settings: Settings
+    restorer_path: str | None = None
+    accelerate: bool = True
+    compile: bool | str = False
     device: torch.device = field(init=False)
     _restorer: object | None = field(default=None, init=False, repr=False)
     _upscaler: object | None = field(default=None, init=False, repr=False)
-    restorer_path: str | None = None
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.settings.device)
@@ -64,13 +77,21 @@ class Engine:
     def compute_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.device.type == "cuda" else torch.float32
 
+    @property
+    def micro_batch(self) -> int:
+        return micro_batch_for(self.device)
+
     def restorer(self):  # type: ignore[no-untyped-def]
         if self._restorer is None:
             from .restore.registry import load_restorer
 
             r = load_restorer(self.settings.model, device=str(self.device), dtype=torch.float32, path=self.restorer_path)
-            if self.device.type == "cuda" and getattr(r, "supports_bfloat16", False):
+            if self.device.type == "cuda":
                 r = r.to(self.device, torch.bfloat16)
+                if self.accelerate:
+                    from .restore.fast import accelerate
+
+                    r = accelerate(r, channels_last=True, compile=self.compile, micro_batch=self.micro_batch)
             self._restorer = r
         return self._restorer
 
@@ -78,7 +99,9 @@ class Engine:
         if self._upscaler is None:
             from .upscale import load_upscaler
 
-            self._upscaler = load_upscaler(self.settings.upscale_model, self.settings.upscale, device=self.device)
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            self._upscaler = load_upscaler(self.settings.upscale_model, self.settings.upscale, device=self.device,
+                                           dtype=dtype)
         return self._upscaler
 
 
@@ -101,25 +124,71 @@ class FaceBatch:
 
 @dataclass
 class BatchStats:
+    """Counters, and (with ``profile``) wall time per stage; the device is synchronised at stage edges."""
+
     faces_restored: int = 0
     nonfinite_pixels: int = 0
+    profile: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, device: torch.device) -> Iterator[None]:
+        if not self.profile:
+            yield
+            return
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def micro_batch_for(device: torch.device) -> int:
+    """Crops per model call on ``device``: fixed, so output never depends on how frames are grouped."""
+    return MODEL_MICRO_BATCH_CUDA if device.type == "cuda" else MODEL_MICRO_BATCH
 
 
 def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fidelity: Sequence[float],
-              dtype: torch.dtype) -> torch.Tensor:
-    """Restore (N, 3, S, S) crops in fixed micro-batches (see MODEL_MICRO_BATCH); returns float32."""
+              dtype: torch.dtype, micro_batch: int | None = None) -> torch.Tensor:
+    """Restore (N, 3, S, S) crops in fixed micro-batches (the last one padded); returns float32.
+
+    Faces with different (animated) fidelity go in separate calls. On CUDA out-of-memory the micro-batch is
+    halved and the call retried (with a warning: results may then differ in the last bits).
+    """
     n = crops.shape[0]
-    outs = []
-    for start in range(0, n, MODEL_MICRO_BATCH):
-        chunk = crops[start : start + MODEL_MICRO_BATCH]
-        k = chunk.shape[0]
-        if k < MODEL_MICRO_BATCH:
-            chunk = torch.cat([chunk, chunk[-1:].expand(MODEL_MICRO_BATCH - k, -1, -1, -1)])
-        fid = float(fidelity[start]) if len(fidelity) else 0.5
-        with torch.inference_mode():
-            res = restorer(chunk.to(dtype), fidelity=fid)
-        outs.append(res[:k].float())
-    return torch.cat(outs) if outs else crops.float()
+    if n == 0:
+        return crops.float()
+    micro = micro_batch or micro_batch_for(crops.device)
+    out = torch.empty((n, *crops.shape[1:]), device=crops.device, dtype=torch.float32)
+    fids = [float(f) for f in fidelity] if len(fidelity) == n else [0.5] * n
+    groups: dict[float, list[int]] = {}
+    for i, f in enumerate(fids):
+        groups.setdefault(f, []).append(i)
+    for fid, idx in groups.items():
+        start = 0
+        while start < len(idx):
+            sel = idx[start : start + micro]
+            chunk = crops[torch.as_tensor(sel, device=crops.device)]
+            k = chunk.shape[0]
+            if k < micro:
+                chunk = torch.cat([chunk, chunk[-1:].expand(micro - k, -1, -1, -1)])
+            try:
+                with torch.inference_mode():
+                    res = restorer(chunk.to(dtype), fidelity=fid)
+            except torch.cuda.OutOfMemoryError:
+                if micro == 1:
+                    raise
+                torch.cuda.empty_cache()
+                micro = max(1, micro // 2)
+                log.warning("GPU out of memory: model batch reduced to %d (results may differ in the last bits)", micro)
+                continue
+            out[torch.as_tensor(sel, device=crops.device)] = res[:k].float()
+            start += k
+    return out
 
 
 def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: int, device: torch.device) -> torch.Tensor:
@@ -194,6 +263,69 @@ def restore_batch(
 
     # 1. Working-space RGB of what the models see: per frame, the union of its face ROIs (or the whole
     #    frame when upscaling, since the upscaler sees everything).
+    with stats.stage("to_working", dev):
+        work_frames, origins = _working_rois(images, batch, ct, up, size, dev, stats)
+
+    # 2. Align: crops of every face, from its frame's working ROI.
+    with stats.stage("align", dev):
+        crops, crop_from_roi = _align(work_frames, origins, batch, size, dev)
+    model_in = crops.clamp(0.0, 1.0)
+    n = len(batch.faces)
+
+    # 3. Restore all faces of the batch together, then the temporal stage along each track.
+    if n:
+        fidelity = [s.fidelity for s in per_face_settings]
+        with stats.stage("model", dev):
+            restored = run_model(engine.restorer(), model_in, fidelity, engine.compute_dtype, engine.micro_batch)
+        if stabilise is not None:
+            with stats.stage("stabilise", dev):
+                restored = stabilise(batch, numbers, model_in, restored)
+        with stats.stage("matte", dev):
+            amounts = torch.tensor([s.color_match for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
+            restored = restored + amounts * (colour_match(restored, model_in, 1.0) - restored)
+            mattes = face_mattes(batch, per_face_settings, size, dev)
+            strength = torch.tensor([s.strength for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
+        stats.faces_restored += n
+    else:
+        restored = model_in
+        mattes = torch.zeros((0, 1, size, size), device=dev)
+        strength = torch.zeros((0, 1, 1, 1), device=dev)
+
+    # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    for b, img in enumerate(images):
+        sel = np.nonzero(batch.frame_index == b)[0]
+        sel_t = torch.as_tensor(sel, device=dev)
+        base_frame = work_frames[b]
+        m = crop_from_roi[sel]
+        if up > 1:
+            from .upscale.tile import upscale_tiled
+
+            with stats.stage("upscale", dev):
+                # HDR values outside [0, 1] are carried through the upscale (see upscale_tiled).
+                base_frame = upscale_tiled(engine.upscaler(), base_frame[None], up)[0]
+            m = m.copy()
+            m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
+            base_crops = (warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(len(sel), np.int64)).clamp(0, 1)
+                          if len(sel) else crops[sel_t])
+        else:
+            base_crops = model_in[sel_t]
+        with stats.stage("paste", dev):
+            delta = (restored[sel_t] - base_crops) * strength[sel_t]
+            if base_frame.numel() and len(sel):
+                pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel_t], invert_affine(m), np.zeros(len(sel), np.int64))
+                pasted, alpha = pasted[0], alpha[0, 0]
+            else:
+                pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
+        with stats.stage("from_working", dev):
+            results.append(_finish_frame(img, pasted, alpha, origins[b], ct, up))
+    return results
+
+
+def _working_rois(images: Sequence[np.ndarray], batch: FaceBatch, ct: ColourTransform, up: int, size: int,
+                  dev: torch.device, stats: BatchStats) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """Per frame, the working-space RGB (3, h, w) of the union of its face ROIs (the whole frame when
+    upscaling) on ``dev``, and that region's (x0, y0) origin. Non-finite pixels are zeroed and counted."""
     work_frames: list[torch.Tensor] = []
     origins: list[tuple[int, int]] = []
     for b, img in enumerate(images):
@@ -213,12 +345,16 @@ def restore_batch(
             rgb = np.nan_to_num(rgb, nan=0.0, posinf=65504.0, neginf=-65504.0)
         work_frames.append(_to_tensor(ct.to_working(rgb), dev) if x1 > x0 and y1 > y0 else torch.zeros((3, 0, 0), device=dev))
         origins.append((x0, y0))
+    return work_frames, origins
 
-    # 2. Align: crops of every face, from its frame's working ROI.
+
+def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int]], batch: FaceBatch, size: int,
+           dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """Aligned crops (N, 3, S, S) of every face, and each face's ``crop_from_roi`` (N, 2, 3)."""
     n = len(batch.faces)
     crops = torch.zeros((n, 3, size, size), device=dev)
     crop_from_roi = batch.crop_from_frame.copy()
-    for b in range(len(images)):
+    for b in range(len(work_frames)):
         sel = np.nonzero(batch.frame_index == b)[0]
         if len(sel) == 0:
             continue
@@ -230,48 +366,7 @@ def restore_batch(
         crops[torch.as_tensor(sel, device=dev)] = warp_affine(
             work_frames[b][None], m, (size, size), src_index=np.zeros(len(sel), np.int64)
         )
-    model_in = crops.clamp(0.0, 1.0)
-
-    # 3. Restore all faces of the batch together, then the temporal stage along each track.
-    if n:
-        fidelity = [s.fidelity for s in per_face_settings]
-        restored = run_model(engine.restorer(), model_in, fidelity, engine.compute_dtype)
-        if stabilise is not None:
-            restored = stabilise(batch, numbers, model_in, restored)
-        amounts = torch.tensor([s.color_match for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
-        restored = restored + amounts * (colour_match(restored, model_in, 1.0) - restored)
-        mattes = face_mattes(batch, per_face_settings, size, dev)
-        strength = torch.tensor([s.strength for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
-        stats.faces_restored += n
-    else:
-        restored = model_in
-        mattes = torch.zeros((0, 1, size, size), device=dev)
-        strength = torch.zeros((0, 1, 1, 1), device=dev)
-
-    # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
-    results: list[tuple[np.ndarray, np.ndarray]] = []
-    for b, img in enumerate(images):
-        sel = np.nonzero(batch.frame_index == b)[0]
-        sel_t = torch.as_tensor(sel, device=dev)
-        base_frame = work_frames[b]
-        m = crop_from_roi[sel]
-        if up > 1:
-            from .upscale.tile import upscale_tiled
-
-            base_frame = upscale_tiled(engine.upscaler(), base_frame[None].clamp(0, 1), up)[0]
-            m = m.copy()
-            m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
-            base_crops = warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(len(sel), np.int64)).clamp(0, 1) if len(sel) else crops[sel_t]
-        else:
-            base_crops = model_in[sel_t]
-        delta = (restored[sel_t] - base_crops) * strength[sel_t]
-        if base_frame.numel() and len(sel):
-            pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel_t], invert_affine(m), np.zeros(len(sel), np.int64))
-            pasted, alpha = pasted[0], alpha[0, 0]
-        else:
-            pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
-        results.append(_finish_frame(img, pasted, alpha, origins[b], ct, up))
-    return results
+    return crops, crop_from_roi
 
 
 def _finish_frame(img: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor, origin: tuple[int, int],
