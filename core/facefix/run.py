@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,9 @@ class RunSummary:
     nonfinite_pixels: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # With profile=True: seconds per stage. decode/encode are summed over worker threads (they overlap
+    # each other and the GPU); analyse and restore are wall times of the two passes.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -169,13 +173,15 @@ def run_clip(
     engine: Engine | None = None,
     restorer_path: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    profile: bool = False,
 ) -> RunSummary:
     """Restore every selected face of ``source`` (frames ``frames``) and write ``dest``.
 
     tracks: FaceTracks to use; None = detect and track first (the analysis pass).
     resume: skip frames already written to ``dest`` (image sequences), recomputing only the temporal
     pre-roll they need. matte: optional image-sequence pattern for the face alpha matte.
-    on_progress(done, total): for hosts that draw their own progress.
+    on_progress(done, total): for hosts that draw their own progress. profile: fill ``summary.timings``
+    (synchronises the GPU between stages, so it is slower).
     """
     from .io import is_movie, open_sink, open_source
 
@@ -230,7 +236,9 @@ def run_clip(
     if tracks is None:
         from .analyse import track_clip
 
+        t_analyse = time.perf_counter()
         tracks = track_clip(full, compute, settings, device=engine.device, progress=progress)
+        summary.timings["analyse"] = time.perf_counter() - t_analyse
     faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
@@ -238,6 +246,21 @@ def run_clip(
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="frame", desc="restore", dynamic_ncols=True, leave=True)
+
+    io_lock = threading.Lock()
+
+    def timed(name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        if not profile:
+            return fn
+
+        def run(*a: object) -> object:
+            t = time.perf_counter()
+            try:
+                return fn(*a)
+            finally:
+                with io_lock:
+                    summary.timings[name] = summary.timings.get(name, 0.0) + time.perf_counter() - t
+        return run
 
     def write(item: object) -> None:
         frame, matte_frame = item  # type: ignore[misc]
@@ -247,13 +270,15 @@ def run_clip(
 
     io_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
     parallel_writes = src is not None and not is_movie(dest)
-    writer = _Writer(write, depth=2 * settings.batch, workers=io_threads if parallel_writes else 1)
-    stats = BatchStats()
+    writer = _Writer(timed("encode", write), depth=2 * settings.batch,  # type: ignore[arg-type]
+                     workers=io_threads if parallel_writes else 1)
+    stats = BatchStats(profile=profile)
+    t_restore = time.perf_counter()
     done = 0
     ok = False
     try:
         batch: list[tuple[int, object]] = []
-        stream = _prefetch(full.read, compute, depth=2 * settings.batch,
+        stream = _prefetch(timed("decode", full.read), compute, depth=2 * settings.batch,  # type: ignore[arg-type]
                            workers=io_threads if full.kind == "sequence" else 1)
         for item in stream:
             batch.append(item)
@@ -284,6 +309,8 @@ def run_clip(
         matte_sink.close()
     summary.faces_restored = stats.faces_restored
     summary.nonfinite_pixels = stats.nonfinite_pixels
+    summary.timings["restore"] = time.perf_counter() - t_restore
+    summary.timings.update(stats.timings)
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -1,0 +1,307 @@
+"""BlazeFace (MediaPipe face detection): anchors, decoding, weighted NMS and the square crops it sees.
+
+The shipped models are ``face_detection_short_range`` (128 px input, 896 anchors) and
+``face_detection_full_range_sparse`` (192 px input, 2304 anchors). Both output, per anchor, 16 box
+values (x, y, w, h offsets, then 6 keypoints (x, y)) and one score logit. Keypoints are, in order:
+the subject's right eye (the image's left for an upright face), the subject's left eye, nose tip, mouth
+centre, right ear tragion, left ear tragion.
+
+Convention: boxes are (x0, y0, x1, y1), points (x, y). "Unit" coordinates are the model input's
+normalised [0, 1] square. Frame coordinates are pixels as MediaPipe writes them (normalised value times
+the frame size), used throughout this package: a square crop of side ``s`` centred at ``c`` maps its
+unit coordinate ``u`` to ``c - s/2 + u * s``, and samples the frame at that position with pixel ``i``'s
+centre at ``i`` (OpenCV's convention, which MediaPipe's crops use).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .assets import asset_path
+from .tflite_torch import load_tflite
+
+__all__ = [
+    "AnchorSpec",
+    "BlazeFaceSpec",
+    "SHORT_RANGE",
+    "FULL_RANGE",
+    "Detections",
+    "ssd_anchors",
+    "decode_raw",
+    "weighted_nms",
+    "box_iou",
+    "crop_rects",
+    "BlazeFace",
+    "load_blazeface",
+]
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """SSD anchor layout (MediaPipe's SsdAnchorsCalculator options)."""
+
+    input_size: int
+    num_layers: int
+    strides: tuple[int, ...]
+    min_scale: float = 0.1484375
+    max_scale: float = 0.75
+    offset: float = 0.5
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    interpolated_scale_aspect_ratio: float = 1.0
+    fixed_anchor_size: bool = True
+
+
+@dataclass(frozen=True)
+class BlazeFaceSpec:
+    """One detection model: its file, input size, anchors and the default thresholds MediaPipe uses."""
+
+    name: str
+    file: str
+    input_size: int
+    anchors: AnchorSpec
+    min_score: float = 0.5
+    iou_threshold: float = 0.3
+
+
+SHORT_RANGE = BlazeFaceSpec(
+    "short", "face_detection_short_range.tflite", 128,
+    AnchorSpec(input_size=128, num_layers=4, strides=(8, 16, 16, 16)),
+)  # fmt: skip
+FULL_RANGE = BlazeFaceSpec(
+    "full", "face_detection_full_range_sparse.tflite", 192,
+    AnchorSpec(input_size=192, num_layers=1, strides=(4,), interpolated_scale_aspect_ratio=0.0),
+    min_score=0.6,  # what MediaPipe's full-range graph applies (its solutions API included)
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one image or crop: boxes (M, 4), keypoints (M, 6, 2), scores (M,)."""
+
+    boxes: Tensor
+    keypoints: Tensor
+    scores: Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @staticmethod
+    def empty(device: torch.device | str = "cpu") -> Detections:
+        return Detections(torch.zeros(0, 4, device=device), torch.zeros(0, 6, 2, device=device),
+                          torch.zeros(0, device=device))
+
+    @staticmethod
+    def cat(items: Sequence[Detections]) -> Detections:
+        if not items:
+            return Detections.empty()
+        return Detections(torch.cat([d.boxes for d in items]), torch.cat([d.keypoints for d in items]),
+                          torch.cat([d.scores for d in items]))
+
+    def select(self, keep: Tensor) -> Detections:
+        return Detections(self.boxes[keep], self.keypoints[keep], self.scores[keep])
+
+
+def _scale(spec: AnchorSpec, i: int) -> float:
+    n = len(spec.strides)
+    if n == 1:
+        return (spec.min_scale + spec.max_scale) * 0.5
+    return spec.min_scale + (spec.max_scale - spec.min_scale) * i / (n - 1)
+
+
+def ssd_anchors(spec: AnchorSpec) -> Tensor:
+    """Anchor centres and sizes (A, 4) as (cx, cy, w, h) in unit coordinates.
+
+    Order: layers of equal stride are merged; within a layer, rows, then columns, then the anchors of a
+    cell (one per aspect ratio and scale, plus the interpolated scale when enabled).
+    """
+    rows: list[tuple[float, float, float, float]] = []
+    layer = 0
+    n = len(spec.strides)
+    while layer < spec.num_layers:
+        sizes: list[tuple[float, float]] = []
+        last = layer
+        while last < n and spec.strides[last] == spec.strides[layer]:
+            scale = _scale(spec, last)
+            for ar in spec.aspect_ratios:
+                r = math.sqrt(ar)
+                sizes.append((scale / r, scale * r))  # (h, w)
+            if spec.interpolated_scale_aspect_ratio > 0.0:
+                nxt = 1.0 if last == n - 1 else _scale(spec, last + 1)
+                s = math.sqrt(scale * nxt)
+                r = math.sqrt(spec.interpolated_scale_aspect_ratio)
+                sizes.append((s / r, s * r))
+            last += 1
+        stride = spec.strides[layer]
+        fm = math.ceil(spec.input_size / stride)
+        for y in range(fm):
+            for x in range(fm):
+                for h, w in sizes:
+                    cx, cy = (x + spec.offset) / fm, (y + spec.offset) / fm
+                    rows.append((cx, cy, 1.0, 1.0) if spec.fixed_anchor_size else (cx, cy, w, h))
+        layer = last
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def decode_raw(raw_boxes: Tensor, raw_scores: Tensor, anchors: Tensor, input_size: int
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Decode raw outputs (N, A, 16) and (N, A, 1) into unit boxes (N, A, 4) xyxy, keypoints
+    (N, A, 6, 2) and scores (N, A) (sigmoid of the logit clipped to +-100)."""
+    a = anchors.to(raw_boxes)
+    v = raw_boxes / input_size
+    cx = v[..., 0] * a[:, 2] + a[:, 0]
+    cy = v[..., 1] * a[:, 3] + a[:, 1]
+    w = v[..., 2] * a[:, 2]
+    h = v[..., 3] * a[:, 3]
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    kp = v[..., 4:16].reshape(*v.shape[:-1], 6, 2) * a[:, None, 2:4] + a[:, None, 0:2]
+    scores = torch.sigmoid(raw_scores[..., 0].clamp(-100.0, 100.0))
+    return boxes, kp, scores
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU matrix (M, K) of xyxy boxes a (M, 4) and b (K, 4); 0 where the union is empty."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b[None] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+def weighted_nms(det: Detections, iou_threshold: float = 0.3) -> Detections:
+    """MediaPipe's weighted ("blending") NMS on one image.
+
+    Repeatedly take the best remaining detection and every remaining one overlapping it by IoU >
+    ``iou_threshold`` (itself included); emit the score-weighted mean of their boxes and keypoints with
+    the best one's score. Output is sorted by score, highest first.
+    """
+    if len(det) == 0:
+        return det
+    order = torch.argsort(det.scores, descending=True, stable=True)
+    boxes, kps, scores = det.boxes[order], det.keypoints[order], det.scores[order]
+    iou = box_iou(boxes, boxes)
+    alive = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+    out_b, out_k, out_s = [], [], []
+    for i in range(len(scores)):  # few detections survive the score threshold: a short loop
+        if not bool(alive[i]):
+            continue
+        group = alive & (iou[i] > iou_threshold)
+        group[i] = True
+        w = scores[group]
+        out_b.append((boxes[group] * w[:, None]).sum(0) / w.sum())
+        out_k.append((kps[group] * w[:, None, None]).sum(0) / w.sum())
+        out_s.append(scores[i])
+        alive &= ~group
+    return Detections(torch.stack(out_b), torch.stack(out_k), torch.stack(out_s))
+
+
+def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angle: Tensor, out_size: int,
+               padding: str = "zeros", quantize: bool = False) -> Tensor:
+    """Sample rotated rectangles of frames into (K, C, S, S) crops (bilinear), batched.
+
+    frames (N, C, H, W); index (K,) frame of each crop; center (K, 2) and size (K, 2) = (w, h) in frame
+    pixels; angle (K,) radians. padding: 'zeros' (MediaPipe's BORDER_ZERO) or 'border' (replicate).
+    quantize: sample like OpenCV's warp on 8-bit images, as MediaPipe does (positions rounded to 1/32
+    pixel, values to 1/255), for outputs that match MediaPipe's most closely.
+
+    Convention: crop pixel ``d`` (centre at ``d``, OpenCV style) samples the frame at
+    ``center + R(angle) @ ((d / S - 0.5) * size)``; frame pixel ``i`` has its centre at ``i``.
+    """
+    h, w = frames.shape[-2:]
+    dev, dt = frames.device, frames.dtype
+    steps = torch.arange(out_size, device=dev, dtype=torch.float32) / out_size - 0.5
+    u = steps[None, None, :] * size[:, 0, None, None]  # (K, 1, S) along the crop's x
+    v = steps[None, :, None] * size[:, 1, None, None]  # (K, S, 1) along the crop's y
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    x = center[:, 0, None, None] + cos * u - sin * v
+    y = center[:, 1, None, None] + sin * u + cos * v
+    if quantize:
+        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+    # grid_sample with align_corners=False puts pixel i's centre at i + 0.5 of the [0, W] span.
+    grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dt)  # (K, S, S, 2)
+    k = grid.shape[0]
+    out = frames.new_empty(k, frames.shape[1], out_size, out_size)
+    # Crops of one frame are sampled side by side in one call: no copy of the frame per crop.
+    for f in torch.unique(index).tolist():
+        sel = (index == f).nonzero().squeeze(1)
+        g = grid[sel].permute(1, 0, 2, 3).reshape(1, out_size, len(sel) * out_size, 2)
+        o = F.grid_sample(frames[f:f + 1], g, mode="bilinear", padding_mode=padding, align_corners=False)
+        out[sel] = o.reshape(frames.shape[1], out_size, len(sel), out_size).permute(2, 0, 1, 3)
+    return torch.round(out * 255) / 255 if quantize else out
+
+
+class BlazeFace(nn.Module):
+    """A BlazeFace network with its anchors: frames -> detections in frame pixels."""
+
+    anchors: Tensor
+
+    def __init__(self, spec: BlazeFaceSpec, path: str | Path | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        p, sha = asset_path(spec.file) if path is None else (Path(path), None)
+        self.net = load_tflite(p, sha)
+        self.register_buffer("anchors", ssd_anchors(spec.anchors))
+        # Sample crops as MediaPipe does (8-bit OpenCV warp): the closest match to its results.
+        self.quantize = True
+
+    def raw(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw network outputs for input crops x (K, 3, S, S) in [-1, 1]: (K, A, 16), (K, A, 1)."""
+        boxes, scores = self.net(x)
+        return boxes, scores
+
+    @torch.no_grad()
+    def detect_squares(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
+                       min_score: float | None = None, batch: int = 64) -> list[Detections]:
+        """Detect faces in square regions of frames (sRGB in [0, 1]); one Detections per region, in
+        frame pixels, NMS applied per region.
+
+        index (K,) frame of each region; center (K, 2) and side (K,) in frame pixels; the part of a
+        region outside its frame reads as black (MediaPipe's letterbox).
+        """
+        thr = self.spec.min_score if min_score is None else min_score
+        s = self.spec.input_size
+        out: list[Detections] = []
+        for k0 in range(0, len(index), batch):
+            sl = slice(k0, k0 + batch)
+            sides = side[sl]
+            crops = crop_rects(frames, index[sl], center[sl], torch.stack([sides, sides], -1),
+                               torch.zeros_like(sides), s, padding="zeros", quantize=self.quantize)
+            rb, rs = self.raw(crops * 2.0 - 1.0)
+            boxes, kps, scores = decode_raw(rb, rs, self.anchors, s)
+            for j in range(crops.shape[0]):
+                keep = scores[j] >= thr
+                det = weighted_nms(Detections(boxes[j][keep], kps[j][keep], scores[j][keep]),
+                                   self.spec.iou_threshold)
+                c, sd = center[k0 + j], sides[j]
+                origin = c - sd / 2
+                out.append(Detections(det.boxes * sd + origin.repeat(2), det.keypoints * sd + origin,
+                                      det.scores))
+        return out
+
+    def detect_frames(self, frames: Tensor, min_score: float | None = None) -> list[Detections]:
+        """Whole-frame detection as MediaPipe does it: each frame letterboxed into the model's square."""
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise InputError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
+        n, _, h, w = frames.shape
+        dev = frames.device
+        center = torch.tensor([[w / 2, h / 2]], device=dev, dtype=torch.float32).repeat(n, 1)
+        side = torch.full((n,), float(max(w, h)), device=dev)
+        return self.detect_squares(frames, torch.arange(n, device=dev), center, side, min_score)
+
+
+def load_blazeface(model: str = "full", device: str | torch.device = "cpu",
+                   path: str | Path | None = None) -> BlazeFace:
+    """The short-range (128 px) or full-range (192 px) BlazeFace, checked by sha256, on ``device``."""
+    specs = {"short": SHORT_RANGE, "full": FULL_RANGE}
+    if model not in specs:
+        raise InputError(f"unknown BlazeFace model {model!r} (expected 'short' or 'full')")
+    return BlazeFace(specs[model], path).to(device).eval()

@@ -1,0 +1,109 @@
+"""The tflite -> torch converter against the LiteRT interpreter's raw outputs (goldens) and bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facefix.detect.assets import MEDIAPIPE_DIR, MEDIAPIPE_SHA256, asset_path
+from facefix.detect.tflite_torch import TFLiteModule, load_tflite, same_padding
+from facefix.errors import ChecksumError, ModelError
+
+GOLDEN = Path(__file__).parent / "golden"
+torch.set_num_threads(1)
+
+CASES = [
+    ("face_detection_short_range.tflite", "short_astro", -1.0, 1.0),
+    ("face_detection_short_range.tflite", "short_crowd", -1.0, 1.0),
+    ("face_detection_full_range_sparse.tflite", "full_wide", -1.0, 1.0),
+    ("face_landmark.tflite", "mesh_astro", 0.0, 1.0),
+    ("face_landmark.tflite", "mesh_rot", 0.0, 1.0),
+    ("face_landmark.tflite", "mesh_camera", 0.0, 1.0),
+]
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, np.ndarray]:
+    with np.load(GOLDEN / "raw.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, TFLiteModule]:
+    return {name: load_tflite(*asset_path(name)) for name in MEDIAPIPE_SHA256}
+
+
+@pytest.mark.parametrize(("model", "key", "lo", "hi"), CASES)
+def test_raw_outputs_match_litert(modules, raw, model, key, lo, hi):
+    x_u8 = raw[f"{key}_input"]
+    x = torch.from_numpy(x_u8.astype(np.float32) / 255.0 * (hi - lo) + lo).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        outs = modules[model](x)
+    assert len(outs) == 2
+    for j, y in enumerate(outs):
+        ref = raw[f"{key}_out{j}"]
+        assert tuple(y.shape) == ref.shape
+        # float32 vs XNNPACK: differences are rounding only (measured max 1.2e-4 on outputs up to ~160).
+        err = np.abs(y.numpy() - ref).max()
+        assert err < 1e-3 * max(1.0, np.abs(ref).max() / 100), (key, j, err)
+
+
+def test_batched_equals_single(modules, raw):
+    m = modules["face_landmark.tflite"]
+    xs = torch.stack([torch.from_numpy(raw[f"{k}_input"].astype(np.float32) / 255).permute(2, 0, 1)
+                      for k in ("mesh_astro", "mesh_rot", "mesh_camera")])
+    with torch.no_grad():
+        batched = m(xs)[0]
+        single = torch.cat([m(xs[i:i + 1])[0] for i in range(3)])
+    assert torch.allclose(batched, single, atol=1e-3)
+
+
+def test_op_sets(modules):
+    assert modules["face_detection_full_range_sparse.tflite"].ops_used == {
+        "ADD", "CONV_2D", "DENSIFY", "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE", "DEQUANTIZE", "PAD", "RESHAPE",
+        "RESIZE_BILINEAR"}
+    assert modules["face_landmark.tflite"].ops_used == {
+        "ADD", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "MAX_POOL_2D", "PAD", "PRELU"}
+    assert "MAX_POOL_2D" in modules["face_detection_short_range.tflite"].ops_used
+
+
+def test_same_padding():
+    # TensorFlow: out = ceil(in / stride); the odd extra pixel goes after.
+    assert same_padding(128, 3, 1) == (1, 1)
+    assert same_padding(128, 5, 2) == (1, 2)
+    assert same_padding(128, 2, 2) == (0, 0)
+    assert same_padding(7, 3, 2) == (1, 1)
+
+
+def test_tampered_file_is_refused(tmp_path):
+    src, sha = asset_path("face_detection_short_range.tflite")
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "face_detection_short_range.tflite"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError) as err:
+        load_tflite(bad, sha)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad) in msg and "sha256" in msg
+
+
+def test_not_a_model(tmp_path):
+    bad = tmp_path / "junk.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError) as err:
+        load_tflite(bad)
+    assert "\n" not in str(err.value) and "junk.tflite" in str(err.value)
+    with pytest.raises(ModelError):
+        load_tflite(tmp_path / "missing.tflite")
+
+
+def test_shipped_files_have_notice_and_sources():
+    sources = (MEDIAPIPE_DIR / "SOURCES").read_text()
+    assert "mediapipe-0.10.21" in sources
+    for name, sha in MEDIAPIPE_SHA256.items():
+        assert f"{sha}  {name}" in sources
+    assert "Apache License" in (MEDIAPIPE_DIR / "LICENSE").read_text()
+    assert (MEDIAPIPE_DIR / "NOTICE").is_file()
