@@ -14,11 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
 from .colour import colour_transform, resolve_colorspace
-from .errors import FaceFixError, InputError, SettingsError
+from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
 from .io.frames import FrameFormat
 from .params import Settings
@@ -206,6 +207,9 @@ def run_clip(
     full = open_source(source) if preroll and frames is not None else src
     all_numbers = list(full.frame_numbers)
 
+    for target in (dest, matte):
+        if target:
+            _make_folder(Path(target).parent)
     fmt = _output_format(src.format, settings.upscale)
     sink = open_sink(dest, like=fmt, fps=src.fps, codec=codec, audio_from=source if src.kind == "movie" else None)
     matte_sink = open_sink(matte, like=_matte_format(fmt), fps=src.fps) if matte else None
@@ -313,6 +317,14 @@ def run_clip(
     summary.timings.update(stats.timings)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the output folder (as a Write node's "create directories" does); one-line error if impossible."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
 
 
 def _output_format(fmt: FrameFormat, upscale: int) -> FrameFormat:
