@@ -38,7 +38,7 @@ log = logging.getLogger("facefix")
 
 # The model always sees batches of exactly this many crops (the last one padded), so its arithmetic, and
 # therefore the output, never depends on how many frames the caller groups together.
-MODEL_MICRO_BATCH = 4
+MODEL_MICRO_BATCH = 1
 MODEL_MICRO_BATCH_CUDA = 16
 
 # Face width in the 512 template, in px (about 2.2x the eye distance): the unit of expand/feather.
@@ -277,7 +277,8 @@ def restore_batch(
         fidelity = [s.fidelity for s in per_face_settings]
         with stats.stage("model", dev):
             restored = run_model(engine.restorer(), model_in, fidelity, engine.compute_dtype, engine.micro_batch)
-        if stabilise is not None:
+        # passthrough previews alignment, mattes and tracking: nothing may change the face, not even time.
+        if stabilise is not None and not getattr(engine.restorer(), "identity", False):
             with stats.stage("stabilise", dev):
                 restored = stabilise(batch, numbers, model_in, restored)
         with stats.stage("matte", dev):

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""FaceFix GPU benchmark: the end-to-end pipeline against the model's own ceiling, measured side by side.
+
+Generates a clip (default 1080p, N faces per frame) from the bundled real portrait, then measures in one run:
+  * model ceiling   model-only throughput of random-init GFPGAN v1.4 (same FLOPs as the real one) at the best
+                    batch size and variant found (eager / FaceFix's accelerated model, compiled or not);
+  * eager bf16      the plain network in bf16 at the pipeline's model batch (the baseline);
+  * model stage     the network exactly as the pipeline runs it;
+  * end to end      `run_clip` on the clip (decode, align, model, stabilise, paste, encode), with the FaceTracks
+                    of the clip given, and again with detection + tracking (the analysis pass) included;
+  * reference       a classic per-face loop (batch 1, fp32, OpenCV warps and paste on the CPU).
+Writes a JSON result (see --out) with the figures, the stage breakdown, GPU and host memory peaks.
+
+  python benchmarks/bench.py --faces 1 4 --frames 120 --out benchmarks/results/h100.json
+  python benchmarks/bench.py --faces 1 --frames 1000 --only e2e --out /tmp/rss1000.json   # RAM flat in length
+  python benchmarks/bench.py --faces 1 --frames 24 --size 3840x2160 --format exr --only e2e   # 4K half EXR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "core"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from facefix import Face, FaceTracks, Settings, synth  # noqa: E402
+from facefix.io import Frame, FrameFormat  # noqa: E402
+from facefix.io.sequence import write_frame  # noqa: E402
+
+
+def host_rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the clip -----------------------------------------------------------------------------------------
+def make_clip(folder: Path, size: tuple[int, int], faces: int, frames: int, fmt: str) -> tuple[str, FaceTracks]:
+    """A clip of ``frames`` frames, ``faces`` moving faces each; returns (pattern, true FaceTracks)."""
+    w, h = size
+    face_px = min(h / np.ceil(np.sqrt(faces)) * 0.45, 360.0)
+    base, lms = synth.crowd_frame((h, w), faces, face_px=face_px)
+    per: dict[int, list[Face]] = {}
+    ext = "exr" if fmt == "exr" else "png"
+    if fmt == "exr":
+        from facefix.colour import colour_transform
+
+        base = colour_transform("linear").from_working(base)
+    pixel_type = "half" if fmt == "exr" else "uint8"
+
+    def write(i: int) -> None:
+        dx, dy = int(round(3 * np.sin(i / 7.0))), int(round(2 * np.cos(i / 5.0)))
+        img = np.roll(base, (dy, dx), axis=(0, 1))
+        write_frame(folder / f"clip.{i + 1:04d}.{ext}", Frame(i + 1, img, FrameFormat.for_pixels(img, pixel_type)))
+
+    for i in range(frames):
+        dx, dy = int(round(3 * np.sin(i / 7.0))), int(round(2 * np.cos(i / 5.0)))
+        per[i + 1] = []
+        for k, lm in enumerate(lms):
+            p = lm + (dx, dy)
+            per[i + 1].append(Face(box=(*(p.min(0) - face_px * 0.3), *(p.max(0) + face_px * 0.3)), landmarks=p,
+                                   track_id=k))
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, range(frames)))
+    return str(folder / f"clip.####.{ext}"), FaceTracks.from_faces(per)
+
+
+def random_gfpgan(folder: Path) -> Path:
+    """Random-init GFPGAN v1.4 (the real hyper-parameters, so the real FLOPs), saved as safetensors."""
+    from safetensors.torch import save_file
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    torch.manual_seed(0)
+    net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+                 num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    path = folder / "gfpgan-random.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+# -- model-only measurements --------------------------------------------------------------------------
+def time_model(run, batch: int, device: torch.device, seconds: float = 3.0) -> float:  # type: ignore[no-untyped-def]
+    """Faces/s of ``run(crops)`` at ``batch`` (warm-up first; CUDA-synchronised wall time)."""
+    x = torch.rand(batch, 3, 512, 512, device=device)
+    with torch.inference_mode():
+        for _ in range(3):
+            run(x)
+        sync(device)
+        n, t0 = 0, time.perf_counter()
+        while True:
+            run(x)
+            n += 1
+            if n >= 3 and time.perf_counter() - t0 > seconds:
+                break
+        sync(device)
+    return n * batch / (time.perf_counter() - t0)
+
+
+def model_figures(weights: Path, device: torch.device, micro: int, quick: bool) -> dict:
+    from facefix.restore.fast import accelerate
+    from facefix.restore.registry import load_restorer
+
+    out: dict = {"sweep": []}
+    eager = load_restorer("gfpgan-1.4", device=str(device), path=str(weights)).to(device, torch.bfloat16)
+    out["eager_bf16_faces_per_s"] = time_model(eager, micro, device)
+    best = ("eager-bf16", micro, out["eager_bf16_faces_per_s"])
+    batches = [micro] if quick else sorted({8, micro, 32, 64})
+    variants = [("accelerated", False)] + ([] if quick else [("accelerated+compile", "max-autotune-no-cudagraphs")])
+    for name, comp in variants:
+        for b in batches:
+            r = load_restorer("gfpgan-1.4", device=str(device), path=str(weights)).to(device, torch.bfloat16)
+            try:
+                r = accelerate(r, channels_last=True, compile=comp, micro_batch=b)
+                fps = time_model(r, b, device)
+            except Exception as err:  # a variant that fails to build is reported, not fatal
+                out["sweep"].append({"variant": name, "batch": b, "error": f"{type(err).__name__}: {err}"[:300]})
+                continue
+            out["sweep"].append({"variant": name, "batch": b, "faces_per_s": fps})
+            if fps > best[2]:
+                best = (name, b, fps)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    for b in batches:
+        if b == micro:
+            continue
+        fps = time_model(eager, b, device)
+        out["sweep"].append({"variant": "eager-bf16", "batch": b, "faces_per_s": fps})
+        if fps > best[2]:
+            best = ("eager-bf16", b, fps)
+    out["ceiling"] = {"variant": best[0], "batch": best[1], "faces_per_s": best[2]}
+    return out
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.device, batch: int, work: Path,
+        engine=None, profile: bool = False, frames: str | None = None) -> tuple[dict, object]:  # type: ignore[no-untyped-def]
+    from facefix.pipeline import Engine
+    from facefix.run import run_clip
+
+    settings = Settings(model="gfpgan-1.4", device=device.type, batch=batch, temporal=0.5, mask="mesh")
+    engine = engine or Engine(settings, restorer_path=str(weights))
+    out_dir = work / f"out-{time.monotonic_ns()}"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    summary = run_clip(pattern, str(out_dir / ("out.####" + Path(pattern).suffix)), settings, tracks=tracks,
+                       frames=frames, progress=False, engine=engine, profile=profile)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(out_dir, ignore_errors=True)
+    res = {"frames": summary.frames_written, "seconds": wall, "fps": summary.frames_written / wall,
+           "faces_restored": summary.faces_restored, "timings_s": summary.timings}
+    if device.type == "cuda":
+        res["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return res, engine
+
+
+def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: torch.device, frames: int) -> dict:
+    from reference_loop import reference_fps
+
+    from facefix.io import open_source
+    from facefix.restore.registry import load_restorer
+
+    src = open_source(pattern)
+    numbers = src.frame_numbers[:frames]
+    imgs = [np.clip(src.read(n).pixels[..., :3], 0, 1) for n in numbers]
+    faces = [[f.landmarks for f in tracks.faces_at(n)] for n in numbers]
+    restorer = load_restorer("gfpgan-1.4", device=str(device), path=str(weights))  # fp32, batch 1
+    fps = reference_fps(imgs, faces, restorer.module, device)
+    return {"frames": len(imgs), "fps": fps}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--format", choices=("png", "exr"), default="png")
+    ap.add_argument("--batch", type=int, default=32, help="frames per pipeline batch")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", choices=("all", "e2e", "model"), default="all")
+    ap.add_argument("--quick", action="store_true", help="fewer model variants (CPU smoke runs)")
+    ap.add_argument("--reference-frames", type=int, default=12)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    torch.backends.cudnn.benchmark = True
+    from facefix.pipeline import micro_batch_for
+
+    micro = micro_batch_for(device)
+    result: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "size": [w, h], "frames": args.frames, "format": args.format,
+        "pipeline_batch": args.batch, "model_micro_batch": micro, "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="facefix-bench-") as tmp:
+        work = Path(tmp)
+        weights = random_gfpgan(work)
+        models = None
+        if args.only in ("all", "model"):
+            models = model_figures(weights, device, micro, args.quick)
+            result["model"] = models
+        for n_faces in args.faces:
+            clip_dir = work / f"clip{n_faces}"
+            clip_dir.mkdir()
+            t0 = time.perf_counter()
+            pattern, tracks = make_clip(clip_dir, (w, h), n_faces, args.frames, args.format)
+            run: dict = {"faces_per_frame": n_faces, "clip_seconds_to_generate": time.perf_counter() - t0}
+            if args.only in ("all", "e2e"):
+                # Warm-up (model load, cudnn autotune) on a few frames, then the timed runs.
+                _, engine = e2e(pattern, tracks, weights, device, args.batch, work, frames=f"1-{min(args.frames, args.batch)}")
+                timed, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine)
+                prof, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine, profile=True)
+                run["e2e"] = timed
+                run["e2e_profiled"] = prof
+                run["e2e_fps"] = timed["fps"]
+                if args.only == "all":
+                    detect, _ = e2e(pattern, None, weights, device, args.batch, work, engine=engine)
+                    run["e2e_with_detection"] = detect
+            if models is not None:
+                run["model_ceiling_fps"] = models["ceiling"]["faces_per_s"] / n_faces
+                run["eager_bf16_fps"] = models["eager_bf16_faces_per_s"] / n_faces
+                stage = prof["timings_s"].get("model") if args.only == "all" else None
+                if stage:
+                    run["model_stage_fps"] = args.frames / stage
+                if args.only == "all":
+                    run["reference"] = reference_figures(pattern, tracks, weights, device, args.reference_frames)
+                    run["reference_fps"] = run["reference"]["fps"]
+                    run["ratios"] = {
+                        "e2e_over_ceiling": run["e2e_fps"] / run["model_ceiling_fps"],
+                        "model_stage_over_eager_bf16": run.get("model_stage_fps", 0) / run["eager_bf16_fps"],
+                        "e2e_over_reference": run["e2e_fps"] / run["reference_fps"],
+                    }
+            result["runs"].append(run)
+            shutil.rmtree(clip_dir, ignore_errors=True)
+            print(json.dumps(run, indent=1), flush=True)
+    result["host_rss_peak_mb"] = host_rss_peak_mb()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
