@@ -154,7 +154,7 @@ def test_tiny_faces_are_skipped(still):
 
 def test_batches_give_identical_output():
     clip = synth.motion_clip(4, (160, 160), translate=(2, 1), rotate_deg=3, start_scale=0.7)
-    faces = [[_face(l)] for l in clip.landmarks]
+    faces = [[_face(lm)] for lm in clip.landmarks]
     s = Settings(model="passthrough", mask="box", temporal=0)
     e = _engine(s, Sharpen())
     together = restore_batch(list(clip.frames), faces, s, e)
@@ -167,6 +167,6 @@ def test_batches_give_identical_output():
 def test_two_faces_in_one_frame():
     frame, lms = synth.crowd_frame((240, 320), 2, face_px=90)
     s = Settings(model="passthrough", mask="box", temporal=0)
-    out, alpha = restore_frame(frame, [_face(l) for l in lms], s, _engine(s, Sharpen()))
+    out, alpha = restore_frame(frame, [_face(lm) for lm in lms], s, _engine(s, Sharpen()))
     left, right = alpha[:, :160], alpha[:, 160:]
     assert left.max() > 0.99 and right.max() > 0.99

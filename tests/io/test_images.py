@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 import pytest
+
 from facefix.errors import InputError, OutputError
 from facefix.io import Frame, FrameFormat, read_frame, write_frame
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from facefix.errors import InputError, OutputError, SettingsError
 from facefix.io import Frame, FrameFormat, MovieSink, MovieSource, open_sink, open_source
 from facefix.io.movie import fps_fraction

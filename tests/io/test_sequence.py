@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 import pytest
+
 from facefix.errors import InputError, OutputError, SettingsError
 from facefix.io import (
     Frame,
