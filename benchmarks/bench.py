@@ -171,7 +171,7 @@ def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.de
 
 
 def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: torch.device, frames: int) -> dict:
-    from reference_loop import reference_fps
+    from reference_loop import gfpgan_module_call, reference_fps
 
     from facefix.io import open_source
     from facefix.restore.registry import load_restorer
@@ -181,7 +181,7 @@ def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: t
     imgs = [np.clip(src.read(n).pixels[..., :3], 0, 1) for n in numbers]
     faces = [[f.landmarks for f in tracks.faces_at(n)] for n in numbers]
     restorer = load_restorer("gfpgan-1.4", device=str(device), path=str(weights))  # fp32, batch 1
-    fps = reference_fps(imgs, faces, restorer.module, device)
+    fps = reference_fps(imgs, faces, gfpgan_module_call(restorer.module), device)
     return {"frames": len(imgs), "fps": fps}
 
 

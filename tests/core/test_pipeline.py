@@ -170,3 +170,21 @@ def test_two_faces_in_one_frame():
     out, alpha = restore_frame(frame, [_face(lm) for lm in lms], s, _engine(s, Sharpen()))
     left, right = alpha[:, :160], alpha[:, 160:]
     assert left.max() > 0.99 and right.max() > 0.99
+
+
+def test_out_of_gpu_memory_backs_off_and_goes_on():
+    from facefix.pipeline import run_model
+
+    calls = []
+
+    class Tight:
+        def __call__(self, crops, fidelity=0.5):
+            calls.append(crops.shape[0])
+            if crops.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return crops * 0.5
+
+    crops = torch.rand(5, 3, 8, 8)
+    out = run_model(Tight(), crops, [0.5] * 5, torch.float32, micro_batch=8)
+    assert torch.equal(out, crops * 0.5)
+    assert calls == [8, 4, 2, 2, 2]  # halved until it fits, then every face restored
