@@ -121,12 +121,14 @@ def model_figures(weights: Path, device: torch.device, micro: int, quick: bool) 
     out["eager_bf16_faces_per_s"] = time_model(eager, micro, device)
     best = ("eager-bf16", micro, out["eager_bf16_faces_per_s"])
     batches = [micro] if quick else sorted({8, micro, 32, 64})
-    variants = [("accelerated", False)] + ([] if quick else [("accelerated+compile", "max-autotune-no-cudagraphs")])
-    for name, comp in variants:
-        for b in batches:
+    variants = [("accelerated", False, False, batches)]
+    if not quick and device.type == "cuda":
+        variants += [("accelerated+graphs", False, True, [micro, 32]), ("accelerated+compile", True, False, [micro])]
+    for name, comp, graphs, sizes in variants:
+        for b in sizes:
             r = load_restorer("gfpgan-1.4", device=str(device), path=str(weights)).to(device, torch.bfloat16)
             try:
-                r = accelerate(r, channels_last=True, compile=comp, micro_batch=b)
+                r = accelerate(r, channels_last=True, compile=comp, cuda_graphs=graphs, micro_batch=b)
                 fps = time_model(r, b, device)
             except Exception as err:  # a variant that fails to build is reported, not fatal
                 out["sweep"].append({"variant": name, "batch": b, "error": f"{type(err).__name__}: {err}"[:300]})
@@ -185,6 +187,15 @@ def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: t
     return {"frames": len(imgs), "fps": fps}
 
 
+def save(result: dict, path: Path | None) -> None:
+    """Write what is measured so far (a later failure loses nothing)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result["host_rss_peak_mb"] = host_rss_peak_mb()
+    path.write_text(json.dumps(result, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 4])
@@ -201,7 +212,6 @@ def main() -> int:
 
     device = torch.device(args.device)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    torch.backends.cudnn.benchmark = True
     from facefix.pipeline import micro_batch_for
 
     micro = micro_batch_for(device)
@@ -217,6 +227,7 @@ def main() -> int:
         if args.only in ("all", "model"):
             models = model_figures(weights, device, micro, args.quick)
             result["model"] = models
+            save(result, args.out)
         for n_faces in args.faces:
             clip_dir = work / f"clip{n_faces}"
             clip_dir.mkdir()
@@ -232,8 +243,11 @@ def main() -> int:
                 run["e2e_profiled"] = prof
                 run["e2e_fps"] = timed["fps"]
                 if args.only == "all":
-                    detect, _ = e2e(pattern, None, weights, device, args.batch, work, engine=engine)
-                    run["e2e_with_detection"] = detect
+                    try:
+                        detect, _ = e2e(pattern, None, weights, device, args.batch, work, engine=engine)
+                        run["e2e_with_detection"] = detect
+                    except Exception as err:  # reported, the rest of the run goes on
+                        run["e2e_with_detection"] = {"error": f"{type(err).__name__}: {err}"[:300]}
             if models is not None:
                 run["model_ceiling_fps"] = models["ceiling"]["faces_per_s"] / n_faces
                 run["eager_bf16_fps"] = models["eager_bf16_faces_per_s"] / n_faces
@@ -249,12 +263,11 @@ def main() -> int:
                         "e2e_over_reference": run["e2e_fps"] / run["reference_fps"],
                     }
             result["runs"].append(run)
+            save(result, args.out)
             shutil.rmtree(clip_dir, ignore_errors=True)
             print(json.dumps(run, indent=1), flush=True)
     result["host_rss_peak_mb"] = host_rss_peak_mb()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+    save(result, args.out)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     return 0
 

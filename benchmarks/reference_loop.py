@@ -148,7 +148,8 @@ def reference_restore(
             back = cv2.warpAffine(restored, frame_from_crop, (width, height)).astype(np.float32)
             hard, soft = _soft_mask(frame_from_crop, width, height)
             pasted = hard[:, :, None] * back
-            canvas = soft[:, :, None] * pasted + (1.0 - soft[:, :, None]) * canvas
+            blend = soft[:, :, None]
+            canvas = (blend * pasted + (1.0 - blend) * canvas).astype(np.float32, copy=False)
         if frame.dtype == np.uint8:
             results.append(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
         else:

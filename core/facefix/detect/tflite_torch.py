@@ -245,11 +245,13 @@ class TFLiteModule(nn.Module):
         if nchw and len(self._shapes[out]) == 4:
             self._nchw.add(out)
 
-    def _param(self, value: np.ndarray) -> Tensor:
+    def _param(self, value: np.ndarray) -> Callable[[], Tensor]:
+        """Register a constant as a buffer; return a getter that looks it up at call time, so the
+        graph's closures follow ``.to(device, dtype)`` (which replaces buffers)."""
         name = f"w{self._n_params}"
         self._n_params += 1
         self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
-        return getattr(self, name)
+        return lambda: getattr(self, name)
 
     def _const(self, idx: int, what: str) -> np.ndarray:
         if idx not in self._consts:
@@ -282,7 +284,7 @@ class TFLiteModule(nn.Module):
             pad_in, conv_pad = self._pad_fn((pl, pr, pt, pb)), (0, 0)
 
         def fn(x: Tensor) -> Tensor:
-            return act(F.conv2d(pad_in(x), wt, bias, stride, conv_pad, dil, groups))
+            return act(F.conv2d(pad_in(x), wt(), None if bias is None else bias(), stride, conv_pad, dil, groups))
 
         self._add(op, ins[:1], out, fn)
 
@@ -313,8 +315,8 @@ class TFLiteModule(nn.Module):
 
         def fn(*xs: Tensor) -> Tensor:
             it = iter(xs)
-            va = consts[a] if a in consts else next(it)
-            vb = consts[b] if b in consts else next(it)
+            va = consts[a]() if a in consts else next(it)
+            vb = consts[b]() if b in consts else next(it)
             return act(fn2(va, vb))
 
         self._add(op, live, out, fn)
@@ -336,7 +338,7 @@ class TFLiteModule(nn.Module):
 
     def _build_prelu(self, op: object, ins: tuple[int, ...], out: int) -> None:
         alpha = self._param(self._to_layout(self._const(ins[1], "PRELU alpha"), out))
-        self._add("PRELU", ins[:1], out, lambda x: torch.where(x >= 0, x, x * alpha))
+        self._add("PRELU", ins[:1], out, lambda x: torch.where(x >= 0, x, x * alpha()))
 
     def _build_relu(self, op: object, ins: tuple[int, ...], out: int) -> None:
         self._add("RELU", ins[:1], out, F.relu)
