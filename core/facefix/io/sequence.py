@@ -406,6 +406,11 @@ def write_frame(
     if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.pixels.shape[2] and pixel_type is None:
         spec.channelformats = tuple(oiio.TypeDesc(src.channel_pixel_types[i]) for i in kept)
     _copy_attributes(spec, src, same, compression)
+    if out_format == "png":
+        # Fast deflate (level 1, "sub" filter): ~6x faster to write than the library default for ~15-30 %
+        # more bytes -- the right trade for intermediate frames on a render farm.
+        spec.attribute("png:compressionLevel", 1)
+        spec.attribute("png:filter", 16)
     if bits < native_bits(ptype):
         spec.attribute("oiio:BitsPerSample", bits)
     same_size = src.width == w and src.height == h
