@@ -221,6 +221,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", choices=("all", "e2e", "model"), default="all")
     ap.add_argument("--quick", action="store_true", help="fewer model variants (CPU smoke runs)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the run with per-stage timings")
     ap.add_argument("--reference-frames", type=int, default=12)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -255,9 +256,10 @@ def main() -> int:
                 _, engine = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine,
                                 frames=f"1-{min(args.frames, args.batch)}")
                 timed, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine)
-                prof, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine, profile=True)
                 run["e2e"] = timed
-                run["e2e_profiled"] = prof
+                if not args.no_profile:
+                    prof, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine, profile=True)
+                    run["e2e_profiled"] = prof
                 run["e2e_fps"] = timed["fps"]
                 if args.only == "all":
                     try:
