@@ -136,7 +136,7 @@ def paste_faces(
     if delta.shape[0] == 0:
         return out, alpha
     size = delta.shape[-1]
-    rois = frame_rois(frame_from_crop, size, tuple(frames.shape[-2:]))
+    rois = frame_rois(frame_from_crop, size, (frames.shape[-2], frames.shape[-1]))
     both = torch.cat([delta, matte], dim=1)
     for i in range(delta.shape[0]):
         x0, y0, x1, y1 = (int(v) for v in rois[i])

@@ -145,7 +145,7 @@ def warp_affine(
         # Map level-L pixel coords to level-0 (x0 = factor * xL), so srcL_from_dst = (1/factor) * src_from_dst.
         src_from_dst = invert_affine(m[sel]) / factor
         grid = _grid_for(
-            torch.as_tensor(src_from_dst, device=src.device, dtype=torch.float32), out_hw, tuple(img.shape[-2:])
+            torch.as_tensor(src_from_dst, device=src.device, dtype=torch.float32), out_hw, (img.shape[-2], img.shape[-1])
         )
         picked = img[torch.as_tensor(idx[sel], device=src.device)]
         res = F.grid_sample(picked.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)

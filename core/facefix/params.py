@@ -183,7 +183,7 @@ class Settings:
         if not self.animation:
             return self
         values = {name: _interpolate(curve, frame) for name, curve in self.animation.items()}
-        return replace(self, animation={}, **values)
+        return replace(self, animation={}, **values)  # type: ignore[arg-type]
 
     @property
     def track_ids(self) -> tuple[int, ...]:

@@ -389,8 +389,8 @@ def _finish_frame(img: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor, or
         return out, matte
     rgb = ct.from_working(_to_numpy(pasted))
     if c > 3:
-        extra = torch.from_numpy(np.ascontiguousarray(img[..., 3:].transpose(2, 0, 1)))[None]
-        extra = F.interpolate(extra, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
+        channels = torch.from_numpy(np.ascontiguousarray(img[..., 3:].transpose(2, 0, 1)))[None]
+        extra = F.interpolate(channels, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
         rgb = np.concatenate([rgb, extra], axis=-1)
     return np.ascontiguousarray(rgb, dtype=np.float32), alpha_np.astype(np.float32)
 

@@ -21,7 +21,7 @@ import numpy as np
 from .colour import colour_transform, resolve_colorspace
 from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
-from .io.frames import FrameFormat
+from .io.frames import Frame, FrameFormat
 from .params import Settings
 from .pipeline import BatchStats, Engine, restore_batch
 
@@ -266,8 +266,8 @@ def run_clip(
                     summary.timings[name] = summary.timings.get(name, 0.0) + time.perf_counter() - t
         return run
 
-    def write(item: object) -> None:
-        frame, matte_frame = item  # type: ignore[misc]
+    def write(item: tuple[Frame, Frame | None]) -> None:
+        frame, matte_frame = item
         sink.write(frame)
         if matte_sink is not None and matte_frame is not None:
             matte_sink.write(matte_frame)
@@ -342,7 +342,6 @@ def _matte_format(fmt: FrameFormat) -> FrameFormat:
 
 def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary, done, bar,
              on_progress, total):  # type: ignore[no-untyped-def]
-    from .io import Frame
 
     numbers = [n for n, _ in batch]
     frames = [f for _, f in batch]

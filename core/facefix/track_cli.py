@@ -35,7 +35,10 @@ def draw_overlay(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
             for dx in (-1, 0, 1):
                 for dy in (-1, 0, 1):
                     oiio.ImageBufAlgo.render_point(buf, int(x) + dx, int(y) + dy, col)
-    return buf.get_pixels(oiio.FLOAT)
+    pixels = buf.get_pixels(oiio.FLOAT)
+    if pixels is None:
+        raise OutputError(f"cannot draw the debug overlay ({buf.geterror()})")
+    return np.asarray(pixels, dtype=np.float32)
 
 
 def run_track(source_path: str, output: str, settings: Settings, *, frames: str | None = None,
