@@ -15,21 +15,11 @@ import torch
 
 from facefix import synth
 from facefix.errors import InputError, ModelError
+from facefix.geometry import FFHQ_TEMPLATE_512 as FFHQ_512
+from facefix.geometry import umeyama_similarity as _fit_similarity
 from facefix.identity import DESCRIPTOR_DIM, embed_faces
 
 torch.set_num_threads(1)
-
-FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                     [201.26117, 371.41043], [313.08905, 371.15118]])
-
-
-def _fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    a = np.zeros((2 * len(src), 4))
-    a[0::2] = np.c_[src[:, 0], -src[:, 1], np.ones(len(src)), np.zeros(len(src))]
-    a[1::2] = np.c_[src[:, 1], src[:, 0], np.zeros(len(src)), np.ones(len(src))]
-    p, *_ = np.linalg.lstsq(a, dst.reshape(-1), rcond=None)
-    return np.array([[p[0], -p[1], p[2]], [p[1], p[0], p[3]]])
-
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]

@@ -16,19 +16,8 @@ import pytest
 import torch
 
 from facefix import synth
-
-# The 5-point FFHQ template at 512 px (eyes, nose tip, mouth corners), (x, y), pixel centres at +0.5.
-FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                     [201.26117, 371.41043], [313.08905, 371.15118]])
-
-
-def _fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (2x3) mapping src points to dst points."""
-    a = np.zeros((2 * len(src), 4))
-    a[0::2] = np.c_[src[:, 0], -src[:, 1], np.ones(len(src)), np.zeros(len(src))]
-    a[1::2] = np.c_[src[:, 1], src[:, 0], np.zeros(len(src)), np.ones(len(src))]
-    p, *_ = np.linalg.lstsq(a, dst.reshape(-1), rcond=None)
-    return np.array([[p[0], -p[1], p[2]], [p[1], p[0], p[3]]])
+from facefix.geometry import FFHQ_TEMPLATE_512 as FFHQ_512
+from facefix.geometry import umeyama_similarity as _fit_similarity
 
 
 def _h(m: np.ndarray) -> np.ndarray:
