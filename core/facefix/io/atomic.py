@@ -10,7 +10,27 @@ from pathlib import Path
 
 from ..errors import OutputError
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "give_default_permissions"]
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+_UMASK = _read_umask()
+
+
+def give_default_permissions(path: Path) -> None:
+    """The permissions a plainly created file would have (0666 less the umask).
+
+    Temporary files are created private (0600); renamed into place as they are, farm renders and shared
+    model folders would be unreadable to the rest of the team.
+    """
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~_UMASK)
 
 
 @contextlib.contextmanager
@@ -32,6 +52,7 @@ def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        give_default_permissions(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import ChecksumError, DownloadError, ModelError
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, give_default_permissions
 from .catalog import CATALOG, ModelCard, find_card_by_sha256, get_card
 
 __all__ = [
@@ -297,6 +297,7 @@ def pull_card(
                 f"{filename}: sha256 {got} does not match the catalogue's {card.sha256} "
                 f"(downloaded from {src}; the partial file was deleted)"
             )
+        give_default_permissions(part)
         os.replace(part, target)
     _write_cache_entry(target, got)
     return target
@@ -376,6 +377,7 @@ def import_file(
             )
         _check_architecture(tmp, card, src)
         target = folder / _downloadable(card)
+        give_default_permissions(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
