@@ -136,6 +136,21 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_cleanly_on_sigterm() -> None:
+    """Farm managers stop tasks with SIGTERM: treat it like Ctrl-C, so temp files are removed, finished
+    frames stay, and the summary says to --resume."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -143,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _stop_cleanly_on_sigterm()
     handlers = {"restore": _cmd_restore, "track": _cmd_track, "schema": _cmd_schema, "demo": _cmd_demo}
     try:
         if args.command in handlers:
