@@ -16,34 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import FFHQ_TEMPLATE_512, frame_rois, invert_affine, warp_affine
+from .filters import gaussian_blur
+from .geometry import FFHQ_TEMPLATE_512, frame_rois, warp_affine
 
 __all__ = ["gaussian_blur", "polygon_sdf", "soft_matte", "template_ellipse", "colour_match", "paste_faces"]
-
-
-def _gaussian_kernel1d(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    radius = max(1, int(round(3.0 * sigma)))
-    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflect borders; sigma in pixels (0 = no-op)."""
-    if sigma <= 0:
-        return x
-    k = _gaussian_kernel1d(sigma, x.device, x.dtype)
-    r = (k.numel() - 1) // 2
-    c = x.shape[1]
-    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
-    k = _gaussian_kernel1d(sigma, x.device, x.dtype)[
-        (k.numel() - 1) // 2 - r : (k.numel() - 1) // 2 + r + 1
-    ]
-    k = k / k.sum()
-    x = F.pad(x, (r, r, 0, 0), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, r, r), mode="reflect")
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def polygon_sdf(polygons: torch.Tensor, size: int, factor: int = 4) -> torch.Tensor:
@@ -154,7 +130,3 @@ def paste_faces(
         ar = alpha[b, :, y0:y1, x0:x1]
         alpha[b, :, y0:y1, x0:x1] = ar + a - ar * a
     return out, alpha
-
-
-def crop_from_frame_inverse(crop_from_frame: np.ndarray) -> np.ndarray:
-    return invert_affine(crop_from_frame)
