@@ -218,7 +218,8 @@ def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: i
 
 
 def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device)
+    """(H, W, C) array -> (C, H, W) tensor on ``device``; the channel shuffle happens there, not on the CPU."""
+    return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).contiguous()
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -235,6 +236,7 @@ def restore_batch(
     colorspace: ColourTransform | None = None,
     stabilise: Callable[[FaceBatch, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     stats: BatchStats | None = None,
+    inplace: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Restore the given faces in several frames at once.
 
@@ -243,7 +245,8 @@ def restore_batch(
     frame_numbers: used for animated settings and by ``stabilise``.
     stabilise(batch, frame_numbers, input_crops, restored_crops) -> restored_crops: the temporal stage.
     Returns per frame (image, alpha): image float32 (H*u, W*u, C) and the face matte (H*u, W*u) float32,
-    u = settings.upscale.
+    u = settings.upscale. ``inplace`` (no upscale) writes the result into the given arrays, saving a
+    frame copy when the caller owns them.
     """
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
@@ -319,7 +322,7 @@ def restore_batch(
             else:
                 pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
         with stats.stage("from_working", dev):
-            results.append(_finish_frame(img, pasted, alpha, origins[b], ct, up))
+            results.append(_finish_frame(img, pasted, alpha, origins[b], ct, up, inplace))
     return results
 
 
@@ -371,20 +374,27 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
 
 
 def _finish_frame(img: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor, origin: tuple[int, int],
-                  ct: ColourTransform, up: int) -> tuple[np.ndarray, np.ndarray]:
-    """Back to the input colourspace; untouched pixels are copied from the input bit for bit."""
+                  ct: ColourTransform, up: int, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Back to the input colourspace; untouched pixels are copied from the input bit for bit.
+
+    Only the bounding box of the matte is downloaded and converted; ``inplace`` writes into ``img``.
+    """
     h, w, c = img.shape
     alpha_np = alpha.float().cpu().numpy()
     if up == 1:
-        out = img.copy()
+        out = img if inplace and img.flags.writeable else img.copy()
         matte = np.zeros((h, w), np.float32)
-        if pasted.numel():
+        touched = alpha > 0
+        if pasted.numel() and bool(touched.any()):
             x0, y0 = origin
+            rows = torch.nonzero(touched.any(dim=1)).flatten()
+            cols = torch.nonzero(touched.any(dim=0)).flatten()
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            sub = pasted[:, r0:r1, c0:c1].permute(1, 2, 0).float().contiguous().cpu().numpy()
+            back = ct.from_working(sub)
+            region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
+            np.copyto(region, back, where=(alpha_np[r0:r1, c0:c1] > 0)[..., None])
             rh, rw = pasted.shape[-2:]
-            back = ct.from_working(_to_numpy(pasted))
-            region = out[y0 : y0 + rh, x0 : x0 + rw, :3]
-            touched = alpha_np > 0
-            region[touched] = back[touched]
             matte[y0 : y0 + rh, x0 : x0 + rw] = alpha_np
         return out, matte
     rgb = ct.from_working(_to_numpy(pasted))

@@ -348,8 +348,9 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     images = [f.pixels for f in frames]  # type: ignore[attr-defined]
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
+    # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
     results = restore_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
-                            stabilise=stab, stats=stats)
+                            stabilise=stab, stats=stats, inplace=True)
     for n, src_frame, fs, (img, alpha) in zip(numbers, frames, per_frame, results):
         if n not in todo_set:
             continue
