@@ -1,0 +1,41 @@
+"""Memory stays flat in clip length: the restore loop holds a bounded number of frames, whatever the shot."""
+
+import tracemalloc
+
+import torch
+
+from facefix import Face, FaceTracks, Settings, synth
+from facefix.io import Frame, FrameFormat
+from facefix.io.sequence import write_frame
+from facefix.pipeline import Engine
+from facefix.run import run_clip
+
+
+class Dim:
+    def __call__(self, crops, fidelity=0.5):
+        return (crops * 0.98).clamp(0, 1)
+
+
+def test_peak_memory_does_not_grow_with_clip_length(tmp_path):
+    frame, lms = synth.crowd_frame((96, 128), 1, face_px=60)
+    per = {}
+    for i in range(120):
+        write_frame(tmp_path / f"c.{i + 1:04d}.png", Frame(i + 1, frame, FrameFormat.for_pixels(frame, "uint8")))
+        per[i + 1] = [Face(box=(0, 0, 60, 60), landmarks=lms[0], track_id=0)]
+    tracks = FaceTracks.from_faces(per)
+    settings = Settings(model="passthrough", temporal=0.5, batch=4)
+    torch.set_num_threads(1)
+
+    def peak_mb(frames: int) -> float:
+        engine = Engine(settings)
+        engine._restorer = Dim()
+        tracemalloc.start()
+        run_clip(str(tmp_path / "c.####.png"), str(tmp_path / f"o{frames}" / "o.####.png"), settings, tracks=tracks,
+                 frames=f"1-{frames}", progress=False, engine=engine)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak / 2**20
+
+    short, long = peak_mb(12), peak_mb(120)
+    print(f"python-side peak: 12 frames {short:.1f} MB, 120 frames {long:.1f} MB")
+    assert long < 1.25 * short + 1.0
