@@ -38,6 +38,15 @@ def _vector(face: Face, with_mesh: bool) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def listed_positions(track: FaceTrack, frames: Sequence[int], who: str) -> dict[int, int]:
+    """Index of each listed frame number in the clip's sorted frame list; every frame of ``track`` must be listed."""
+    pos = {n: i for i, n in enumerate(sorted(int(n) for n in frames))}
+    missing = [n for n in track.faces if n not in pos]
+    if missing:
+        raise InputError(f"{who}: track {track.id} has frame {missing[0]} that is not in the clip's frame list")
+    return pos
+
+
 def fill_gaps(track: FaceTrack, frames: Sequence[int], max_gap: int = 12) -> FaceTrack:
     """Return ``track`` with faces added on the listed frames inside its gaps of at most ``max_gap`` frames.
 
@@ -47,11 +56,8 @@ def fill_gaps(track: FaceTrack, frames: Sequence[int], max_gap: int = 12) -> Fac
     """
     if len(track.faces) < 2:
         return track
-    listed = sorted(int(n) for n in frames)
-    pos = {n: i for i, n in enumerate(listed)}
-    missing = [n for n in track.faces if n not in pos]
-    if missing:
-        raise InputError(f"fill_gaps: track {track.id} has frame {missing[0]} that is not in the clip's frame list")
+    pos = listed_positions(track, frames, "fill_gaps")
+    listed = sorted(pos, key=pos.__getitem__)
     have = sorted(track.faces, key=lambda n: pos[n])
     idx = [pos[n] for n in have]
     out = dict(track.faces)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError, SettingsError
 from ..faces import Face, FaceTrack
+from .interpolate import listed_positions
 
 __all__ = ["SmoothParams", "rts_smooth", "smooth_track"]
 
@@ -145,11 +146,7 @@ def smooth_track(track: FaceTrack, frames: Sequence[int], params: SmoothParams =
     """
     if not track.faces:
         return track
-    listed = sorted(int(n) for n in frames)
-    pos = {n: i for i, n in enumerate(listed)}
-    missing = [n for n in track.faces if n not in pos]
-    if missing:
-        raise InputError(f"smooth: track {track.id} has frame {missing[0]} that is not in the clip's frame list")
+    pos = listed_positions(track, frames, "smooth")
     mine = sorted(track.faces, key=lambda n: pos[n])
     i0, i1 = pos[mine[0]], pos[mine[-1]]
     faces = [track.faces[n] for n in mine]
