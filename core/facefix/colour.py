@@ -59,15 +59,19 @@ class ColourTransform:
         name = OCIO_NAMES[self.colorspace]
         return name is None or name == WORKING_SPACE
 
-    def to_working(self, rgb: np.ndarray) -> np.ndarray:
-        return self._apply(rgb, forward=True)
+    def to_working(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return self._apply(rgb, forward=True, out=out)
 
-    def from_working(self, rgb: np.ndarray) -> np.ndarray:
-        return self._apply(rgb, forward=False)
+    def from_working(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return self._apply(rgb, forward=False, out=out)
 
-    def _apply(self, rgb: np.ndarray, forward: bool) -> np.ndarray:
-        """rgb: (..., 3) float32; returns a new float32 array."""
-        out = np.array(rgb, dtype=np.float32, copy=True, order="C")
+    def _apply(self, rgb: np.ndarray, forward: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """rgb: (..., 3) float32; returns a new float32 array, or ``out`` (C-contiguous float32, may be
+        ``rgb`` itself) filled with the result -- e.g. pinned memory about to be uploaded."""
+        if out is None:
+            out = np.array(rgb, dtype=np.float32, copy=True, order="C")
+        elif out is not rgb:
+            np.copyto(out, rgb)
         if self.is_identity:
             return out
         name = OCIO_NAMES[self.colorspace]

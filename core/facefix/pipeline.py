@@ -30,7 +30,7 @@ from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_
 from .params import Settings
 
 __all__ = [
-    "Engine", "FaceBatch", "restore_frame", "restore_batch", "run_model", "BatchStats", "resolve_device",
+    "Engine", "FaceBatch", "PendingFrame", "restore_frame", "restore_batch", "queue_batch", "run_model", "BatchStats", "resolve_device",
     "micro_batch_for", "MODEL_MICRO_BATCH", "MODEL_MICRO_BATCH_CUDA",
 ]
 
@@ -217,13 +217,45 @@ def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: i
     return mattes * edge
 
 
-def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H, W, C) array -> (C, H, W) tensor on ``device``; the channel shuffle happens there, not on the CPU."""
-    return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).contiguous()
+def _host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A float32 host tensor to stage a transfer with ``device``: pinned for CUDA (asynchronous copies)."""
+    return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
 
 
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().float().cpu().numpy().transpose(1, 2, 0))
+def _download(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """Start copying ``t`` to the host; returns (host tensor, event to wait on before reading it, or None)."""
+    if t.device.type != "cuda":
+        return t.detach().float().contiguous(), None
+    host = _host_buffer(tuple(t.shape), t.device)
+    host.copy_(t.detach(), non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(t.device))
+    return host, event
+
+
+@dataclass
+class PendingFrame:
+    """One restored frame whose GPU work is queued and whose download is under way.
+
+    ``result()`` -- on any thread -- waits for the copy and finishes on the CPU (back to the input
+    colourspace, untouched pixels copied bit for bit): the caller's encode threads do this while the
+    GPU already runs the next batch.
+    """
+
+    image: np.ndarray
+    pasted: torch.Tensor  # host (H, W, 3) float32, working space
+    alpha: torch.Tensor  # host (H, W) float32
+    event: torch.cuda.Event | None
+    origin: tuple[int, int]
+    colour: ColourTransform
+    upscale: int
+    inplace: bool
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.event is not None:
+            self.event.synchronize()
+        return _finish_frame(self.image, self.pasted.numpy(), self.alpha.numpy(), self.origin, self.colour,
+                             self.upscale, self.inplace)
 
 
 def restore_batch(
@@ -248,6 +280,29 @@ def restore_batch(
     u = settings.upscale. ``inplace`` (no upscale) writes the result into the given arrays, saving a
     frame copy when the caller owns them.
     """
+    stats = stats if stats is not None else BatchStats()
+    engine = engine or Engine(settings)
+    pending = queue_batch(images, faces_per_frame, settings, engine, frame_numbers=frame_numbers,
+                          colorspace=colorspace, stabilise=stabilise, stats=stats, inplace=inplace)
+    with stats.stage("from_working", engine.device):
+        return [p.result() for p in pending]
+
+
+def queue_batch(
+    images: Sequence[np.ndarray],
+    faces_per_frame: Sequence[Sequence[Face]],
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    frame_numbers: Sequence[int] | None = None,
+    colorspace: ColourTransform | None = None,
+    stabilise: Callable[[FaceBatch, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    stats: BatchStats | None = None,
+    inplace: bool = False,
+) -> list[PendingFrame]:
+    """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
+    per frame (its ``result()`` is that frame's (image, alpha)). Streaming callers finish frames on their
+    encode threads while the next batch runs."""
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
     engine = engine or Engine(settings)
@@ -296,7 +351,7 @@ def restore_batch(
         strength = torch.zeros((0, 1, 1, 1), device=dev)
 
     # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
-    results: list[tuple[np.ndarray, np.ndarray]] = []
+    pending: list[PendingFrame] = []
     for b, img in enumerate(images):
         sel = np.nonzero(batch.frame_index == b)[0]
         sel_t = torch.as_tensor(sel, device=dev)
@@ -321,9 +376,11 @@ def restore_batch(
                 pasted, alpha = pasted[0], alpha[0, 0]
             else:
                 pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
-        with stats.stage("from_working", dev):
-            results.append(_finish_frame(img, pasted, alpha, origins[b], ct, up, inplace))
-    return results
+        with stats.stage("download", dev):
+            host_pasted, _ = _download(pasted.permute(1, 2, 0))
+            host_alpha, event = _download(alpha)  # recorded after both copies
+            pending.append(PendingFrame(img, host_pasted, host_alpha, event, origins[b], ct, up, inplace))
+    return pending
 
 
 def _working_rois(images: Sequence[np.ndarray], batch: FaceBatch, ct: ColourTransform, up: int, size: int,
@@ -342,12 +399,20 @@ def _working_rois(images: Sequence[np.ndarray], batch: FaceBatch, ct: ColourTran
             x0, y0, x1, y1 = int(r[:, 0].min()), int(r[:, 1].min()), int(r[:, 2].max()), int(r[:, 3].max())
         else:
             x0 = y0 = x1 = y1 = 0
-        rgb = img[y0:y1, x0:x1, :3]
+        if x1 <= x0 or y1 <= y0:
+            work_frames.append(torch.zeros((3, 0, 0), device=dev))
+            origins.append((x0, y0))
+            continue
+        # Staged in (pinned) host memory, converted there in place, uploaded without waiting.
+        staged = _host_buffer((y1 - y0, x1 - x0, 3), dev)
+        rgb = staged.numpy()
+        np.copyto(rgb, img[y0:y1, x0:x1, :3])
         bad = ~np.isfinite(rgb)
         if bad.any():
             stats.nonfinite_pixels += int(bad.any(axis=-1).sum())
-            rgb = np.nan_to_num(rgb, nan=0.0, posinf=65504.0, neginf=-65504.0)
-        work_frames.append(_to_tensor(ct.to_working(rgb), dev) if x1 > x0 and y1 > y0 else torch.zeros((3, 0, 0), device=dev))
+            np.nan_to_num(rgb, copy=False, nan=0.0, posinf=65504.0, neginf=-65504.0)
+        ct.to_working(rgb, out=rgb)
+        work_frames.append(staged.to(dev, non_blocking=True).permute(2, 0, 1).contiguous())
         origins.append((x0, y0))
     return work_frames, origins
 
@@ -373,36 +438,35 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
     return crops, crop_from_roi
 
 
-def _finish_frame(img: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor, origin: tuple[int, int],
+def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin: tuple[int, int],
                   ct: ColourTransform, up: int, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Back to the input colourspace; untouched pixels are copied from the input bit for bit.
 
-    Only the bounding box of the matte is downloaded and converted; ``inplace`` writes into ``img``.
+    pasted: (h, w, 3) working-space RGB of the region at ``origin`` (the whole frame when upscaling), alpha
+    its (h, w) matte. Only the bounding box of the matte is converted; ``inplace`` writes into ``img``.
     """
     h, w, c = img.shape
-    alpha_np = alpha.float().cpu().numpy()
     if up == 1:
         out = img if inplace and img.flags.writeable else img.copy()
         matte = np.zeros((h, w), np.float32)
         touched = alpha > 0
-        if pasted.numel() and bool(touched.any()):
+        if pasted.size and touched.any():
             x0, y0 = origin
-            rows = torch.nonzero(touched.any(dim=1)).flatten()
-            cols = torch.nonzero(touched.any(dim=0)).flatten()
+            rows = np.flatnonzero(touched.any(axis=1))
+            cols = np.flatnonzero(touched.any(axis=0))
             r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            sub = pasted[:, r0:r1, c0:c1].permute(1, 2, 0).float().contiguous().cpu().numpy()
-            back = ct.from_working(sub)
+            back = ct.from_working(pasted[r0:r1, c0:c1])
             region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
-            np.copyto(region, back, where=(alpha_np[r0:r1, c0:c1] > 0)[..., None])
-            rh, rw = pasted.shape[-2:]
-            matte[y0 : y0 + rh, x0 : x0 + rw] = alpha_np
+            np.copyto(region, back, where=touched[r0:r1, c0:c1, None])
+            rh, rw = alpha.shape
+            matte[y0 : y0 + rh, x0 : x0 + rw] = alpha
         return out, matte
-    rgb = ct.from_working(_to_numpy(pasted))
+    rgb = ct.from_working(pasted)
     if c > 3:
         channels = torch.from_numpy(np.ascontiguousarray(img[..., 3:].transpose(2, 0, 1)))[None]
         extra = F.interpolate(channels, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
         rgb = np.concatenate([rgb, extra], axis=-1)
-    return np.ascontiguousarray(rgb, dtype=np.float32), alpha_np.astype(np.float32)
+    return np.ascontiguousarray(rgb, dtype=np.float32), np.array(alpha, np.float32)
 
 
 def restore_frame(image: np.ndarray, faces: Sequence[Face], settings: Settings, engine: Engine | None = None,

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
 from .io.frames import Frame, FrameFormat
 from .params import Settings
-from .pipeline import BatchStats, Engine, restore_batch
+from .pipeline import BatchStats, Engine, PendingFrame, queue_batch
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted"]
 
@@ -103,45 +104,40 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
     return out
 
 
-def _prefetch(read: Callable[[int], object], numbers: Sequence[int], depth: int, workers: int = 1
+def _prefetch(read: Callable[[int], object], numbers: Sequence[int], depth: int, pool: Executor
               ) -> Iterator[tuple[int, object]]:
-    """Read frames on ``workers`` threads, up to ``depth`` ahead, yielded in order; re-raises read errors.
+    """Read frames on ``pool``, up to ``depth`` ahead, yielded in order; re-raises read errors.
 
     Decoders (OpenImageIO, FFmpeg) release the GIL, so several threads decode in parallel.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     pending: deque[tuple[int, Future]] = deque()
     it = iter(numbers)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facefix-read") as pool:
-        try:
-            for n in it:
-                pending.append((n, pool.submit(read, n)))
-                if len(pending) >= max(1, depth):
-                    break
-            while pending:
-                n, fut = pending.popleft()
-                frame = fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(read, nxt)))
-                yield n, frame
-        finally:
-            for _, fut in pending:
-                fut.cancel()
+    try:
+        for n in it:
+            pending.append((n, pool.submit(read, n)))
+            if len(pending) >= max(1, depth):
+                break
+        while pending:
+            n, fut = pending.popleft()
+            frame = fut.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(read, nxt)))
+            yield n, frame
+    finally:
+        for _, fut in pending:
+            fut.cancel()
 
 
 class _Writer:
-    """Writes frames on worker threads (bounded backlog); errors surface on the next put or on close.
+    """Writes frames on ``pool`` (bounded backlog); errors surface on the next put or on close.
 
-    ``workers`` > 1 only for sinks whose frames are independent files (image sequences).
+    A pool of several threads only for sinks whose frames are independent files (image sequences).
     """
 
-    def __init__(self, write: Callable[[object], None], depth: int, workers: int = 1) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+    def __init__(self, write: Callable[[object], None], depth: int, pool: Executor) -> None:
         self._write = write
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facefix-write")
+        self._pool = pool
         self._pending: deque = deque()
         self._depth = max(1, depth)
 
@@ -149,15 +145,12 @@ class _Writer:
         while len(self._pending) > keep:
             self._pending.popleft().result()
 
-    def put(self, frame: object) -> None:
+    def put(self, item: object) -> None:
         self._drain(self._depth - 1)
-        self._pending.append(self._pool.submit(self._write, frame))
+        self._pending.append(self._pool.submit(self._write, item))
 
     def close(self) -> None:
-        try:
-            self._drain(0)
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._drain(0)
 
 
 def run_clip(
@@ -266,16 +259,22 @@ def run_clip(
                     summary.timings[name] = summary.timings.get(name, 0.0) + time.perf_counter() - t
         return run
 
-    def write(item: tuple[Frame, Frame | None]) -> None:
-        frame, matte_frame = item
-        sink.write(frame)
-        if matte_sink is not None and matte_frame is not None:
-            matte_sink.write(matte_frame)
+    finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
 
-    io_threads = max(1, min(8, (os.cpu_count() or 2) // 2))
-    parallel_writes = src is not None and not is_movie(dest)
-    writer = _Writer(timed("encode", write), depth=2 * settings.batch,  # type: ignore[arg-type]
-                     workers=io_threads if parallel_writes else 1)
+    def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
+        # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.
+        n, fmt, pending = item
+        img, alpha = finish(pending)
+        sink.write(Frame(number=n, pixels=img, format=fmt))
+        if matte_sink is not None:
+            matte_sink.write(Frame(number=n, pixels=np.repeat(alpha[..., None], 3, axis=2), format=_matte_format(fmt)))
+
+    # One pool serves decode, finishing and encode of independent files, so the threads go where the work
+    # is (a PNG encodes ~3x slower than it decodes; an EXR about as fast); movies read and write in order.
+    io_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="facefix-io")
+    read_pool = io_pool if full.kind == "sequence" else ThreadPoolExecutor(1, thread_name_prefix="facefix-read")
+    write_pool = io_pool if not is_movie(dest) else ThreadPoolExecutor(1, thread_name_prefix="facefix-write")
+    writer = _Writer(timed("encode", write), depth=2 * settings.batch, pool=write_pool)  # type: ignore[arg-type]
     stats = BatchStats(profile=profile)
     t_restore = time.perf_counter()
     done = 0
@@ -283,7 +282,7 @@ def run_clip(
     try:
         batch: list[tuple[int, object]] = []
         stream = _prefetch(timed("decode", full.read), compute, depth=2 * settings.batch,  # type: ignore[arg-type]
-                           workers=io_threads if full.kind == "sequence" else 1)
+                           pool=read_pool)
         for item in stream:
             batch.append(item)
             if len(batch) == settings.batch:
@@ -303,6 +302,9 @@ def run_clip(
         if not ok:
             with contextlib.suppress(Exception):
                 writer.close()
+        for pool in {io_pool, read_pool, write_pool}:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if not ok:
             with contextlib.suppress(Exception):
                 sink.abort()
             if matte_sink is not None:
@@ -349,17 +351,14 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
-    results = restore_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
-                            stabilise=stab, stats=stats, inplace=True)
-    for n, src_frame, fs, (img, alpha) in zip(numbers, frames, per_frame, results):
+    pending = queue_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
+                          stabilise=stab, stats=stats, inplace=True)
+    for n, src_frame, fs, frame_pending in zip(numbers, frames, per_frame, pending):
         if n not in todo_set:
             continue
         if not fs:
             summary.frames_without_faces += 1
-        fmt = _output_format(src_frame.format, settings.upscale)  # type: ignore[attr-defined]
-        out = Frame(number=n, pixels=img, format=fmt)
-        matte_frame = Frame(number=n, pixels=np.repeat(alpha[..., None], 3, axis=2), format=_matte_format(fmt))
-        writer.put((out, matte_frame))
+        writer.put((n, _output_format(src_frame.format, settings.upscale), frame_pending))  # type: ignore[attr-defined]
         summary.frames_written += 1
         done += 1
         if bar is not None:

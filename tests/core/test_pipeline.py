@@ -6,7 +6,7 @@ import torch
 
 from facefix import Face, Settings, synth
 from facefix.geometry import crop_from_frame_matrix, invert_affine, warp_affine
-from facefix.pipeline import Engine, restore_batch, restore_frame
+from facefix.pipeline import Engine, queue_batch, restore_batch, restore_frame
 
 
 def _face(landmarks):
@@ -162,6 +162,26 @@ def test_batches_give_identical_output():
     again = restore_batch(list(clip.frames), faces, s, e)
     for (a, _), (b, _), (c, _) in zip(together, alone, again):
         assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_queued_frames_finished_on_other_threads_match_restore_batch():
+    """The streaming path (queue now, finish on I/O threads, in any order) gives restore_batch's pixels,
+    and with ``inplace`` writes into the caller's frames instead of copying them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clip = synth.motion_clip(4, (160, 160), translate=(2, 1), rotate_deg=3, start_scale=0.7)
+    faces = [[_face(lm)] for lm in clip.landmarks]
+    s = Settings(model="passthrough", mask="box", temporal=0)
+    e = _engine(s, Sharpen())
+    expected = restore_batch(list(clip.frames), faces, s, e)
+    owned = [f.copy() for f in clip.frames]
+    pending = queue_batch(owned, faces, s, e, inplace=True)
+    with ThreadPoolExecutor(3) as pool:
+        finished = list(pool.map(lambda p: p.result(), reversed(pending)))[::-1]
+    for (img, alpha), (want, want_alpha), mine in zip(finished, expected, owned):
+        assert img is mine
+        assert np.array_equal(img, want) and np.array_equal(alpha, want_alpha)
+        assert alpha.max() > 0.99  # a face was really restored in every frame
 
 
 def test_two_faces_in_one_frame():

@@ -308,3 +308,35 @@ def test_atomic_write_leaves_nothing_when_the_write_fails(tmp_path: Path, monkey
         write_frame(target, Frame(0, np.ones((2, 2, 3), np.float32), FrameFormat(2, 2)))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.exr"]
+
+
+def test_integer_codes_to_float_match_the_float64_route() -> None:
+    """The float32 fast path gives exactly the float64 value for every 8- and 16-bit code."""
+    from facefix.io.sequence import _to_unit_float
+
+    for ptype, dtype in (("uint8", np.uint8), ("uint16", np.uint16)):
+        top = np.iinfo(dtype).max
+        codes = np.arange(top + 1, dtype=dtype).reshape(1, -1, 1)
+        fast = _to_unit_float(codes, ptype, 8 if ptype == "uint8" else 16)
+        assert fast.dtype == np.float32
+        np.testing.assert_array_equal(fast, (codes.astype(np.float64) / top).astype(np.float32))
+
+
+def test_quantise_float32_path_agrees_with_exact_rounding() -> None:
+    """Codes read back exactly; arbitrary values land within one code of exact rounding; NaN/Inf clamp."""
+    from facefix.io.sequence import _quantise
+
+    for ptype, dtype in (("uint8", np.uint8), ("uint16", np.uint16)):
+        top = np.iinfo(dtype).max
+        bits = 8 if ptype == "uint8" else 16
+        exact_codes = (np.arange(top + 1, dtype=np.float64) / top).astype(np.float32).reshape(1, -1, 1)
+        np.testing.assert_array_equal(_quantise(exact_codes, ptype, bits).ravel(), np.arange(top + 1))
+        rng = np.random.default_rng(3)
+        v = rng.uniform(-0.2, 1.2, (1, 200_000, 1)).astype(np.float32)
+        ref = np.rint(np.clip(v.astype(np.float64), 0, 1) * top)
+        got = _quantise(v, ptype, bits)
+        assert got.dtype == dtype
+        diff = np.abs(got.astype(np.int64) - ref)
+        assert diff.max() <= 1 and (diff > 0).mean() < (1e-4 if bits == 8 else 1e-12)
+        special = np.array([np.nan, np.inf, -np.inf, -1.0, 2.0], np.float32).reshape(1, -1, 1)
+        np.testing.assert_array_equal(_quantise(special, ptype, bits).ravel(), [0, top, 0, 0, top])

@@ -182,8 +182,14 @@ def _open_input(path: Path, number: int | None) -> oiio.ImageInput:
 
 
 def _to_unit_float(data: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
-    """Integer codes -> [0, 1] float32, snapped to the stored bit depth's grid (10-bit DPX: k/1023)."""
-    native_max = float(2 ** native_bits(pixel_type) - 1)
+    """Integer codes -> [0, 1] float32, snapped to the stored bit depth's grid (10-bit DPX: k/1023).
+
+    8- and 16-bit codes are divided in float32: k / (2**n - 1) is then correctly rounded, the same value
+    the float64 route gives, at a fraction of the memory traffic (a 1080p frame is read in every batch).
+    """
+    native_max = 2 ** native_bits(pixel_type) - 1
+    if bits >= native_bits(pixel_type) and pixel_type in ("uint8", "uint16"):
+        return np.divide(data, np.float32(native_max), dtype=np.float32)
     d = data.astype(np.float64)
     if bits < native_bits(pixel_type):
         stored_max = float(2**bits - 1)
@@ -224,7 +230,8 @@ def read_frame(path: str | os.PathLike[str], number: int = 0) -> Frame:
 
     names = tuple(spec.channelnames) or tuple(f"C{i}" for i in range(spec.nchannels))
     order, _, grey = _channel_order(names)
-    pixels = pixels[:, :, order]
+    if order != list(range(len(order))):
+        pixels = pixels[:, :, order]
     ordered = [names[i] for i in order]
     grey_channel = None
     if grey:
@@ -305,9 +312,20 @@ def _pick_pixel_type(out_format: str, src: FrameFormat, same: bool) -> tuple[Pix
 
 
 def _quantise(pixels: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
-    """Clamp to [0, 1] and round to integer codes of ``bits``, stored in ``pixel_type``'s width."""
+    """Clamp to [0, 1] and round to integer codes of ``bits``, stored in ``pixel_type``'s width.
+
+    NaN -> 0, +Inf -> the top code. 8-bit codes are computed in float32 in one buffer (fmax/fmin also
+    map NaN to the bound): a value within a float32 rounding of a half code may land on the other
+    neighbour, never further. Deeper codes go through float64 (there float32 would miss more often).
+    """
     stored_max = float(2**bits - 1)
     native_max = float(2 ** native_bits(pixel_type) - 1)
+    if pixel_type == "uint8" and bits == 8:
+        v = np.multiply(pixels, np.float32(stored_max), dtype=np.float32)
+        np.fmax(v, np.float32(0.0), out=v)
+        np.fmin(v, np.float32(stored_max), out=v)
+        np.rint(v, out=v)
+        return v.astype(_NUMPY_INT[pixel_type])
     v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     codes = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
     if bits < native_bits(pixel_type):
