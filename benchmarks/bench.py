@@ -172,7 +172,8 @@ def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.de
     return res, engine
 
 
-def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: torch.device, frames: int) -> dict:
+def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: torch.device, frames: int,
+                      passes: int = 3) -> dict:
     import cv2
     from reference_loop import gfpgan_module_call, reference_fps, reference_restore
 
@@ -186,20 +187,21 @@ def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: t
     restorer = load_restorer("gfpgan-1.4", device=str(device), path=str(weights))  # fp32, batch 1
     call = gfpgan_module_call(restorer.module)
     # Like the classic script: read each frame (cv2.imread), restore face by face, write it (cv2.imwrite).
+    # Best of ``passes`` passes over the frames: the figure FaceFix is compared with is the loop at its fastest.
     out_dir = Path(tempfile.mkdtemp(prefix="facefix-ref-"))
     reference_fps([cv2.cvtColor(cv2.imread(paths[0]), cv2.COLOR_BGR2RGB)], faces[:1], call, device)  # warm-up
-    t0 = time.perf_counter()
-    for i, (p, fs) in enumerate(zip(paths, faces)):
-        img = cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)
-        t_c = time.perf_counter()
-        (restored,) = reference_restore([img], [fs], call, device)
-        sync(device)
-        compute = time.perf_counter() - t_c
-        cv2.imwrite(str(out_dir / f"ref.{i:04d}.png"), cv2.cvtColor(restored, cv2.COLOR_RGB2BGR))
-    wall = time.perf_counter() - t0
+    walls = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        for i, (p, fs) in enumerate(zip(paths, faces)):
+            img = cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)
+            (restored,) = reference_restore([img], [fs], call, device)
+            sync(device)
+            cv2.imwrite(str(out_dir / f"ref.{i:04d}.png"), cv2.cvtColor(restored, cv2.COLOR_RGB2BGR))
+        walls.append(time.perf_counter() - t0)
     shutil.rmtree(out_dir, ignore_errors=True)
     compute_fps = reference_fps([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths], faces, call, device)
-    return {"frames": len(paths), "fps": len(paths) / wall, "compute_only_fps": compute_fps, "last_compute_s": compute}
+    return {"frames": len(paths), "passes_s": walls, "fps": len(paths) / min(walls), "compute_only_fps": compute_fps}
 
 
 def save(result: dict, path: Path | None) -> None:
@@ -227,6 +229,9 @@ def main() -> int:
     args = ap.parse_args()
 
     device = torch.device(args.device)
+    from facefix.run import return_frames_to_the_os
+
+    return_frames_to_the_os()  # as the command line does
     w, h = (int(v) for v in args.size.lower().split("x"))
     from facefix.pipeline import micro_batch_for
 

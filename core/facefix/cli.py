@@ -159,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _stop_cleanly_on_sigterm()
+    if args.command in ("restore", "track"):
+        from .run import return_frames_to_the_os
+
+        return_frames_to_the_os()
     handlers = {"restore": _cmd_restore, "track": _cmd_track, "schema": _cmd_schema, "demo": _cmd_demo}
     try:
         if args.command in handlers:

@@ -30,7 +30,8 @@ from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_
 from .params import Settings
 
 __all__ = [
-    "Engine", "FaceBatch", "PendingFrame", "restore_frame", "restore_batch", "queue_batch", "run_model", "BatchStats", "resolve_device",
+    "Engine", "FaceBatch", "PendingFrame", "StagedFrame", "restore_frame", "restore_batch", "queue_batch",
+    "stage_frame", "run_model", "BatchStats", "resolve_device",
     "micro_batch_for", "MODEL_MICRO_BATCH", "MODEL_MICRO_BATCH_CUDA",
 ]
 
@@ -299,10 +300,12 @@ def queue_batch(
     stabilise: Callable[[FaceBatch, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     stats: BatchStats | None = None,
     inplace: bool = False,
+    staged: Sequence[StagedFrame] | None = None,
 ) -> list[PendingFrame]:
     """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
     per frame (its ``result()`` is that frame's (image, alpha)). Streaming callers finish frames on their
-    encode threads while the next batch runs."""
+    encode threads while the next batch runs, and may pass each frame ``staged`` already (``stage_frame``
+    on their decode threads, with the same faces and colourspace)."""
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
     engine = engine or Engine(settings)
@@ -322,7 +325,7 @@ def queue_batch(
     # 1. Working-space RGB of what the models see: per frame, the union of its face ROIs (or the whole
     #    frame when upscaling, since the upscaler sees everything).
     with stats.stage("to_working", dev):
-        work_frames, origins = _working_rois(images, batch, ct, up, size, dev, stats)
+        work_frames, origins = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged)
 
     # 2. Align: crops of every face, from its frame's working ROI.
     with stats.stage("align", dev):
@@ -383,37 +386,60 @@ def queue_batch(
     return pending
 
 
-def _working_rois(images: Sequence[np.ndarray], batch: FaceBatch, ct: ColourTransform, up: int, size: int,
-                  dev: torch.device, stats: BatchStats) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
-    """Per frame, the working-space RGB (3, h, w) of the union of its face ROIs (the whole frame when
-    upscaling) on ``dev``, and that region's (x0, y0) origin. Non-finite pixels are zeroed and counted."""
+@dataclass(frozen=True)
+class StagedFrame:
+    """What the GPU needs of one frame, prepared on the CPU: the working-space RGB (h, w, 3) of the union
+    of its face regions (the whole frame when upscaling) in host memory (pinned for CUDA), its (x0, y0)
+    origin in the frame, and how many non-finite pixels were zeroed in it. ``rgb`` is None when the frame
+    has nothing to restore."""
+
+    rgb: torch.Tensor | None
+    origin: tuple[int, int]
+    nonfinite: int = 0
+
+
+def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up: int, device: torch.device,
+                size: int = TEMPLATE_SIZE) -> StagedFrame:
+    """The CPU half of the working-space conversion, for one frame and its faces. Thread-safe: streaming
+    callers run it on their decode threads, so the thread that feeds the GPU only uploads."""
+    h, w = img.shape[:2]
+    if up > 1:
+        x0, y0, x1, y1 = 0, 0, w, h
+    elif faces:
+        mats = np.stack([crop_from_frame_matrix(f.landmarks, size) for f in faces])
+        r = frame_rois(invert_affine(mats), size, (h, w))
+        x0, y0, x1, y1 = int(r[:, 0].min()), int(r[:, 1].min()), int(r[:, 2].max()), int(r[:, 3].max())
+    else:
+        x0 = y0 = x1 = y1 = 0
+    if x1 <= x0 or y1 <= y0:
+        return StagedFrame(None, (x0, y0))
+    staged = _host_buffer((y1 - y0, x1 - x0, 3), device)
+    rgb = staged.numpy()
+    np.copyto(rgb, img[y0:y1, x0:x1, :3])
+    bad = ~np.isfinite(rgb)
+    nonfinite = 0
+    if bad.any():
+        nonfinite = int(bad.any(axis=-1).sum())
+        np.nan_to_num(rgb, copy=False, nan=0.0, posinf=65504.0, neginf=-65504.0)
+    ct.to_working(rgb, out=rgb)
+    return StagedFrame(staged, (x0, y0), nonfinite)
+
+
+def _working_rois(images: Sequence[np.ndarray], faces_per_frame: Sequence[Sequence[Face]], ct: ColourTransform,
+                  up: int, dev: torch.device, stats: BatchStats, staged: Sequence[StagedFrame] | None
+                  ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """Per frame, the working-space RGB (3, h, w) of its faces' region on ``dev`` (uploaded without
+    waiting), and that region's origin; frames not ``staged`` by the caller are staged here."""
     work_frames: list[torch.Tensor] = []
     origins: list[tuple[int, int]] = []
     for b, img in enumerate(images):
-        h, w = img.shape[:2]
-        sel = batch.frame_index == b
-        if up > 1:
-            x0, y0, x1, y1 = 0, 0, w, h
-        elif sel.any():
-            r = frame_rois(invert_affine(batch.crop_from_frame[sel]), size, (h, w))
-            x0, y0, x1, y1 = int(r[:, 0].min()), int(r[:, 1].min()), int(r[:, 2].max()), int(r[:, 3].max())
-        else:
-            x0 = y0 = x1 = y1 = 0
-        if x1 <= x0 or y1 <= y0:
+        st = staged[b] if staged is not None else stage_frame(img, faces_per_frame[b], ct, up, dev)
+        stats.nonfinite_pixels += st.nonfinite
+        if st.rgb is None:
             work_frames.append(torch.zeros((3, 0, 0), device=dev))
-            origins.append((x0, y0))
-            continue
-        # Staged in (pinned) host memory, converted there in place, uploaded without waiting.
-        staged = _host_buffer((y1 - y0, x1 - x0, 3), dev)
-        rgb = staged.numpy()
-        np.copyto(rgb, img[y0:y1, x0:x1, :3])
-        bad = ~np.isfinite(rgb)
-        if bad.any():
-            stats.nonfinite_pixels += int(bad.any(axis=-1).sum())
-            np.nan_to_num(rgb, copy=False, nan=0.0, posinf=65504.0, neginf=-65504.0)
-        ct.to_working(rgb, out=rgb)
-        work_frames.append(staged.to(dev, non_blocking=True).permute(2, 0, 1).contiguous())
-        origins.append((x0, y0))
+        else:
+            work_frames.append(st.rgb.to(dev, non_blocking=True).permute(2, 0, 1).contiguous())
+        origins.append(st.origin)
     return work_frames, origins
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -24,9 +25,9 @@ from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
 from .io.frames import Frame, FrameFormat
 from .params import Settings
-from .pipeline import BatchStats, Engine, PendingFrame, queue_batch
+from .pipeline import BatchStats, Engine, PendingFrame, StagedFrame, queue_batch, stage_frame
 
-__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted"]
+__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os"]
 
 log = logging.getLogger("facefix")
 
@@ -68,6 +69,29 @@ class RunSummary:
             parts.append(f"{self.nonfinite_pixels} NaN/Inf pixels (left as they were outside faces)")
         parts.append(f"{self.seconds:.1f} s ({self.fps:.2f} fps)")
         return "; ".join(parts)
+
+
+def return_frames_to_the_os(threshold: int = 4 << 20) -> bool:
+    """Keep host memory flat over long shots: blocks of ``threshold`` bytes or more (every frame buffer)
+    are mapped and unmapped, never kept in glibc's heaps.
+
+    By default glibc raises its mmap threshold after the first large free, after which frame-sized
+    buffers freed on one of the many I/O threads stay in that thread's heap and resident memory creeps up
+    with clip length. Process-wide, so called by the command line (not inside a host). Returns whether
+    the setting took (glibc only).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, int(threshold)))
+    except (OSError, AttributeError):
+        return False
 
 
 def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Settings,
@@ -260,6 +284,13 @@ def run_clip(
         return run
 
     finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
+    decode: Callable[[int], Frame] = timed("decode", full.read)  # type: ignore[assignment]
+    stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
+
+    def read(n: int) -> tuple[Frame, StagedFrame]:
+        # Decoded and converted for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
+        frame = decode(n)
+        return frame, stage(frame.pixels, faces.get(n, []), ct, settings.upscale, engine.device)
 
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
         # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.
@@ -271,7 +302,8 @@ def run_clip(
 
     # One pool serves decode, finishing and encode of independent files, so the threads go where the work
     # is (a PNG encodes ~3x slower than it decodes; an EXR about as fast); movies read and write in order.
-    io_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="facefix-io")
+    # One core is left to the thread that feeds the GPU.
+    io_pool = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2) - 1), thread_name_prefix="facefix-io")
     read_pool = io_pool if full.kind == "sequence" else ThreadPoolExecutor(1, thread_name_prefix="facefix-read")
     write_pool = io_pool if not is_movie(dest) else ThreadPoolExecutor(1, thread_name_prefix="facefix-write")
     writer = _Writer(timed("encode", write), depth=2 * settings.batch, pool=write_pool)  # type: ignore[arg-type]
@@ -281,8 +313,7 @@ def run_clip(
     ok = False
     try:
         batch: list[tuple[int, object]] = []
-        stream = _prefetch(timed("decode", full.read), compute, depth=2 * settings.batch,  # type: ignore[arg-type]
-                           pool=read_pool)
+        stream = _prefetch(read, compute, depth=2 * settings.batch, pool=read_pool)
         for item in stream:
             batch.append(item)
             if len(batch) == settings.batch:
@@ -346,19 +377,20 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
              on_progress, total):  # type: ignore[no-untyped-def]
 
     numbers = [n for n, _ in batch]
-    frames = [f for _, f in batch]
-    images = [f.pixels for f in frames]  # type: ignore[attr-defined]
+    frames = [f for _, (f, _) in batch]
+    staged = [st for _, (_, st) in batch]
+    images = [f.pixels for f in frames]
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
     pending = queue_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
-                          stabilise=stab, stats=stats, inplace=True)
+                          stabilise=stab, stats=stats, inplace=True, staged=staged)
     for n, src_frame, fs, frame_pending in zip(numbers, frames, per_frame, pending):
         if n not in todo_set:
             continue
         if not fs:
             summary.frames_without_faces += 1
-        writer.put((n, _output_format(src_frame.format, settings.upscale), frame_pending))  # type: ignore[attr-defined]
+        writer.put((n, _output_format(src_frame.format, settings.upscale), frame_pending))
         summary.frames_written += 1
         done += 1
         if bar is not None:

@@ -6,7 +6,7 @@ import torch
 
 from facefix import Face, Settings, synth
 from facefix.geometry import crop_from_frame_matrix, invert_affine, warp_affine
-from facefix.pipeline import Engine, queue_batch, restore_batch, restore_frame
+from facefix.pipeline import Engine, queue_batch, restore_batch, restore_frame, stage_frame
 
 
 def _face(landmarks):
@@ -165,9 +165,11 @@ def test_batches_give_identical_output():
 
 
 def test_queued_frames_finished_on_other_threads_match_restore_batch():
-    """The streaming path (queue now, finish on I/O threads, in any order) gives restore_batch's pixels,
-    and with ``inplace`` writes into the caller's frames instead of copying them."""
+    """The streaming path (staged on decode threads, queued, finished on I/O threads in any order) gives
+    restore_batch's pixels, and with ``inplace`` writes into the caller's frames instead of copying them."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from facefix.colour import colour_transform
 
     clip = synth.motion_clip(4, (160, 160), translate=(2, 1), rotate_deg=3, start_scale=0.7)
     faces = [[_face(lm)] for lm in clip.landmarks]
@@ -175,8 +177,10 @@ def test_queued_frames_finished_on_other_threads_match_restore_batch():
     e = _engine(s, Sharpen())
     expected = restore_batch(list(clip.frames), faces, s, e)
     owned = [f.copy() for f in clip.frames]
-    pending = queue_batch(owned, faces, s, e, inplace=True)
     with ThreadPoolExecutor(3) as pool:
+        staged = list(pool.map(lambda i: stage_frame(owned[i], faces[i], colour_transform("srgb"), 1, e.device),
+                               range(len(owned))))
+        pending = queue_batch(owned, faces, s, e, inplace=True, staged=staged)
         finished = list(pool.map(lambda p: p.result(), reversed(pending)))[::-1]
     for (img, alpha), (want, want_alpha), mine in zip(finished, expected, owned):
         assert img is mine
