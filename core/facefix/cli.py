@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _stop_cleanly_on_sigterm()
-    if args.command in ("restore", "track"):
+    if argv is None and args.command in ("restore", "track"):  # the process is ours: a process-wide setting
         from .run import return_frames_to_the_os
 
         return_frames_to_the_os()

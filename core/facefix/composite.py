@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .filters import gaussian_blur
 from .geometry import FFHQ_TEMPLATE_512, frame_rois, warp_affine
+from .tensors import to_device
 
 __all__ = ["gaussian_blur", "polygon_sdf", "soft_matte", "template_ellipse", "colour_match", "paste_faces"]
 
@@ -58,8 +59,8 @@ def soft_matte(sdf: torch.Tensor, expand_px: torch.Tensor | float, feather_px: t
     Scalars or per-face (N, 1, 1, 1) tensors. The soft edge lies inside the (expanded) border and is
     exactly 0 outside it, so pixels outside the matte stay untouched.
     """
-    expand = torch.as_tensor(expand_px, device=sdf.device, dtype=sdf.dtype)
-    soft = torch.as_tensor(feather_px, device=sdf.device, dtype=sdf.dtype)
+    expand = to_device(expand_px, sdf.device, sdf.dtype)
+    soft = to_device(feather_px, sdf.device, sdf.dtype)
     d = sdf + expand
     t = (d / soft.clamp_min(1e-6)).clamp(0.0, 1.0)
     return torch.where(soft > 0, t * t * (3.0 - 2.0 * t), (d > 0).to(sdf.dtype))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .tensors import to_device
 
 __all__ = [
     "FFHQ_TEMPLATE_512",
@@ -100,7 +101,7 @@ def _grid_for(src_from_dst: torch.Tensor, out_hw: tuple[int, int], src_hw: tuple
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     pts = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1)  # (h, w, 3)
     src = torch.einsum("hwk,njk->nhwj", pts, src_from_dst)  # (N, h, w, 2) source pixel coords
-    scale = torch.tensor([2.0 / sw, 2.0 / sh], device=dev, dtype=dt)
+    scale = to_device([2.0 / sw, 2.0 / sh], dev, dt)
     return src * scale - 1.0
 
 
@@ -145,11 +146,11 @@ def warp_affine(
         # Map level-L pixel coords to level-0 (x0 = factor * xL), so srcL_from_dst = (1/factor) * src_from_dst.
         src_from_dst = invert_affine(m[sel]) / factor
         grid = _grid_for(
-            torch.as_tensor(src_from_dst, device=src.device, dtype=torch.float32), out_hw, (img.shape[-2], img.shape[-1])
+            to_device(src_from_dst, src.device, torch.float32), out_hw, (img.shape[-2], img.shape[-1])
         )
-        picked = img[torch.as_tensor(idx[sel], device=src.device)]
+        picked = img[to_device(idx[sel], src.device)]
         res = F.grid_sample(picked.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
-        out[torch.as_tensor(sel, device=src.device)] = res.to(src.dtype)
+        out[to_device(sel, src.device)] = res.to(src.dtype)
     return out
 
 

@@ -28,6 +28,7 @@ from .errors import InputError
 from .faces import Face
 from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
 from .params import Settings
+from .tensors import to_device
 
 __all__ = [
     "Engine", "FaceBatch", "PendingFrame", "StagedFrame", "restore_frame", "restore_batch", "queue_batch",
@@ -173,7 +174,7 @@ def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fideli
         start = 0
         while start < len(idx):
             sel = idx[start : start + micro]
-            chunk = crops[torch.as_tensor(sel, device=crops.device)]
+            chunk = crops[to_device(sel, crops.device)]
             k = chunk.shape[0]
             if k < micro:
                 chunk = torch.cat([chunk, chunk[-1:].expand(micro - k, -1, -1, -1)])
@@ -187,7 +188,7 @@ def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fideli
                 micro = max(1, micro // 2)
                 log.warning("GPU out of memory: model batch reduced to %d (results may differ in the last bits)", micro)
                 continue
-            out[torch.as_tensor(sel, device=crops.device)] = res[:k].float()
+            out[to_device(sel, crops.device)] = res[:k].float()
             start += k
     return out
 
@@ -205,10 +206,10 @@ def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: i
             batch.faces[i].mesh[FACE_OVAL, :2] @ batch.crop_from_frame[i, :, :2].T + batch.crop_from_frame[i, :, 2]  # type: ignore[index]
             for i in use_mesh
         ])
-        sdf[torch.as_tensor(use_mesh, device=device)] = polygon_sdf(torch.as_tensor(ovals, device=device), size)
+        sdf[to_device(use_mesh, device)] = polygon_sdf(to_device(ovals, device), size)
     unit = _TEMPLATE_FACE_PX * size / TEMPLATE_SIZE
-    expand = torch.tensor([s.mask_expand * unit for s in settings_per_face], device=device).view(-1, 1, 1, 1)
-    soft = torch.tensor([s.mask_feather * unit for s in settings_per_face], device=device).view(-1, 1, 1, 1)
+    expand = to_device([s.mask_expand * unit for s in settings_per_face], device).view(-1, 1, 1, 1)
+    soft = to_device([s.mask_feather * unit for s in settings_per_face], device).view(-1, 1, 1, 1)
     mattes = soft_matte(sdf, expand, soft)
     # Never reach the crop border, so no square edge can ever show.
     border = max(2, size // 64)
@@ -343,10 +344,10 @@ def queue_batch(
             with stats.stage("stabilise", dev):
                 restored = stabilise(batch, numbers, model_in, restored)
         with stats.stage("matte", dev):
-            amounts = torch.tensor([s.color_match for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
+            amounts = to_device([s.color_match for s in per_face_settings], dev).view(-1, 1, 1, 1)
             restored = restored + amounts * (colour_match(restored, model_in, 1.0) - restored)
             mattes = face_mattes(batch, per_face_settings, size, dev)
-            strength = torch.tensor([s.strength for s in per_face_settings], device=dev).view(-1, 1, 1, 1)
+            strength = to_device([s.strength for s in per_face_settings], dev).view(-1, 1, 1, 1)
         stats.faces_restored += n
     else:
         restored = model_in
@@ -357,7 +358,7 @@ def queue_batch(
     pending: list[PendingFrame] = []
     for b, img in enumerate(images):
         sel = np.nonzero(batch.frame_index == b)[0]
-        sel_t = torch.as_tensor(sel, device=dev)
+        sel_t = to_device(sel, dev)
         base_frame = work_frames[b]
         m = crop_from_roi[sel]
         if up > 1:
@@ -458,7 +459,7 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
         # crop_from_roi = crop_from_frame o frame_from_roi, with frame = roi + (ox, oy)
         m[:, :, 2] += m[:, :, 0] * ox + m[:, :, 1] * oy
         crop_from_roi[sel] = m
-        crops[torch.as_tensor(sel, device=dev)] = warp_affine(
+        crops[to_device(sel, dev)] = warp_affine(
             work_frames[b][None], m, (size, size), src_index=np.zeros(len(sel), np.int64)
         )
     return crops, crop_from_roi

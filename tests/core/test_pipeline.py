@@ -212,3 +212,11 @@ def test_out_of_gpu_memory_backs_off_and_goes_on():
     out = run_model(Tight(), crops, [0.5] * 5, torch.float32, micro_batch=8)
     assert torch.equal(out, crops * 0.5)
     assert calls == [8, 4, 2, 2, 2]  # halved until it fits, then every face restored
+
+
+def test_to_device_on_cpu_keeps_values_and_dtype():
+    from facefix.tensors import to_device
+
+    t = to_device(np.arange(5.0)[::-1], "cpu", torch.float32)
+    assert t.dtype == torch.float32 and t.tolist() == [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert to_device([1, 2], torch.device("cpu")).dtype == torch.int64

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..tensors import to_device
 from .flow import estimate_flow, fb_confidence, warp_by_flow
 from .metrics import flicker, identity_step, landmark_jitter
 from .stabilise import MAX_PREROLL, TrackHistory, preroll_frames, stabilise_window
@@ -68,7 +69,7 @@ class ClipStabiliser:
             win_in = torch.stack([p[0] for p in parts])
             win_out = torch.stack([p[1] for p in parts])
             valid = torch.stack([p[2] for p in parts])
-            out[torch.as_tensor(rows, device=restored.device)] = stabilise_window(win_in, win_out, valid, self.strength)
+            out[to_device(rows, restored.device)] = stabilise_window(win_in, win_out, valid, self.strength)
         # Forget tracks no later frame can reach, so memory stays flat over long shots.
         latest = max(int(frame_numbers[int(j)]) for j in batch.frame_index) if len(batch.frame_index) else 0
         for tid in [t for t, f in self._newest.items() if f < latest - self.preroll - 1]:

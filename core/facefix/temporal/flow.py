@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..filters import gaussian_blur
+from ..tensors import to_device
 
 __all__ = [
     "to_luma",
@@ -89,7 +90,7 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if (h, w) == (h0, w0):
         return flow
     out = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-    scale = torch.tensor([w / w0, h / h0], dtype=flow.dtype, device=flow.device).view(1, 2, 1, 1)
+    scale = to_device([w / w0, h / h0], flow.device, flow.dtype).view(1, 2, 1, 1)
     return out * scale
 
 

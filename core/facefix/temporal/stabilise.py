@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, SettingsError
+from ..tensors import to_device
 from .flow import (
     downsample,
     estimate_flow,
@@ -126,7 +127,7 @@ def stabilise_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.
     past_in = inputs[:, -k - 1:-1]  # (B, k, 3, S, S), oldest..t-1
     past_rs = restored[:, -k - 1:-1]
     ok = valid[:, -k - 1:-1].to(restored.dtype)  # (B, k)
-    ages = torch.tensor(age_weights(s)[:k][::-1], dtype=restored.dtype, device=restored.device)  # oldest first
+    ages = to_device(age_weights(s)[:k][::-1], restored.device, restored.dtype)  # oldest first
 
     lo_cur = downsample(inputs[:, -1], (fh, fw))  # (B, 3, fh, fw)
     lo_past = downsample(past_in.reshape(b * k, c, h, w), (fh, fw))
@@ -199,7 +200,7 @@ class TrackHistory:
             ins.append(zeros if item is None else item[0])
             outs.append(zeros if item is None else item[1])
             ok.append(item is not None)
-        return torch.stack(ins), torch.stack(outs), torch.tensor(ok, dtype=torch.bool, device=cur[0].device)
+        return torch.stack(ins), torch.stack(outs), to_device(ok, cur[0].device, torch.bool)
 
     def windows(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched ``window`` for (track_id, frame) pairs: (B, K+1, 3, S, S) x 2 and (B, K+1)."""
