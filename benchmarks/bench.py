@@ -244,38 +244,49 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="facefix-bench-") as tmp:
         work = Path(tmp)
         weights = random_gfpgan(work)
-        models = None
-        engine = None  # one engine (one model load / compile) for every run
-        if args.only in ("all", "model"):
-            models = model_figures(weights, device, micro, args.quick)
-            result["model"] = models
-            save(result, args.out)
+        engine = None  # one engine (one model load / compile) for every end-to-end run
+        clips = []
+        # End to end first, in a process that has done nothing else (as a farm job): the model sweep compiles
+        # a dozen variants and would leave its memory and worker pools behind.
         for n_faces in args.faces:
             clip_dir = work / f"clip{n_faces}"
             clip_dir.mkdir()
             t0 = time.perf_counter()
             pattern, tracks = make_clip(clip_dir, (w, h), n_faces, args.frames, args.format)
             run: dict = {"faces_per_frame": n_faces, "clip_seconds_to_generate": time.perf_counter() - t0}
+            clips.append((run, clip_dir, pattern, tracks))
             if args.only in ("all", "e2e"):
-                # Warm-up (model load, cudnn autotune) on a few frames, then the timed runs.
+                # Warm-up (model load, compile, cudnn autotune) on a few frames, then the timed runs.
                 _, engine = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine,
                                 frames=f"1-{min(args.frames, args.batch)}")
                 timed, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine)
                 run["e2e"] = timed
-                if not args.no_profile:
-                    prof, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine, profile=True)
-                    run["e2e_profiled"] = prof
                 run["e2e_fps"] = timed["fps"]
+                if not args.no_profile:
+                    run["e2e_profiled"], _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine,
+                                                 profile=True)
                 if args.only == "all":
                     try:
-                        detect, _ = e2e(pattern, None, weights, device, args.batch, work, engine=engine)
-                        run["e2e_with_detection"] = detect
+                        run["e2e_with_detection"], _ = e2e(pattern, None, weights, device, args.batch, work,
+                                                           engine=engine)
                     except Exception as err:  # reported, the rest of the run goes on
                         run["e2e_with_detection"] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            result["runs"].append(run)
+            save(result, args.out)
+        engine = None
+        models = None
+        if args.only in ("all", "model"):
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            models = model_figures(weights, device, micro, args.quick)
+            result["model"] = models
+            save(result, args.out)
+        for run, clip_dir, pattern, tracks in clips:
+            n_faces = run["faces_per_frame"]
             if models is not None:
                 run["model_ceiling_fps"] = models["ceiling"]["faces_per_s"] / n_faces
                 run["eager_bf16_fps"] = models["eager_bf16_faces_per_s"] / n_faces
-                stage = prof["timings_s"].get("model") if args.only == "all" else None
+                stage = run.get("e2e_profiled", {}).get("timings_s", {}).get("model")
                 if stage:
                     run["model_stage_fps"] = args.frames / stage
                 if args.only == "all":
@@ -286,7 +297,6 @@ def main() -> int:
                         "model_stage_over_eager_bf16": run.get("model_stage_fps", 0) / run["eager_bf16_fps"],
                         "e2e_over_reference": run["e2e_fps"] / run["reference_fps"],
                     }
-            result["runs"].append(run)
             save(result, args.out)
             shutil.rmtree(clip_dir, ignore_errors=True)
             print(json.dumps(run, indent=1), flush=True)
