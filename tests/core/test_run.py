@@ -1,6 +1,7 @@
 """Whole shots through run_clip and the CLI: formats, resume, interruption, bad input, determinism."""
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,21 @@ def test_movie_in_movie_out(tmp_path):
     out = open_source(str(tmp_path / "out.mov"))
     assert out.frame_numbers == list(range(N))
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
+def test_io_threads_give_way_to_the_gpu_feeder():
+    """I/O threads run at a lower priority than the thread that calls run_clip (which keeps its own)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facefix.run import _io_thread_priority
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = nice()
+    with ThreadPoolExecutor(1, initializer=_io_thread_priority) as pool:
+        theirs = pool.submit(nice).result()
+    assert theirs == min(19, mine + 5)
+    assert nice() == mine
