@@ -42,3 +42,16 @@ def test_half_exr_sequence_with_detection(demo, tmp_path):
         assert np.array_equal(a.pixels[..., 3], b.pixels[..., 3])
         mse = float(np.mean((a.pixels[..., :3] - b.pixels[..., :3]) ** 2))
         assert mse < 1e-7
+
+
+def test_allocator_setting_only_for_gpu_runs():
+    """The command line maps frame buffers afresh only on CUDA (on the CPU it would slow the models down)."""
+    import argparse
+
+    import torch
+
+    from facefix.cli import _uses_cuda
+
+    assert not _uses_cuda(argparse.Namespace(device="cpu"))
+    assert _uses_cuda(argparse.Namespace(device="cuda")) == torch.cuda.is_available()
+    assert _uses_cuda(argparse.Namespace(device=None)) == torch.cuda.is_available()
