@@ -15,6 +15,7 @@ import torch
 from .colour import colour_transform, resolve_colorspace
 from .faces import Face, FaceTracks
 from .params import Settings
+from .pipeline import frames_per_batch
 
 __all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]
 
@@ -71,7 +72,7 @@ def track_clip(
         from tqdm import tqdm
 
         bar = tqdm(total=len(numbers), unit="frame", desc="analyse", dynamic_ncols=True)
-    step = max(1, settings.batch)
+    step = frames_per_batch(settings, dev)
     try:
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])

@@ -116,8 +116,8 @@ PARAMS: tuple[Param, ...] = (
           "Colourspace of the input (auto: sRGB for integer files and movies, scene-linear for float files).",
           choices=COLORSPACE_CHOICES, group="colour"),
     Param("device", "choice", "auto", "Compute device.", choices=("auto", "cpu", "cuda"), group="compute"),
-    Param("batch", "int", 4, "Frames processed together (output does not depend on it).",
-          minimum=1, maximum=256, group="compute"),
+    Param("batch", "int", 0, "Frames processed together; 0 = auto: 16 on a GPU, 4 on the CPU (output does not "
+          "depend on it).", minimum=0, maximum=256, group="compute"),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -151,7 +151,7 @@ class Settings:
     upscale_model: str = "x4plus"
     colorspace: str = "auto"
     device: str = "auto"
-    batch: int = 4
+    batch: int = 0
     # Per-frame values of animated parameters from a host: {name: {frame: value}}.
     animation: Mapping[str, Mapping[int, float]] = field(default_factory=dict, compare=False)
 

