@@ -81,19 +81,6 @@ def make_clip(folder: Path, size: tuple[int, int], faces: int, frames: int, fmt:
     return str(folder / f"clip.####.{ext}"), FaceTracks.from_faces(per)
 
 
-def random_gfpgan(folder: Path) -> Path:
-    """Random-init GFPGAN v1.4 (the real hyper-parameters, so the real FLOPs), saved as safetensors."""
-    from safetensors.torch import save_file
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
-                 num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
-    path = folder / "gfpgan-random.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path
-
-
 # -- model-only measurements --------------------------------------------------------------------------
 def time_model(run, batch: int, device: torch.device, seconds: float = 3.0) -> float:  # type: ignore[no-untyped-def]
     """Faces/s of ``run(crops)`` at ``batch`` (warm-up first; CUDA-synchronised wall time)."""
@@ -243,7 +230,7 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="facefix-bench-") as tmp:
         work = Path(tmp)
-        weights = random_gfpgan(work)
+        weights = synth.random_gfpgan(work / "gfpgan-random.safetensors")
         engine = None  # one engine (one model load / compile) for every end-to-end run
         clips = []
         # End to end first, in a process that has done nothing else (as a farm job): the model sweep compiles

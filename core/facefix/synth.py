@@ -30,6 +30,7 @@ __all__ = [
     "degrade",
     "occlude_eyes",
     "crowd_frame",
+    "random_gfpgan",
 ]
 
 # Hand-measured on skimage.data.astronaut() (512x512): eye centres, nose tip, mouth corners.
@@ -192,3 +193,19 @@ def crowd_frame(size: tuple[int, int], n_faces: int, face_px: float = 160.0, sti
         frame = warp_still(still, m, size, background=frame)
         out_lm.append(apply_affine(m, lm))
     return frame, np.stack(out_lm)
+
+
+def random_gfpgan(path: str | Path, seed: int = 0) -> Path:
+    """Random-init GFPGAN v1.4 weights (the release's hyper-parameters and key layout, so the real FLOPs)
+    saved as safetensors at ``path``: a stand-in for the real file where the network, not its output, is
+    under test (GPU paths, benchmarks)."""
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    torch.manual_seed(seed)
+    net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+                 num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    path = Path(path)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path

@@ -16,18 +16,6 @@ def _clip(n=4):
     return list(clip.frames), faces
 
 
-def _random_gfpgan(tmp_path):
-    from safetensors.torch import save_file
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    torch.manual_seed(0)
-    net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
-                 num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
-    path = tmp_path / "g.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return str(path)
-
-
 def test_gpu_matches_cpu_within_tolerance():
     frames, faces = _clip(2)
     out = {}
@@ -45,7 +33,7 @@ def test_gpu_matches_cpu_within_tolerance():
 
 def test_gpu_bit_identical_across_batch_sizes(tmp_path):
     frames, faces = _clip(4)
-    weights = _random_gfpgan(tmp_path)
+    weights = str(synth.random_gfpgan(tmp_path / "g.safetensors"))
     s = Settings(model="gfpgan-1.4", device="cuda", temporal=0, mask="box")
     engine = Engine(s, restorer_path=weights)
     together = restore_batch(frames, faces, s, engine)
@@ -67,7 +55,7 @@ def test_streaming_run_on_gpu_matches_restore_batch(tmp_path):
         write_frame(tmp_path / f"in.{i + 1:04d}.exr", Frame(i + 1, f, FrameFormat.for_pixels(f, "float")))
     tracks = FaceTracks.from_faces({i + 1: fs for i, fs in enumerate(faces)})
     s = Settings(model="gfpgan-1.4", device="cuda", temporal=0, mask="box", batch=4)
-    engine = Engine(s, restorer_path=_random_gfpgan(tmp_path))
+    engine = Engine(s, restorer_path=str(synth.random_gfpgan(tmp_path / "g.safetensors")))
     run_clip(str(tmp_path / "in.####.exr"), str(tmp_path / "out" / "o.####.exr"), s, tracks=tracks, engine=engine,
              progress=False)
     expected = restore_batch(frames, faces, s, engine, frame_numbers=list(range(1, 7)),

@@ -65,3 +65,16 @@ def test_safetensors_and_v13_load_the_same_weights(gfpgan_files) -> None:  # typ
     assert r.dtype == torch.float32  # fp16 is not supported by GFPGAN: runs in float32
     loaded = r.module.state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_synth_random_gfpgan_has_the_release_layout(gfpgan_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The stand-in weights the GPU tests and the benchmark use: the release's keys and shapes, loadable as
+    gfpgan-1.4, and the same file for the same seed."""
+    from facefix import synth
+
+    _, _, state = gfpgan_files
+    path = synth.random_gfpgan(tmp_path / "a.safetensors", seed=3)
+    loaded = load_restorer("gfpgan-1.4", path=path).module.state_dict()
+    assert {k: tuple(v.shape) for k, v in loaded.items()} == {k: tuple(v.shape) for k, v in state.items()}
+    again = synth.random_gfpgan(tmp_path / "b.safetensors", seed=3)
+    assert path.read_bytes() == again.read_bytes()
