@@ -4,28 +4,29 @@ the registry from .pth and .safetensors; it runs in float32 even when fp16/bf16 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
 from facefix.restore import load_restorer
 
+if TYPE_CHECKING:
+    from .conftest import SaveRelease
+
 
 @pytest.fixture(scope="module")
-def codeformer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, torch.Tensor]]:
+def codeformer_files(
+    tmp_path_factory: pytest.TempPathFactory, save_release_files: SaveRelease
+) -> tuple[Path, Path, dict[str, torch.Tensor]]:
     torch.manual_seed(9)
     # The released codeformer.pth: dim 512, 8 heads, 9 layers, codebook 1024, fused at 32..256 px.
     model = CodeFormer(
         dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, connect_list=["32", "64", "128", "256"]
     )
     state = model.state_dict()
-    folder = tmp_path_factory.mktemp("codeformer")
-    pth = folder / "codeformer.pth"
-    torch.save({"params_ema": state}, pth)
-    st = folder / "codeformer.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(st))
+    pth, st = save_release_files(state, tmp_path_factory.mktemp("codeformer"), "codeformer", "params_ema")
     return pth, st, state
 
 

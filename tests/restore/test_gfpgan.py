@@ -6,24 +6,26 @@ multiplier 2), so the same file stands in for both."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from spandrel.architectures.GFPGAN import GFPGAN
 
 from facefix.restore import load_restorer
 
+if TYPE_CHECKING:
+    from .conftest import SaveRelease
+
 
 @pytest.fixture(scope="module")
-def gfpgan_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, torch.Tensor]]:
+def gfpgan_files(
+    tmp_path_factory: pytest.TempPathFactory, save_release_files: SaveRelease
+) -> tuple[Path, Path, dict[str, torch.Tensor]]:
     torch.manual_seed(14)
     state = GFPGAN().state_dict()  # spandrel's defaults are GFPGAN v1.3/v1.4's settings
-    folder = tmp_path_factory.mktemp("gfpgan")
-    pth = folder / "GFPGANv1.4.pth"
-    torch.save({"params_ema": state}, pth)  # BasicSR's container, as in the release
-    st = folder / "GFPGANv1.4.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(st))
+    # BasicSR's container, as in the release.
+    pth, st = save_release_files(state, tmp_path_factory.mktemp("gfpgan"), "GFPGANv1.4", "params_ema")
     return pth, st, state
 
 

@@ -4,27 +4,27 @@ RestoreFormer checked against spandrel's own descriptor, which maps [0, 1] <-> [
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from spandrel.architectures.RestoreFormer import RestoreFormer
 
 from facefix.models.archdetect import face_registry
 from facefix.restore import load_restorer
 
+if TYPE_CHECKING:
+    from .conftest import SaveRelease
+
 
 @pytest.fixture(scope="module")
 def restoreformer_files(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, save_release_files: SaveRelease
 ) -> tuple[Path, Path, dict[str, torch.Tensor]]:
     torch.manual_seed(5)
     state = RestoreFormer().state_dict()  # spandrel's defaults are the released model's settings
-    folder = tmp_path_factory.mktemp("restoreformer")
-    pth = folder / "RestoreFormer.pth"
-    torch.save({"params": state}, pth)  # the GFPGAN release stores it under "params"
-    st = folder / "RestoreFormer.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(st))
+    # The GFPGAN release stores it under "params".
+    pth, st = save_release_files(state, tmp_path_factory.mktemp("restoreformer"), "RestoreFormer", "params")
     return pth, st, state
 
 
