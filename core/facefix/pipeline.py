@@ -27,6 +27,7 @@ from .composite import colour_match, paste_faces, polygon_sdf, soft_matte, templ
 from .errors import InputError
 from .faces import Face
 from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
+from .io.frames import codes_from_unit, native_bits, unit_from_codes
 from .params import Settings
 from .tensors import to_device
 
@@ -258,12 +259,13 @@ class PendingFrame:
     colour: ColourTransform
     upscale: int
     inplace: bool
+    bits: int | None = None
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if self.event is not None:
             self.event.synchronize()
         return _finish_frame(self.image, self.pasted.numpy(), self.alpha.numpy(), self.origin, self.colour,
-                             self.upscale, self.inplace)
+                             self.upscale, self.inplace, self.bits)
 
 
 def restore_batch(
@@ -277,10 +279,13 @@ def restore_batch(
     stabilise: Callable[[FaceBatch, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     stats: BatchStats | None = None,
     inplace: bool = False,
+    bits: int | Sequence[int | None] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Restore the given faces in several frames at once.
 
-    images: float32 (H, W, C) arrays in the input colourspace, C >= 3 (channels past RGB pass through).
+    images: float32 (H, W, C) arrays in the input colourspace, C >= 3 (channels past RGB pass through);
+    or a file's uint8/uint16 integer codes of stored depth ``bits`` (one for all images or one per image;
+    default: the full type), which come back as codes of the same depth (float32 when upscaling).
     faces_per_frame: the faces of each frame (already selected and size-filtered by the caller).
     frame_numbers: used for animated settings and by ``stabilise``.
     stabilise(batch, frame_numbers, input_crops, restored_crops) -> restored_crops: the temporal stage.
@@ -291,7 +296,7 @@ def restore_batch(
     stats = stats if stats is not None else BatchStats()
     engine = engine or Engine(settings)
     pending = queue_batch(images, faces_per_frame, settings, engine, frame_numbers=frame_numbers,
-                          colorspace=colorspace, stabilise=stabilise, stats=stats, inplace=inplace)
+                          colorspace=colorspace, stabilise=stabilise, stats=stats, inplace=inplace, bits=bits)
     with stats.stage("from_working", engine.device):
         return [p.result() for p in pending]
 
@@ -308,6 +313,7 @@ def queue_batch(
     stats: BatchStats | None = None,
     inplace: bool = False,
     staged: Sequence[StagedFrame] | None = None,
+    bits: int | Sequence[int | None] | None = None,
 ) -> list[PendingFrame]:
     """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
     per frame (its ``result()`` is that frame's (image, alpha)). Streaming callers finish frames on their
@@ -325,6 +331,7 @@ def queue_batch(
     for img in images:
         if img.ndim != 3 or img.shape[2] < 3:
             raise InputError(f"expected (H, W, C>=3) float32 images, got shape {img.shape}")
+    bits_each = list(bits) if isinstance(bits, Sequence) else [bits] * len(images)
 
     batch = FaceBatch.build(faces_per_frame, size)
     per_face_settings = [settings.at(numbers[int(i)]) for i in batch.frame_index]
@@ -332,7 +339,7 @@ def queue_batch(
     # 1. Working-space RGB of what the models see: per frame, the union of its face ROIs (or the whole
     #    frame when upscaling, since the upscaler sees everything).
     with stats.stage("to_working", dev):
-        work_frames, origins = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged)
+        work_frames, origins = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged, bits_each)
 
     # 2. Align: crops of every face, from its frame's working ROI.
     with stats.stage("align", dev):
@@ -389,7 +396,8 @@ def queue_batch(
         with stats.stage("download", dev):
             host_pasted, _ = _download(pasted.permute(1, 2, 0))
             host_alpha, event = _download(alpha)  # recorded after both copies
-            pending.append(PendingFrame(img, host_pasted, host_alpha, event, origins[b], ct, up, inplace))
+            pending.append(PendingFrame(img, host_pasted, host_alpha, event, origins[b], ct, up, inplace,
+                                        bits_each[b]))
     return pending
 
 
@@ -406,9 +414,10 @@ class StagedFrame:
 
 
 def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up: int, device: torch.device,
-                size: int = TEMPLATE_SIZE) -> StagedFrame:
+                size: int = TEMPLATE_SIZE, bits: int | None = None) -> StagedFrame:
     """The CPU half of the working-space conversion, for one frame and its faces. Thread-safe: streaming
-    callers run it on their decode threads, so the thread that feeds the GPU only uploads."""
+    callers run it on their decode threads, so the thread that feeds the GPU only uploads. ``img`` is
+    float32 or integer codes of stored depth ``bits`` (only the region is converted)."""
     h, w = img.shape[:2]
     if up > 1:
         x0, y0, x1, y1 = 0, 0, w, h
@@ -422,25 +431,33 @@ def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up:
         return StagedFrame(None, (x0, y0))
     staged = _host_buffer((y1 - y0, x1 - x0, 3), device)
     rgb = staged.numpy()
-    np.copyto(rgb, img[y0:y1, x0:x1, :3])
-    bad = ~np.isfinite(rgb)
     nonfinite = 0
-    if bad.any():
-        nonfinite = int(bad.any(axis=-1).sum())
-        np.nan_to_num(rgb, copy=False, nan=0.0, posinf=65504.0, neginf=-65504.0)
+    if img.dtype != np.float32:  # integer codes: finite by construction
+        unit_from_codes(img[y0:y1, x0:x1, :3], _bits_of(img, bits), out=rgb)
+    else:
+        np.copyto(rgb, img[y0:y1, x0:x1, :3])
+        bad = ~np.isfinite(rgb)
+        if bad.any():
+            nonfinite = int(bad.any(axis=-1).sum())
+            np.nan_to_num(rgb, copy=False, nan=0.0, posinf=65504.0, neginf=-65504.0)
     ct.to_working(rgb, out=rgb)
     return StagedFrame(staged, (x0, y0), nonfinite)
 
 
+def _bits_of(codes: np.ndarray, bits: int | None) -> int:
+    """Stored depth of integer ``codes``: ``bits`` when given, else their type's full width."""
+    return int(bits) if bits else native_bits(codes.dtype.name)
+
+
 def _working_rois(images: Sequence[np.ndarray], faces_per_frame: Sequence[Sequence[Face]], ct: ColourTransform,
-                  up: int, dev: torch.device, stats: BatchStats, staged: Sequence[StagedFrame] | None
-                  ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+                  up: int, dev: torch.device, stats: BatchStats, staged: Sequence[StagedFrame] | None,
+                  bits: Sequence[int | None]) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
     """Per frame, the working-space RGB (3, h, w) of its faces' region on ``dev`` (uploaded without
     waiting), and that region's origin; frames not ``staged`` by the caller are staged here."""
     work_frames: list[torch.Tensor] = []
     origins: list[tuple[int, int]] = []
     for b, img in enumerate(images):
-        st = staged[b] if staged is not None else stage_frame(img, faces_per_frame[b], ct, up, dev)
+        st = staged[b] if staged is not None else stage_frame(img, faces_per_frame[b], ct, up, dev, bits=bits[b])
         stats.nonfinite_pixels += st.nonfinite
         if st.rgb is None:
             work_frames.append(torch.zeros((3, 0, 0), device=dev))
@@ -472,11 +489,13 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
 
 
 def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin: tuple[int, int],
-                  ct: ColourTransform, up: int, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  ct: ColourTransform, up: int, inplace: bool = False, bits: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Back to the input colourspace; untouched pixels are copied from the input bit for bit.
 
     pasted: (h, w, 3) working-space RGB of the region at ``origin`` (the whole frame when upscaling), alpha
-    its (h, w) matte. Only the bounding box of the matte is converted; ``inplace`` writes into ``img``.
+    its (h, w) matte. Only the bounding box of the matte is converted (and, for integer ``img``, rounded
+    to its codes); ``inplace`` writes into ``img``.
     """
     h, w, c = img.shape
     if up == 1:
@@ -489,6 +508,8 @@ def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin
             cols = np.flatnonzero(touched.any(axis=0))
             r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
             back = ct.from_working(pasted[r0:r1, c0:c1])
+            if img.dtype != np.float32:
+                back = codes_from_unit(back, img.dtype.name, _bits_of(img, bits))
             region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
             np.copyto(region, back, where=touched[r0:r1, c0:c1, None])
             rh, rw = alpha.shape
@@ -496,7 +517,8 @@ def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin
         return out, matte
     rgb = ct.from_working(pasted)
     if c > 3:
-        channels = torch.from_numpy(np.ascontiguousarray(img[..., 3:].transpose(2, 0, 1)))[None]
+        rest = img[..., 3:] if img.dtype == np.float32 else unit_from_codes(img[..., 3:], _bits_of(img, bits))
+        channels = torch.from_numpy(np.ascontiguousarray(rest.transpose(2, 0, 1)))[None]
         extra = F.interpolate(channels, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
         rgb = np.concatenate([rgb, extra], axis=-1)
     return np.ascontiguousarray(rgb, dtype=np.float32), np.array(alpha, np.float32)

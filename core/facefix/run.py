@@ -294,23 +294,25 @@ def run_clip(
         if not profile:
             return fn
 
-        def run(*a: object) -> object:
+        def run(*a: object, **kw: object) -> object:
             t = time.perf_counter()
             try:
-                return fn(*a)
+                return fn(*a, **kw)
             finally:
                 with io_lock:
                     summary.timings[name] = summary.timings.get(name, 0.0) + time.perf_counter() - t
         return run
 
     finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
-    decode: Callable[[int], Frame] = timed("decode", full.read)  # type: ignore[assignment]
+    decode: Callable[..., Frame] = timed("decode", full.read)  # type: ignore[assignment]
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
 
     def read(n: int) -> tuple[Frame, StagedFrame]:
         # Decoded and converted for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
-        frame = decode(n)
-        return frame, stage(frame.pixels, faces.get(n, []), ct, settings.upscale, engine.device)
+        # Integer files stay integer codes: only the face regions are converted, here and after the GPU.
+        frame = decode(n, codes=True)
+        return frame, stage(frame.pixels, faces.get(n, []), ct, settings.upscale, engine.device,
+                            bits=frame.format.bits_per_sample)
 
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
         # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.
@@ -408,7 +410,8 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     stab = stabiliser.stabilise if stabiliser is not None else None
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
     pending = queue_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
-                          stabilise=stab, stats=stats, inplace=True, staged=staged)
+                          stabilise=stab, stats=stats, inplace=True, staged=staged,
+                          bits=[f.format.bits_per_sample for f in frames])
     for n, src_frame, fs, frame_pending in zip(numbers, frames, per_frame, pending):
         if n not in todo_set:
             continue

@@ -220,3 +220,26 @@ def test_to_device_on_cpu_keeps_values_and_dtype():
     t = to_device(np.arange(5.0)[::-1], "cpu", torch.float32)
     assert t.dtype == torch.float32 and t.tolist() == [4.0, 3.0, 2.0, 1.0, 0.0]
     assert to_device([1, 2], torch.device("cpu")).dtype == torch.int64
+
+
+@pytest.mark.parametrize(("dtype", "bits"), [(np.uint8, 8), (np.uint16, 10), (np.uint16, 16)])
+def test_integer_codes_in_give_the_float_paths_codes_out(still, dtype, bits):
+    """A file's integer codes go through the core without a full-frame float round trip: the result is
+    exactly what the float frame gives once written at that depth, and outside the matte the very input."""
+    from facefix.io.frames import codes_from_unit, unit_from_codes
+
+    img, lm = still
+    native = np.iinfo(dtype).max
+    stored = np.rint(np.clip(img, 0, 1) * (2**bits - 1)).astype(np.int64)
+    codes = np.rint(stored * (native / (2**bits - 1))).astype(dtype)  # full-range codes, as the reader gives
+    s = Settings(model="passthrough", mask="mesh", temporal=0)
+    e = _engine(s, Sharpen())
+    plain = unit_from_codes(codes, bits)
+    (want, want_alpha), = restore_batch([plain], [[_face(lm)]], s, e)
+    (got, alpha), = restore_batch([codes.copy()], [[_face(lm)]], s, e, bits=bits)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(alpha, want_alpha)
+    np.testing.assert_array_equal(got, codes_from_unit(want, np.dtype(dtype).name, bits))
+    outside = alpha == 0
+    np.testing.assert_array_equal(got[outside], codes[outside])
+    assert (got[alpha > 0.5] != codes[alpha > 0.5]).mean() > 0.3  # the face really changed

@@ -81,6 +81,47 @@ def test_png16_sequence_and_batch_size_does_not_change_output(shot, tmp_path):
         assert np.array_equal(a.read(n).pixels, b.read(n).pixels)
 
 
+@pytest.mark.parametrize(("ext", "ptype", "bits"), [("png", "uint8", 8), ("dpx", "uint16", 10)])
+def test_integer_sequence_writes_what_the_float_core_gives(shot, tmp_path, ext, ptype, bits):
+    """Integer files stay integer codes through run_clip (no full-frame float round trip): the written
+    codes are restore_batch's float result rounded at the file's depth, and outside the matte the input's."""
+    from facefix.colour import colour_transform
+    from facefix.io import read_frame
+    from facefix.pipeline import Engine, restore_batch
+
+    root, tracks = shot
+    clip = open_source(str(root / "png.####.png"))
+    for n in clip.frame_numbers:
+        write_frame(tmp_path / f"in.{n:04d}.{ext}", clip.read(n), pixel_type=ptype, bits_per_sample=bits)
+    s = _settings(mask="mesh")
+    engine = Engine(s)
+    engine._restorer = _Brighten()
+    run_clip(str(tmp_path / f"in.####.{ext}"), str(tmp_path / f"out.####.{ext}"), s, tracks=tracks, progress=False,
+             engine=engine)
+    numbers = clip.frame_numbers
+    plain = [read_frame(tmp_path / f"in.{n:04d}.{ext}").pixels for n in numbers]
+    want = restore_batch(plain, [tracks.faces_at(n) for n in numbers], s, engine, frame_numbers=numbers,
+                         colorspace=colour_transform("srgb"))
+    for n, (pixels, alpha) in zip(numbers, want):
+        src = read_frame(tmp_path / f"in.{n:04d}.{ext}", codes=True).pixels
+        got = read_frame(tmp_path / f"out.{n:04d}.{ext}", codes=True)
+        assert got.format.bits_per_sample == bits
+        expected = read_frame(_written(tmp_path / f"want.{n:04d}.{ext}", pixels, got.format), codes=True).pixels
+        np.testing.assert_array_equal(got.pixels, expected)
+        np.testing.assert_array_equal(got.pixels[alpha == 0], src[alpha == 0])
+        assert (got.pixels[alpha > 0.5] != src[alpha > 0.5]).any()
+
+
+class _Brighten:
+    def __call__(self, crops, fidelity=0.5):
+        return (crops * 1.1).clamp(0, 1)
+
+
+def _written(path, pixels, fmt):
+    write_frame(path, Frame(0, pixels, fmt))
+    return path
+
+
 def test_frame_range_with_step(shot, tmp_path):
     root, tracks = shot
     s = run_clip(str(root / "png.####.png"), str(tmp_path / "s.####.png"), _settings(), tracks=tracks,

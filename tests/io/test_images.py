@@ -312,31 +312,83 @@ def test_atomic_write_leaves_nothing_when_the_write_fails(tmp_path: Path, monkey
 
 def test_integer_codes_to_float_match_the_float64_route() -> None:
     """The float32 fast path gives exactly the float64 value for every 8- and 16-bit code."""
-    from facefix.io.sequence import _to_unit_float
+    from facefix.io.frames import unit_from_codes
 
     for ptype, dtype in (("uint8", np.uint8), ("uint16", np.uint16)):
         top = np.iinfo(dtype).max
         codes = np.arange(top + 1, dtype=dtype).reshape(1, -1, 1)
-        fast = _to_unit_float(codes, ptype, 8 if ptype == "uint8" else 16)
+        fast = unit_from_codes(codes, 8 if ptype == "uint8" else 16)
         assert fast.dtype == np.float32
         np.testing.assert_array_equal(fast, (codes.astype(np.float64) / top).astype(np.float32))
 
 
 def test_quantise_float32_path_agrees_with_exact_rounding() -> None:
     """Codes read back exactly; arbitrary values land within one code of exact rounding; NaN/Inf clamp."""
-    from facefix.io.sequence import _quantise
+    from facefix.io.frames import codes_from_unit
 
     for ptype, dtype in (("uint8", np.uint8), ("uint16", np.uint16)):
         top = np.iinfo(dtype).max
         bits = 8 if ptype == "uint8" else 16
         exact_codes = (np.arange(top + 1, dtype=np.float64) / top).astype(np.float32).reshape(1, -1, 1)
-        np.testing.assert_array_equal(_quantise(exact_codes, ptype, bits).ravel(), np.arange(top + 1))
+        np.testing.assert_array_equal(codes_from_unit(exact_codes, ptype, bits).ravel(), np.arange(top + 1))
         rng = np.random.default_rng(3)
         v = rng.uniform(-0.2, 1.2, (1, 200_000, 1)).astype(np.float32)
         ref = np.rint(np.clip(v.astype(np.float64), 0, 1) * top)
-        got = _quantise(v, ptype, bits)
+        got = codes_from_unit(v, ptype, bits)
         assert got.dtype == dtype
         diff = np.abs(got.astype(np.int64) - ref)
         assert diff.max() <= 1 and (diff > 0).mean() < (1e-4 if bits == 8 else 1e-12)
         special = np.array([np.nan, np.inf, -np.inf, -1.0, 2.0], np.float32).reshape(1, -1, 1)
-        np.testing.assert_array_equal(_quantise(special, ptype, bits).ravel(), [0, top, 0, 0, top])
+        np.testing.assert_array_equal(codes_from_unit(special, ptype, bits).ravel(), [0, top, 0, 0, top])
+
+
+def _oiio_read(path: Path, ptype: str) -> np.ndarray:
+    inp = oiio.ImageInput.open(str(path))
+    data = np.asarray(inp.read_image(0, 0, 0, inp.spec().nchannels, ptype))
+    inp.close()
+    return data
+
+
+@pytest.mark.parametrize(("ext", "ptype", "bits"), [("png", "uint8", 8), ("tif", "uint16", 16), ("dpx", "uint16", 10)])
+def test_codes_read_keeps_the_files_integers_and_writes_them_back_unchanged(tmp_path: Path, ext: str, ptype: str,
+                                                                            bits: int) -> None:
+    """codes=True keeps the stored integers; written to the same type they come back bit for bit, and
+    their float view is exactly what a plain read gives."""
+    top = 2**bits - 1
+    stored = RNG.integers(0, top + 1, (H, W, 3)).astype(np.float64) / top
+    src = tmp_path / f"in.{ext}"
+    _oiio_write(src, stored.astype(np.float32), ptype, bits=bits if bits != 16 else None)
+    raw = _oiio_read(src, ptype)
+    coded = read_frame(src, codes=True)
+    assert coded.is_codes and coded.pixels.dtype == np.dtype(ptype)
+    np.testing.assert_array_equal(coded.pixels, raw)
+    plain = read_frame(src)
+    assert not plain.is_codes
+    np.testing.assert_array_equal(coded.unit_pixels(), plain.pixels)
+    np.testing.assert_allclose(plain.pixels, stored, atol=1e-7)
+
+    same = tmp_path / f"out.{ext}"
+    write_frame(same, coded)
+    np.testing.assert_array_equal(_oiio_read(same, ptype), raw)
+    # Another format (EXR half) gets what the float frame would give.
+    via_codes, via_float = tmp_path / "codes.exr", tmp_path / "float.exr"
+    write_frame(via_codes, coded)
+    write_frame(via_float, plain)
+    np.testing.assert_array_equal(_oiio_read(via_codes, "half"), _oiio_read(via_float, "half"))
+
+
+def test_codes_to_another_depth_and_to_grey_go_through_float(tmp_path: Path) -> None:
+    codes = RNG.integers(0, 256, (H, W, 3)).astype(np.uint8)
+    frame = Frame(1, codes, FrameFormat.for_pixels(codes, "uint8"))
+    assert frame.is_codes  # integer pixels of the format's own type are codes, not cast
+    out = tmp_path / "deep.png"
+    write_frame(out, frame, pixel_type="uint16")
+    np.testing.assert_array_equal(_oiio_read(out, "uint16"), codes.astype(np.uint16) * 257)
+    grey = np.repeat(codes[..., :1], 3, axis=2)
+    gframe = Frame(1, grey, FrameFormat(W, H, pixel_type="uint8", bits_per_sample=8, grey_channel="Y"))
+    write_frame(tmp_path / "grey.png", gframe)
+    back = read_frame(tmp_path / "grey.png", codes=True)
+    assert back.format.is_grey
+    np.testing.assert_array_equal(back.pixels, grey)
+    # Integers of another type than the format's are values, cast to float32 as before.
+    assert not Frame(1, codes, FrameFormat.for_pixels(codes, "uint16")).is_codes

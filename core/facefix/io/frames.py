@@ -3,7 +3,12 @@
 Convention: ``pixels`` is (H, W, C) float32, row 0 at the top, channels in ``format.channel_names``
 order with R, G, B first, then A, then any extra channels as the file stored them. Float files keep
 their values as stored (negative, above 1, NaN and Inf included); integer files are normalised so
-that 0 -> 0.0 and the largest code of their bit depth -> 1.0.
+that 0 -> 0.0 and the largest code of their bit depth -> 1.0 (``unit_from_codes``).
+
+A frame read with ``codes=True`` from an 8- or 16-bit integer file keeps the file's integer codes
+instead (``pixels.dtype`` is then ``format.pixel_type``: uint8 or uint16). The whole-shot runner reads
+that way: only the face regions are ever converted to float, and every other pixel goes back to the
+file exactly as it came, without two full-frame conversions.
 """
 
 from __future__ import annotations
@@ -16,16 +21,65 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["Frame", "FrameFormat", "PixelType", "PIXEL_TYPES", "native_bits"]
+__all__ = ["Frame", "FrameFormat", "PixelType", "PIXEL_TYPES", "native_bits", "unit_from_codes", "codes_from_unit",
+           "CODE_TYPES"]
 
 PixelType = Literal["uint8", "uint16", "uint32", "half", "float"]
 PIXEL_TYPES: tuple[str, ...] = ("uint8", "uint16", "uint32", "half", "float")
 _NATIVE_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "half": 16, "float": 32}
+_NUMPY_INT = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
+# Integer sample types a Frame may hold as codes (``codes=True`` reads).
+CODE_TYPES: tuple[str, ...] = ("uint8", "uint16")
 
 
 def native_bits(pixel_type: str) -> int:
     """Bits of one sample of ``pixel_type`` in memory (a 10-bit DPX is held as uint16)."""
     return _NATIVE_BITS[pixel_type]
+
+
+def unit_from_codes(data: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Integer codes (uint8/16/32, full range of their type) -> [0, 1] float32, snapped to the grid of
+    the stored depth ``bits`` (10-bit DPX: k/1023).
+
+    8- and 16-bit codes are divided in float32: k / (2**n - 1) is then correctly rounded, the same value
+    the float64 route gives, at a fraction of the memory traffic. ``out``: a float32 array to fill.
+    """
+    pixel_type = data.dtype.name
+    native_max = 2 ** native_bits(pixel_type) - 1
+    if bits >= native_bits(pixel_type) and pixel_type in CODE_TYPES:
+        return np.divide(data, np.float32(native_max), dtype=np.float32, out=out)
+    d = data.astype(np.float64)
+    if bits < native_bits(pixel_type):
+        stored_max = float(2**bits - 1)
+        d = np.rint(d * (stored_max / native_max)) / stored_max
+    else:
+        d = d / native_max
+    if out is None:
+        return d.astype(np.float32)
+    np.copyto(out, d, casting="same_kind")
+    return out
+
+
+def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
+    """Clamp to [0, 1] and round to integer codes of ``bits``, stored in ``pixel_type``'s width.
+
+    NaN -> 0, +Inf -> the top code. 8-bit codes are computed in float32 in one buffer (fmax/fmin also
+    map NaN to the bound): a value within a float32 rounding of a half code may land on the other
+    neighbour, never further. Deeper codes go through float64 (there float32 would miss more often).
+    """
+    stored_max = float(2**bits - 1)
+    native_max = float(2 ** native_bits(pixel_type) - 1)
+    if pixel_type == "uint8" and bits == 8:
+        v = np.multiply(pixels, np.float32(stored_max), dtype=np.float32)
+        np.fmax(v, np.float32(0.0), out=v)
+        np.fmin(v, np.float32(stored_max), out=v)
+        np.rint(v, out=v)
+        return v.astype(_NUMPY_INT[pixel_type])
+    v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    codes = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
+    if bits < native_bits(pixel_type):
+        codes = np.rint(codes * (native_max / stored_max))  # the writer takes full-range codes
+    return codes.astype(_NUMPY_INT[pixel_type])
 
 
 @dataclass(frozen=True)
@@ -102,7 +156,11 @@ class FrameFormat:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame: its number in the clip, float32 (H, W, C) pixels and the format it came from."""
+    """One frame: its number in the clip, (H, W, C) pixels and the format it came from.
+
+    ``pixels`` is float32, or the file's integer codes when its dtype is ``format.pixel_type`` (uint8 or
+    uint16; see the module notes); any other dtype is converted to float32.
+    """
 
     number: int
     pixels: np.ndarray
@@ -112,13 +170,22 @@ class Frame:
         px = self.pixels
         if not isinstance(px, np.ndarray) or px.ndim != 3:
             raise InputError(f"frame {self.number}: pixels must be an (H, W, C) array")
-        if px.dtype != np.float32:
+        if px.dtype != np.float32 and not (px.dtype.name == self.format.pixel_type and px.dtype.name in CODE_TYPES):
             object.__setattr__(self, "pixels", px.astype(np.float32))
         if px.shape[2] != len(self.format.channel_names):
             raise InputError(
                 f"frame {self.number}: {px.shape[2]} channels but the format names "
                 f"{len(self.format.channel_names)} ({', '.join(self.format.channel_names)})"
             )
+
+    @property
+    def is_codes(self) -> bool:
+        """True when ``pixels`` holds the file's integer codes rather than float32."""
+        return self.pixels.dtype != np.float32
+
+    def unit_pixels(self) -> np.ndarray:
+        """``pixels`` as float32 (integer codes normalised as a plain read would)."""
+        return unit_from_codes(self.pixels, self.format.bits_per_sample) if self.is_codes else self.pixels
 
     @property
     def rgb(self) -> np.ndarray:

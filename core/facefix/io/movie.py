@@ -190,7 +190,9 @@ class MovieSource:
         self._container.close()
         self._open()
 
-    def read(self, number: int) -> Frame:
+    def read(self, number: int, codes: bool = False) -> Frame:
+        """Frame ``number`` as float32 (``codes`` is accepted for the Source protocol: a movie's decoded
+        RGB is a conversion of its YUV, not the stored codes, so it is always normalised)."""
         number = int(number)
         if number < 0 or number >= self.frame_count:
             raise InputError(f"frame {number} is missing: {self.path} has frames 0-{self.frame_count - 1}")

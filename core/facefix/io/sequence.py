@@ -24,7 +24,7 @@ import OpenImageIO as oiio
 
 from ..errors import InputError, OutputError, SettingsError
 from .atomic import atomic_path
-from .frames import Frame, FrameFormat, PixelType, native_bits
+from .frames import CODE_TYPES, Frame, FrameFormat, PixelType, codes_from_unit, native_bits, unit_from_codes
 
 __all__ = [
     "ImageSequenceSource",
@@ -181,26 +181,12 @@ def _open_input(path: Path, number: int | None) -> oiio.ImageInput:
     return inp
 
 
-def _to_unit_float(data: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
-    """Integer codes -> [0, 1] float32, snapped to the stored bit depth's grid (10-bit DPX: k/1023).
-
-    8- and 16-bit codes are divided in float32: k / (2**n - 1) is then correctly rounded, the same value
-    the float64 route gives, at a fraction of the memory traffic (a 1080p frame is read in every batch).
-    """
-    native_max = 2 ** native_bits(pixel_type) - 1
-    if bits >= native_bits(pixel_type) and pixel_type in ("uint8", "uint16"):
-        return np.divide(data, np.float32(native_max), dtype=np.float32)
-    d = data.astype(np.float64)
-    if bits < native_bits(pixel_type):
-        stored_max = float(2**bits - 1)
-        return (np.rint(d * (stored_max / native_max)) / stored_max).astype(np.float32)
-    return (d / native_max).astype(np.float32)
-
-
-def read_frame(path: str | os.PathLike[str], number: int = 0) -> Frame:
+def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = False) -> Frame:
     """Read one image file into a Frame (all channels, R, G, B first; grey expanded to RGB).
 
-    Raises InputError naming the file when it is missing, unreadable, truncated or corrupt.
+    ``codes``: keep an 8- or 16-bit file's integer codes (see ``facefix.io.frames``); float and 32-bit
+    integer files read as float32 either way. Raises InputError naming the file when it is missing,
+    unreadable, truncated or corrupt.
     """
     path = Path(path)
     inp = _open_input(path, number)
@@ -223,8 +209,10 @@ def read_frame(path: str | os.PathLike[str], number: int = 0) -> Frame:
         data = data[:, :, None]
     if data.ndim == 4:  # volume images: the first slice
         data = data[0]
-    if pixel_type in _NUMPY_INT:
-        pixels = _to_unit_float(data, pixel_type, bits)
+    if codes and pixel_type in CODE_TYPES:
+        pixels = data
+    elif pixel_type in _NUMPY_INT:
+        pixels = unit_from_codes(data, bits)
     else:
         pixels = data.astype(np.float32, copy=False)
 
@@ -311,28 +299,6 @@ def _pick_pixel_type(out_format: str, src: FrameFormat, same: bool) -> tuple[Pix
     return "uint8", 8  # jpeg
 
 
-def _quantise(pixels: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
-    """Clamp to [0, 1] and round to integer codes of ``bits``, stored in ``pixel_type``'s width.
-
-    NaN -> 0, +Inf -> the top code. 8-bit codes are computed in float32 in one buffer (fmax/fmin also
-    map NaN to the bound): a value within a float32 rounding of a half code may land on the other
-    neighbour, never further. Deeper codes go through float64 (there float32 would miss more often).
-    """
-    stored_max = float(2**bits - 1)
-    native_max = float(2 ** native_bits(pixel_type) - 1)
-    if pixel_type == "uint8" and bits == 8:
-        v = np.multiply(pixels, np.float32(stored_max), dtype=np.float32)
-        np.fmax(v, np.float32(0.0), out=v)
-        np.fmin(v, np.float32(stored_max), out=v)
-        np.rint(v, out=v)
-        return v.astype(_NUMPY_INT[pixel_type])
-    v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-    codes = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
-    if bits < native_bits(pixel_type):
-        codes = np.rint(codes * (native_max / stored_max))  # the writer takes full-range codes
-    return codes.astype(_NUMPY_INT[pixel_type])
-
-
 def _select_channels(
     frame: Frame, out_format: str, grey_channel: str | None
 ) -> tuple[np.ndarray, list[str], int, list[int]]:
@@ -415,6 +381,8 @@ def write_frame(
     if bits_per_sample is not None:
         bits = int(bits_per_sample)
     grey = frame.format.grey_channel if frame.format.grey_channel is not None else src.grey_channel
+    if frame.is_codes and (grey is not None or ptype != frame.format.pixel_type or bits != frame.format.bits_per_sample):
+        frame = Frame(frame.number, frame.unit_pixels(), frame.format)  # another depth (or grey): via float
     px, names, alpha, kept = _select_channels(frame, out_format, grey)
     h, w, c = px.shape
 
@@ -439,7 +407,10 @@ def write_frame(
         num, den = _rational(fps)
         spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (num, den))
 
-    data = px if ptype in ("half", "float") else _quantise(px, ptype, bits)
+    if px.dtype != np.float32:  # integer codes, written as they are (same type and depth, checked above)
+        data = px
+    else:
+        data = px if ptype in ("half", "float") else codes_from_unit(px, ptype, bits)
     with atomic_path(path) as tmp:
         out = oiio.ImageOutput.create(str(tmp))
         if out is None:
@@ -531,8 +502,8 @@ class ImageSequenceSource:
             return str(self._still)
         return str(self._seq.frame(int(number)))
 
-    def read(self, number: int) -> Frame:
-        return read_frame(self.path_for(number), int(number))
+    def read(self, number: int, codes: bool = False) -> Frame:
+        return read_frame(self.path_for(number), int(number), codes=codes)
 
     def __iter__(self) -> Iterator[Frame]:
         for n in self.frame_numbers:
