@@ -57,17 +57,19 @@ def make_clip(folder: Path, size: tuple[int, int], faces: int, frames: int, fmt:
     face_px = min(h / np.ceil(np.sqrt(faces)) * 0.45, 360.0)
     base, lms = synth.crowd_frame((h, w), faces, face_px=face_px)
     per: dict[int, list[Face]] = {}
-    ext = "exr" if fmt == "exr" else "png"
+    ext = fmt
     if fmt == "exr":
         from facefix.colour import colour_transform
 
         base = colour_transform("linear").from_working(base)
-    pixel_type = "half" if fmt == "exr" else "uint8"
+    # PNG 8-bit, half EXR, 10-bit DPX (uncompressed: the integer interchange format of compositing).
+    pixel_type, bits = {"exr": ("half", 16), "dpx": ("uint16", 10)}.get(fmt, ("uint8", 8))
 
     def write(i: int) -> None:
         dx, dy = int(round(3 * np.sin(i / 7.0))), int(round(2 * np.cos(i / 5.0)))
         img = np.roll(base, (dy, dx), axis=(0, 1))
-        write_frame(folder / f"clip.{i + 1:04d}.{ext}", Frame(i + 1, img, FrameFormat.for_pixels(img, pixel_type)))
+        write_frame(folder / f"clip.{i + 1:04d}.{ext}", Frame(i + 1, img, FrameFormat.for_pixels(img, pixel_type)),
+                    bits_per_sample=bits)
 
     for i in range(frames):
         dx, dy = int(round(3 * np.sin(i / 7.0))), int(round(2 * np.cos(i / 5.0)))
@@ -159,6 +161,57 @@ def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.de
     return res, engine
 
 
+def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frames: int = 64,  # type: ignore[no-untyped-def]
+                     passes: int = 3, profile_out: Path | None = None) -> dict:
+    """Frames/s of the pipeline's GPU side alone: frames decoded and staged beforehand (as the I/O threads
+    do), then only queued (upload, align, model, stabilise, matte, paste, download) and waited for --
+    what end to end would reach with free decode and encode. Best of ``passes``."""
+    from facefix.colour import colour_transform, resolve_colorspace
+    from facefix.io import open_source
+    from facefix.pipeline import queue_batch, stage_frame
+    from facefix.run import faces_for_frames
+    from facefix.temporal import ClipStabiliser
+
+    settings = engine.settings
+    src = open_source(pattern)
+    numbers = src.frame_numbers[:frames]
+    ct = colour_transform(resolve_colorspace(settings.colorspace, src.is_float))
+    faces = faces_for_frames(tracks, numbers, settings)
+    decoded = [src.read(n, codes=True) for n in numbers]
+    staged = [stage_frame(f.pixels, faces[n], ct, 1, engine.device, bits=f.format.bits_per_sample)
+              for n, f in zip(numbers, decoded)]
+    bits = [f.format.bits_per_sample for f in decoded]
+
+    def one_pass() -> float:
+        stab = ClipStabiliser(settings.temporal)
+        sync(engine.device)
+        t0 = time.perf_counter()
+        last = []
+        for i in range(0, len(numbers), batch):
+            sl = slice(i, i + batch)
+            last = queue_batch([f.pixels for f in decoded[sl]], [faces[n] for n in numbers[sl]], settings, engine,
+                               frame_numbers=numbers[sl], colorspace=ct, stabilise=stab.stabilise,
+                               staged=staged[sl], bits=bits[sl])
+        for p in last:
+            if p.event is not None:
+                p.event.synchronize()
+        sync(engine.device)
+        return time.perf_counter() - t0
+
+    one_pass()  # warm-up
+    walls = [one_pass() for _ in range(passes)]
+    res = {"frames": len(numbers), "passes_s": walls, "fps": len(numbers) / min(walls)}
+    if profile_out is not None and engine.device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            one_pass()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+        table += "\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
+        profile_out.write_text(table)
+    return res
+
+
 def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: torch.device, frames: int,
                       passes: int = 3) -> dict:
     import cv2
@@ -205,13 +258,14 @@ def main() -> int:
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--size", default="1920x1080")
-    ap.add_argument("--format", choices=("png", "exr"), default="png")
+    ap.add_argument("--format", choices=("png", "exr", "dpx"), default="png")
     ap.add_argument("--batch", type=int, default=32, help="frames per pipeline batch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", choices=("all", "e2e", "model"), default="all")
     ap.add_argument("--quick", action="store_true", help="fewer model variants (CPU smoke runs)")
     ap.add_argument("--no-profile", action="store_true", help="skip the run with per-stage timings")
     ap.add_argument("--reference-frames", type=int, default=12)
+    ap.add_argument("--torch-profile", action="store_true", help="write the GPU side's operator table beside --out")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -252,6 +306,9 @@ def main() -> int:
                 if not args.no_profile:
                     run["e2e_profiled"], _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine,
                                                  profile=True)
+                prof_path = args.out.with_suffix(f".gpu_side_{n_faces}.txt") if args.out and args.torch_profile else None
+                run["gpu_side"] = gpu_side_figures(pattern, tracks, engine, args.batch, profile_out=prof_path)
+                run["gpu_side_fps"] = run["gpu_side"]["fps"]
                 if args.only == "all":
                     try:
                         run["e2e_with_detection"], _ = e2e(pattern, None, weights, device, args.batch, work,
@@ -281,6 +338,7 @@ def main() -> int:
                     run["reference_fps"] = run["reference"]["fps"]
                     run["ratios"] = {
                         "e2e_over_ceiling": run["e2e_fps"] / run["model_ceiling_fps"],
+                        "gpu_side_over_ceiling": run.get("gpu_side_fps", 0) / run["model_ceiling_fps"],
                         "model_stage_over_eager_bf16": run.get("model_stage_fps", 0) / run["eager_bf16_fps"],
                         "e2e_over_reference": run["e2e_fps"] / run["reference_fps"],
                     }

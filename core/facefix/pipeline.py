@@ -13,6 +13,7 @@ Data flow per batch (one way):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -200,11 +201,17 @@ def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fideli
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _template_sdf(size: int, device: torch.device) -> torch.Tensor:
+    """Signed distance (1, 1, S, S) to the template ellipse: the same for every face without a mesh, so
+    computed once per size and device (it is a few hundred small kernels)."""
+    return polygon_sdf(template_ellipse(size).to(device)[None], size)
+
+
 def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: int, device: torch.device) -> torch.Tensor:
     """Soft mattes (N, 1, S, S) in crop space: the mesh face-oval where a mesh is known, else the template ellipse."""
     n = len(batch.faces)
-    polygons = template_ellipse(size).to(device).expand(n, -1, -1).contiguous()
-    sdf = polygon_sdf(polygons, size)
+    sdf = _template_sdf(size, device).expand(n, -1, -1, -1)
     use_mesh = [i for i, (f, s) in enumerate(zip(batch.faces, settings_per_face)) if s.mask == "mesh" and f.mesh is not None]
     if use_mesh:
         from .detect.mesh import FACE_OVAL
@@ -213,6 +220,7 @@ def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: i
             batch.faces[i].mesh[FACE_OVAL, :2] @ batch.crop_from_frame[i, :, :2].T + batch.crop_from_frame[i, :, 2]  # type: ignore[index]
             for i in use_mesh
         ])
+        sdf = sdf.clone()
         sdf[to_device(use_mesh, device)] = polygon_sdf(to_device(ovals, device), size)
     unit = _TEMPLATE_FACE_PX * size / TEMPLATE_SIZE
     expand = to_device([s.mask_expand * unit for s in settings_per_face], device).view(-1, 1, 1, 1)
