@@ -14,6 +14,7 @@ Writes a JSON result (see --out) with the figures, the stage breakdown, GPU and 
   python benchmarks/bench.py --faces 1 4 --frames 120 --out benchmarks/results/h100.json
   python benchmarks/bench.py --faces 1 --frames 1000 --only e2e --out /tmp/rss1000.json   # RAM flat in length
   python benchmarks/bench.py --faces 1 --frames 24 --size 3840x2160 --format exr --only e2e   # 4K half EXR
+  python benchmarks/bench.py --format dpx --work /dev/shm   # 10-bit DPX, files in RAM (no disk in the figures)
 """
 
 from __future__ import annotations
@@ -267,6 +268,9 @@ def main() -> int:
     ap.add_argument("--reference-frames", type=int, default=12)
     ap.add_argument("--torch-profile", action="store_true", help="write the GPU side's operator table beside --out")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the clip and the outputs (default: the system temp folder); a RAM disk such as "
+                         "/dev/shm measures the software rather than the disk")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -282,7 +286,8 @@ def main() -> int:
         "torch": torch.__version__, "size": [w, h], "frames": args.frames, "format": args.format,
         "pipeline_batch": args.batch, "model_micro_batch": micro, "runs": [],
     }
-    with tempfile.TemporaryDirectory(prefix="facefix-bench-") as tmp:
+    result["work_folder"] = str(args.work or tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix="facefix-bench-", dir=args.work) as tmp:
         work = Path(tmp)
         weights = synth.random_gfpgan(work / "gfpgan-random.safetensors")
         engine = None  # one engine (one model load / compile) for every end-to-end run
