@@ -213,6 +213,20 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     return res
 
 
+def imread_rgb(path: str) -> np.ndarray:
+    """8-bit RGB as the classic script reads it (cv2.imread); formats OpenCV cannot read (DPX) through
+    FaceFix's reader, rounded to 8 bits."""
+    import cv2
+
+    img = cv2.imread(path)
+    if img is not None:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from facefix.io import read_frame
+    from facefix.io.frames import codes_from_unit
+
+    return codes_from_unit(read_frame(path).pixels[..., :3], "uint8", 8)
+
+
 def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: torch.device, frames: int,
                       passes: int = 3) -> dict:
     import cv2
@@ -230,18 +244,18 @@ def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: t
     # Like the classic script: read each frame (cv2.imread), restore face by face, write it (cv2.imwrite).
     # Best of ``passes`` passes over the frames: the figure FaceFix is compared with is the loop at its fastest.
     out_dir = Path(tempfile.mkdtemp(prefix="facefix-ref-"))
-    reference_fps([cv2.cvtColor(cv2.imread(paths[0]), cv2.COLOR_BGR2RGB)], faces[:1], call, device)  # warm-up
+    reference_fps([imread_rgb(paths[0])], faces[:1], call, device)  # warm-up
     walls = []
     for _ in range(passes):
         t0 = time.perf_counter()
         for i, (p, fs) in enumerate(zip(paths, faces)):
-            img = cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)
+            img = imread_rgb(p)
             (restored,) = reference_restore([img], [fs], call, device)
             sync(device)
             cv2.imwrite(str(out_dir / f"ref.{i:04d}.png"), cv2.cvtColor(restored, cv2.COLOR_RGB2BGR))
         walls.append(time.perf_counter() - t0)
     shutil.rmtree(out_dir, ignore_errors=True)
-    compute_fps = reference_fps([cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths], faces, call, device)
+    compute_fps = reference_fps([imread_rgb(p) for p in paths], faces, call, device)
     return {"frames": len(paths), "passes_s": walls, "fps": len(paths) / min(walls), "compute_only_fps": compute_fps}
 
 
