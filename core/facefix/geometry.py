@@ -148,7 +148,11 @@ def warp_affine(
         grid = _grid_for(
             to_device(src_from_dst, src.device, torch.float32), out_hw, (img.shape[-2], img.shape[-1])
         )
-        picked = img[to_device(idx[sel], src.device)]
+        rows = idx[sel]
+        if (rows == rows[0]).all():  # every output reads one image (all faces of a frame): no copy of it per face
+            picked = img[int(rows[0]) : int(rows[0]) + 1].expand(len(sel), -1, -1, -1)
+        else:
+            picked = img[to_device(rows, src.device)]
         res = F.grid_sample(picked.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
         out[to_device(sel, src.device)] = res.to(src.dtype)
     return out

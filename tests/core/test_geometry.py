@@ -75,3 +75,17 @@ def test_frame_rois_cover_and_clip():
     frame_from_crop = np.array([[[0.25, 0, 10.0], [0, 0.25, 20.0]]])
     r = frame_rois(frame_from_crop, 512, (100, 100), pad=0)
     assert r.tolist() == [[10, 20, 100, 100]]
+
+
+@pytest.mark.parametrize("scale", [1.2, 0.3])  # plain, and through the antialiasing pyramid
+def test_many_outputs_from_one_source_equal_warping_each_alone(scale):
+    """All faces of one frame read that frame without a copy of it per face: same pixels as one at a time
+    and as a batch of separate copies."""
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.random((1, 3, 90, 120), dtype=np.float32))
+    m = np.stack([similarity(scale, 3.0 * i, 5.0 * i, -3.0 * i) for i in range(3)])
+    together = warp_affine(x, m, (40, 40), src_index=np.zeros(3, np.int64))
+    alone = torch.cat([warp_affine(x, m[i : i + 1], (40, 40)) for i in range(3)])
+    copies = warp_affine(x.expand(3, -1, -1, -1).contiguous(), m, (40, 40))
+    assert torch.equal(together, alone) and torch.equal(together, copies)
+    assert together.abs().sum() > 0
