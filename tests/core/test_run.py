@@ -233,6 +233,17 @@ def test_movie_in_movie_out(tmp_path):
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
 
 
+def test_integer_sequence_to_movie(shot, tmp_path):
+    """An 8/16-bit sequence is read as integer codes; a movie written from it gets the picture, not raw codes."""
+    root, tracks = shot
+    s = run_clip(str(root / "png.####.png"), str(tmp_path / "out.mov"), _settings(), tracks=tracks, progress=False)
+    assert s.frames_written == N
+    src, out = open_source(str(root / "png.####.png")), open_source(str(tmp_path / "out.mov"))
+    for i, n in enumerate(src.frame_numbers):
+        want, got = src.read(n).pixels[..., :3], out.read(i).pixels[..., :3]
+        assert float(np.abs(got - want).mean()) < 0.03  # a lossy codec's error, not a white frame
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
 def test_io_threads_give_way_to_the_gpu_feeder():
     """I/O threads run at a lower priority than the thread that calls run_clip (which keeps its own)."""

@@ -391,7 +391,7 @@ class MovieSink:
                 f"cannot write frame {frame.number} to {self.path}: size {w}x{h} differs from "
                 f"{self._size[0]}x{self._size[1]}"
             )
-        rgb = np.nan_to_num(frame.pixels[..., :3], nan=0.0, posinf=1.0, neginf=0.0)
+        rgb = np.nan_to_num(frame.unit_pixels()[..., :3], nan=0.0, posinf=1.0, neginf=0.0)  # codes too
         rgb = np.clip(rgb, 0.0, 1.0)
         if self.codec.bits > 8:
             vf = av.VideoFrame.from_ndarray(np.rint(rgb * 65535.0).astype(np.uint16), format="rgb48le")
