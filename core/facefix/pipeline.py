@@ -28,7 +28,7 @@ from .composite import colour_match, paste_faces, polygon_sdf, soft_matte, templ
 from .errors import InputError
 from .faces import Face
 from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
-from .io.frames import codes_from_unit, native_bits, unit_from_codes
+from .io.frames import codes_from_unit, unit_from_codes
 from .params import Settings
 from .tensors import to_device
 
@@ -441,7 +441,7 @@ def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up:
     rgb = staged.numpy()
     nonfinite = 0
     if img.dtype != np.float32:  # integer codes: finite by construction
-        unit_from_codes(img[y0:y1, x0:x1, :3], _bits_of(img, bits), out=rgb)
+        unit_from_codes(img[y0:y1, x0:x1, :3], bits, out=rgb)
     else:
         np.copyto(rgb, img[y0:y1, x0:x1, :3])
         bad = ~np.isfinite(rgb)
@@ -450,11 +450,6 @@ def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up:
             np.nan_to_num(rgb, copy=False, nan=0.0, posinf=65504.0, neginf=-65504.0)
     ct.to_working(rgb, out=rgb)
     return StagedFrame(staged, (x0, y0), nonfinite)
-
-
-def _bits_of(codes: np.ndarray, bits: int | None) -> int:
-    """Stored depth of integer ``codes``: ``bits`` when given, else their type's full width."""
-    return int(bits) if bits else native_bits(codes.dtype.name)
 
 
 def _working_rois(images: Sequence[np.ndarray], faces_per_frame: Sequence[Sequence[Face]], ct: ColourTransform,
@@ -517,7 +512,7 @@ def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin
             r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
             back = ct.from_working(pasted[r0:r1, c0:c1])
             if img.dtype != np.float32:
-                back = codes_from_unit(back, img.dtype.name, _bits_of(img, bits))
+                back = codes_from_unit(back, img.dtype.name, bits)
             region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
             np.copyto(region, back, where=touched[r0:r1, c0:c1, None])
             rh, rw = alpha.shape
@@ -525,7 +520,7 @@ def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin
         return out, matte
     rgb = ct.from_working(pasted)
     if c > 3:
-        rest = img[..., 3:] if img.dtype == np.float32 else unit_from_codes(img[..., 3:], _bits_of(img, bits))
+        rest = img[..., 3:] if img.dtype == np.float32 else unit_from_codes(img[..., 3:], bits)
         channels = torch.from_numpy(np.ascontiguousarray(rest.transpose(2, 0, 1)))[None]
         extra = F.interpolate(channels, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
         rgb = np.concatenate([rgb, extra], axis=-1)

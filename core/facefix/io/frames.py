@@ -22,12 +22,13 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["Frame", "FrameFormat", "PixelType", "PIXEL_TYPES", "native_bits", "unit_from_codes", "codes_from_unit",
-           "CODE_TYPES"]
+           "CODE_TYPES", "NUMPY_INT"]
 
 PixelType = Literal["uint8", "uint16", "uint32", "half", "float"]
 PIXEL_TYPES: tuple[str, ...] = ("uint8", "uint16", "uint32", "half", "float")
 _NATIVE_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "half": 16, "float": 32}
-_NUMPY_INT = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
+# numpy type of each integer sample type.
+NUMPY_INT = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
 # Integer sample types a Frame may hold as codes (``codes=True`` reads).
 CODE_TYPES: tuple[str, ...] = ("uint8", "uint16")
 
@@ -37,15 +38,16 @@ def native_bits(pixel_type: str) -> int:
     return _NATIVE_BITS[pixel_type]
 
 
-def unit_from_codes(data: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+def unit_from_codes(data: np.ndarray, bits: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Integer codes (uint8/16/32, full range of their type) -> [0, 1] float32, snapped to the grid of
-    the stored depth ``bits`` (10-bit DPX: k/1023).
+    the stored depth ``bits`` (10-bit DPX: k/1023; None: the type's full width).
 
     8- and 16-bit codes are divided in float32: k / (2**n - 1) is then correctly rounded, the same value
     the float64 route gives, at a fraction of the memory traffic. ``out``: a float32 array to fill.
     """
     pixel_type = data.dtype.name
     native_max = 2 ** native_bits(pixel_type) - 1
+    bits = bits or native_bits(pixel_type)
     if bits >= native_bits(pixel_type) and pixel_type in CODE_TYPES:
         return np.divide(data, np.float32(native_max), dtype=np.float32, out=out)
     d = data.astype(np.float64)
@@ -60,13 +62,15 @@ def unit_from_codes(data: np.ndarray, bits: int, out: np.ndarray | None = None) 
     return out
 
 
-def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int) -> np.ndarray:
-    """Clamp to [0, 1] and round to integer codes of ``bits``, stored in ``pixel_type``'s width.
+def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int | None = None) -> np.ndarray:
+    """Clamp to [0, 1] and round to integer codes of ``bits`` (None: the type's full width), stored in
+    ``pixel_type``'s width.
 
     NaN -> 0, +Inf -> the top code. 8-bit codes are computed in float32 in one buffer (fmax/fmin also
     map NaN to the bound): a value within a float32 rounding of a half code may land on the other
     neighbour, never further. Deeper codes go through float64 (there float32 would miss more often).
     """
+    bits = bits or native_bits(pixel_type)
     stored_max = float(2**bits - 1)
     native_max = float(2 ** native_bits(pixel_type) - 1)
     if pixel_type == "uint8" and bits == 8:
@@ -74,12 +78,12 @@ def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int) -> np.ndarra
         np.fmax(v, np.float32(0.0), out=v)
         np.fmin(v, np.float32(stored_max), out=v)
         np.rint(v, out=v)
-        return v.astype(_NUMPY_INT[pixel_type])
+        return v.astype(NUMPY_INT[pixel_type])
     v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     codes = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
     if bits < native_bits(pixel_type):
         codes = np.rint(codes * (native_max / stored_max))  # the writer takes full-range codes
-    return codes.astype(_NUMPY_INT[pixel_type])
+    return codes.astype(NUMPY_INT[pixel_type])
 
 
 @dataclass(frozen=True)

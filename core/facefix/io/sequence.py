@@ -24,7 +24,16 @@ import OpenImageIO as oiio
 
 from ..errors import InputError, OutputError, SettingsError
 from .atomic import atomic_path
-from .frames import CODE_TYPES, Frame, FrameFormat, PixelType, codes_from_unit, native_bits, unit_from_codes
+from .frames import (
+    CODE_TYPES,
+    NUMPY_INT,
+    Frame,
+    FrameFormat,
+    PixelType,
+    codes_from_unit,
+    native_bits,
+    unit_from_codes,
+)
 
 __all__ = [
     "ImageSequenceSource",
@@ -58,7 +67,6 @@ _BASETYPE_TO_PIXEL: Mapping[Any, PixelType] = {
     oiio.FLOAT: "float",
     oiio.DOUBLE: "float",
 }
-_NUMPY_INT = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
 # Attributes that describe how OIIO read this file rather than the image: never written back.
 _NEVER_COPY = ("oiio:subimages", "oiio:BitsPerSample", "oiio:RowsPerChunk", "dpx:ImageDescriptor")
 # Attributes of one format that still mean the same in another.
@@ -195,7 +203,7 @@ def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = F
         pixel_type = _BASETYPE_TO_PIXEL.get(spec.format.basetype, "float")
         bits = int(spec.get_int_attribute("oiio:BitsPerSample", native_bits(pixel_type)))
         bits = min(bits, native_bits(pixel_type)) if pixel_type not in ("half", "float") else native_bits(pixel_type)
-        if pixel_type in _NUMPY_INT:
+        if pixel_type in NUMPY_INT:
             data = inp.read_image(0, 0, 0, spec.nchannels, pixel_type)
         else:
             data = inp.read_image(0, 0, 0, spec.nchannels, "float")
@@ -211,7 +219,7 @@ def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = F
         data = data[0]
     if codes and pixel_type in CODE_TYPES:
         pixels = data
-    elif pixel_type in _NUMPY_INT:
+    elif pixel_type in NUMPY_INT:
         pixels = unit_from_codes(data, bits)
     else:
         pixels = data.astype(np.float32, copy=False)
