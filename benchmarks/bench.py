@@ -113,7 +113,8 @@ def model_figures(weights: Path, device: torch.device, micro: int, quick: bool) 
     batches = [micro] if quick else sorted({8, micro, 32, 64})
     variants = [("accelerated", False, False, batches)]
     if not quick and device.type == "cuda":
-        variants += [("accelerated+graphs", False, True, [micro, 32]), ("accelerated+compile", True, False, [micro])]
+        variants += [("accelerated+graphs", False, True, [micro, 32]), ("accelerated+compile", True, False, [micro]),
+                     ("accelerated+compile+graphs", True, True, [micro])]
     for name, comp, graphs, sizes in variants:
         for b in sizes:
             r = load_restorer("gfpgan-1.4", device=str(device), path=str(weights)).to(device, torch.bfloat16)

@@ -62,14 +62,16 @@ class Engine:
     """Loaded models and the device they run on. Build once per job; reuse for every frame.
 
     On CUDA the restorer runs in bfloat16 where the architecture allows it, channels-last, with its
-    modulated convolutions computed batch-wide (``facefix.restore.fast``); ``accelerate`` = False keeps
-    the plain network (the benchmark's eager baseline).
+    modulated convolutions computed batch-wide (``facefix.restore.fast``) and replayed from CUDA graphs
+    (``cuda_graphs``: one capture per micro-batch shape; a network that cannot be captured runs as is);
+    ``accelerate`` = False keeps the plain network (the benchmark's eager baseline).
     """
 
     settings: Settings
     restorer_path: str | None = None
     accelerate: bool = True
     compile: bool | str = False
+    cuda_graphs: bool = True
     device: torch.device = field(init=False)
     _restorer: object | None = field(default=None, init=False, repr=False)
     _upscaler: object | None = field(default=None, init=False, repr=False)
@@ -95,7 +97,8 @@ class Engine:
                 if self.accelerate:
                     from .restore.fast import accelerate
 
-                    r = accelerate(r, channels_last=True, compile=self.compile, micro_batch=self.micro_batch)
+                    r = accelerate(r, channels_last=True, compile=self.compile, micro_batch=self.micro_batch,
+                                   cuda_graphs="auto" if self.cuda_graphs else False)
             self._restorer = r
         return self._restorer
 

@@ -174,6 +174,31 @@ def test_micro_batches_and_graph_option_on_cpu(reference: GFPGAN) -> None:
     assert seen == [2, 2]
 
 
+def test_graphs_auto_falls_back_when_capture_fails(reference: GFPGAN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda_graphs="auto" (the Engine's choice): a network that cannot be captured runs uncaptured, once
+    warned; cuda_graphs=True (asked for explicitly) raises the capture's one-line error."""
+    from facefix.restore import fast as fast_module
+
+    tries: list[int] = []
+
+    def refuse(self, module, x, fidelity):  # type: ignore[no-untyped-def]
+        tries.append(1)
+        raise SettingsError(f"--cuda-graphs: {self.name} cannot be captured in a CUDA graph (test)")
+
+    monkeypatch.setattr(fast_module._Graphs, "_capture", refuse)
+    x = _crops(2, 5)
+    expected = accelerate(_restorer(copy.deepcopy(reference)), micro_batch=2).run.fn
+    auto = accelerate(_restorer(copy.deepcopy(reference)), cuda_graphs="auto", micro_batch=2)
+    strict = accelerate(_restorer(copy.deepcopy(reference)), cuda_graphs=True, micro_batch=2)
+    model = auto.module
+    with pytest.warns(RuntimeWarning, match="runs without graphs"):
+        first = auto.run.graphs(model, x, 0.5)
+    assert torch.equal(first, expected(model, x, 0.5))
+    assert torch.equal(auto.run.graphs(model, x, 0.5), first) and len(tries) == 1  # not tried again
+    with pytest.raises(SettingsError, match="cannot be captured"):
+        strict.run.graphs(strict.module, x, 0.5)
+
+
 def test_accelerating_twice_wraps_once(reference: GFPGAN) -> None:
     once = accelerate(_restorer(copy.deepcopy(reference)), micro_batch=2)
     twice = accelerate(once, micro_batch=3, channels_last=False)
@@ -227,6 +252,7 @@ def test_other_architectures_pass_through() -> None:
         ({"micro_batch": True}, "--micro-batch"),
         ({"micro_batch": 2.0}, "--micro-batch"),
         ({"cuda_graphs": True}, "--cuda-graphs"),
+        ({"cuda_graphs": "sometimes", "micro_batch": 2}, "--cuda-graphs"),
     ],
 )
 def test_bad_options_are_named(reference: GFPGAN, options: dict, fault: str) -> None:
@@ -269,6 +295,13 @@ def test_cuda_graphs_and_compile_equal_eager_on_gpu(reference: GFPGAN) -> None:
         assert (graphed(x[1:2]) - first[1:2]).abs().max() < 1e-5
         compiled = accelerate(_restorer(copy.deepcopy(reference)).to("cuda"), compile=True, micro_batch=2)
         assert (compiled(x) - expected).abs().max() < 1e-3
+        # The Engine's choice: the compiled network replayed from graphs (no launches from Python).
+        both = accelerate(_restorer(copy.deepcopy(reference)).to("cuda"), compile=True, cuda_graphs="auto",
+                          micro_batch=2)
+        once = both(x)
+        assert not both.run.graphs.failed and both.run.graphs.entries
+        assert (once - expected).abs().max() < 1e-3
+        assert torch.equal(both(x), once)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
         reference.cpu()
