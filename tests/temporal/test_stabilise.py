@@ -140,7 +140,9 @@ def test_track_history_windows_gaps_and_pruning():
     with pytest.raises(InputError):
         hist.window(6, 14)
     with pytest.raises(InputError):
-        hist.push(5, 15, crop(1), torch.zeros(3, 4, 5))
+        hist.push(5, 15, crop(1), torch.zeros(4, 4))  # not (C, h, w)
+    with pytest.raises(InputError):
+        hist.push(5, 15, crop(1), torch.zeros(1, 4, 4))  # another channel count
     hist.drop(5)
     assert len(hist) == 0
 
@@ -157,3 +159,42 @@ def test_cuda_matches_cpu_and_is_chunk_safe(aligned_clip, boil_clip, run_track):
                      run_track(gi, gr, STRENGTH, frames=range(6, 12), batch=5)])
     assert torch.equal(one, two)
     assert float((one.cpu() - cpu).abs().mean()) < 1e-3
+
+
+def test_pipeline_stabiliser_equals_full_size_windows(aligned_clip, boil_clip, run_track):
+    """ClipStabiliser keeps past inputs at the flow's resolution only: the same output, bit for bit, as
+    windows of full-size crops (run_track), for two tracks batched together, one with a missing frame."""
+    import numpy as np
+
+    from facefix.faces import Face
+    from facefix.pipeline import FaceBatch
+    from facefix.temporal import ClipStabiliser
+
+    clip = aligned_clip(10, 256, drift=(1.0, 0.5), jitter=0.5, seed=11)
+    restored = boil_clip(clip, amplitude=0.05)
+    gap = 6  # track 2 is not seen on this frame
+    lm = np.array([[60.0, 80], [120, 80], [90, 110], [65, 140], [115, 140]])
+    stab = ClipStabiliser(STRENGTH)
+    got: dict[int, list[torch.Tensor]] = {1: [], 2: []}
+    for start in range(0, 10, 4):
+        numbers = list(range(start, min(10, start + 4)))
+        faces = [[Face(box=(0, 0, 1, 1), landmarks=lm, track_id=t) for t in (1, 2) if not (t == 2 and n == gap)]
+                 for n in numbers]
+        batch = FaceBatch.build(faces, 256)
+        rows = [(n, f.track_id) for n, fs in zip(numbers, faces) for f in fs]
+        # Track 2 sees the clip mirrored: a different face history, in the same batches.
+        pick = lambda x, n, t: x[n] if t == 1 else x[n].flip(-1)  # noqa: E731
+        out = stab.stabilise(batch, numbers, torch.stack([pick(clip.inputs, n, t) for n, t in rows]),
+                             torch.stack([pick(restored, n, t) for n, t in rows]))
+        for (_, t), crop in zip(rows, out):
+            got[t].append(crop)
+    assert torch.equal(torch.stack(got[1]), run_track(clip.inputs, restored, STRENGTH))
+    ins2, rs2 = clip.inputs.flip(-1), restored.flip(-1)
+    keep = [n for n in range(10) if n != gap]
+    expected2 = []
+    hist = TrackHistory(preroll_frames(STRENGTH))
+    for n in keep:
+        hist.push(2, n, ins2[n], rs2[n])
+        w_in, w_rs, ok = hist.window(2, n)
+        expected2.append(stabilise_window(w_in[None], w_rs[None], ok[None], STRENGTH)[0])
+    assert torch.equal(torch.stack(got[2]), torch.stack(expected2))

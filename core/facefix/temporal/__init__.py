@@ -11,9 +11,17 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..tensors import to_device
-from .flow import estimate_flow, fb_confidence, warp_by_flow
+from .flow import downsample, estimate_flow, fb_confidence, warp_by_flow
 from .metrics import flicker, identity_step, landmark_jitter
-from .stabilise import MAX_PREROLL, TrackHistory, preroll_frames, stabilise_window
+from .stabilise import (
+    FLOW_SIZE,
+    MAX_PREROLL,
+    TrackHistory,
+    preroll_frames,
+    stabilise_reduced,
+    stabilise_window,
+    stack_windows,
+)
 
 if TYPE_CHECKING:
     from ..pipeline import FaceBatch
@@ -24,6 +32,7 @@ __all__ = [
     "TrackHistory",
     "preroll_frames",
     "stabilise_window",
+    "stabilise_reduced",
     "estimate_flow",
     "fb_confidence",
     "warp_by_flow",
@@ -52,24 +61,25 @@ class ClipStabiliser:
         """inputs, restored: (N, 3, S, S) for ``batch.faces``; returns the stabilised (N, 3, S, S)."""
         if self.preroll == 0 or restored.shape[0] == 0:
             return restored
-        rows: list[int] = []
-        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        # Faces arrive in frame order. Each frame's window is read right after that frame is pushed, so
-        # the history never holds frames a later one in the same batch would already have evicted.
-        for i, face in enumerate(batch.faces):
-            if face.track_id < 0:
-                continue
-            frame = int(frame_numbers[int(batch.frame_index[i])])
-            self.history.push(face.track_id, frame, inputs[i], restored[i])
-            self._newest[face.track_id] = max(frame, self._newest.get(face.track_id, frame))
-            parts.append(self.history.window(face.track_id, frame))
-            rows.append(i)
-        out = restored.clone()
-        if parts:
-            win_in = torch.stack([p[0] for p in parts])
-            win_out = torch.stack([p[1] for p in parts])
-            valid = torch.stack([p[2] for p in parts])
-            out[to_device(rows, restored.device)] = stabilise_window(win_in, win_out, valid, self.strength)
+        rows = [i for i, face in enumerate(batch.faces) if face.track_id >= 0]
+        out = restored
+        if rows:
+            # Past inputs are only ever read at the flow's resolution: keep them reduced (16x smaller at
+            # 512 px), reduced once per batch; each window is then stacked in one copy.
+            h, w = inputs.shape[-2:]
+            tracked = inputs if len(rows) == inputs.shape[0] else inputs[to_device(rows, inputs.device)]
+            reduced = downsample(tracked, (min(FLOW_SIZE, h), min(FLOW_SIZE, w)))
+            windows = []
+            # Faces arrive in frame order. Each frame's window is read right after that frame is pushed, so
+            # the history never holds frames a later one in the same batch would already have evicted.
+            for j, i in enumerate(rows):
+                face = batch.faces[i]
+                frame = int(frame_numbers[int(batch.frame_index[i])])
+                self.history.push(face.track_id, frame, reduced[j], restored[i])
+                self._newest[face.track_id] = max(frame, self._newest.get(face.track_id, frame))
+                windows.append(self.history.entries(face.track_id, frame))
+            out = restored.clone()
+            out[to_device(rows, restored.device)] = stabilise_reduced(*stack_windows(windows), self.strength)
         # Forget tracks no later frame can reach, so memory stays flat over long shots.
         latest = max(int(frame_numbers[int(j)]) for j in batch.frame_index) if len(batch.frame_index) else 0
         for tid in [t for t, f in self._newest.items() if f < latest - self.preroll - 1]:

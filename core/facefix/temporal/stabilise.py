@@ -51,7 +51,8 @@ from .flow import (
     warp_by_flow,
 )
 
-__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "TrackHistory"]
+__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "stabilise_reduced", "TrackHistory",
+           "FLOW_SIZE"]
 
 MAX_PREROLL = 6
 
@@ -59,7 +60,7 @@ MAX_PREROLL = 6
 # weight falls to exp(-1). Well above the residue of sensor noise after area-downsampling, well below a
 # blink or a mouth opening.
 _AGREE_TAU = 0.035
-_FLOW_SIZE = 128
+FLOW_SIZE = 128  # px the flow runs at (for 512 crops)
 
 
 def _check_strength(strength: float) -> float:
@@ -101,7 +102,7 @@ def _check_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.Ten
 
 
 def stabilise_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor, strength: float, *,
-                     flow_size: int = _FLOW_SIZE) -> torch.Tensor:
+                     flow_size: int = FLOW_SIZE) -> torch.Tensor:
     """Stabilised restored crop of the current (last) frame of each window.
 
     Args:
@@ -118,19 +119,40 @@ def stabilise_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.
     _check_window(inputs, restored, valid)
     s = _check_strength(strength)
     k = min(preroll_frames(s), inputs.shape[1] - 1)
+    if k == 0:
+        return restored[:, -1].clone()
+    b, _, c, h, w = inputs.shape
+    size = (min(flow_size, h), min(flow_size, w))
+    reduced = downsample(inputs[:, -k - 1:].reshape(b * (k + 1), c, h, w), size).view(b, k + 1, c, *size)
+    return stabilise_reduced(reduced, restored[:, -k - 1:], valid[:, -k - 1:], s)
+
+
+def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor, strength: float
+                      ) -> torch.Tensor:
+    """``stabilise_window`` with the input crops already area-reduced to the flow's resolution
+    (``downsample`` of each crop; the same numbers, so the same result). The pipeline keeps only these
+    small crops of past frames: the full-size inputs are never read again.
+
+    reduced: (B, K+1, 3, fh, fw); restored: (B, K+1, 3, S, S); valid: (B, K+1) bool.
+    """
+    if reduced.ndim != 5 or reduced.shape[:3] != restored.shape[:3]:
+        raise InputError(f"stabilise_reduced: reduced inputs {tuple(reduced.shape)} do not match restored "
+                         f"{tuple(restored.shape)}")
+    _check_window(restored, restored, valid)
+    s = _check_strength(strength)
+    k = min(preroll_frames(s), restored.shape[1] - 1)
     cur_restored = restored[:, -1]
     if k == 0:
         return cur_restored.clone()
-    b, _, c, h, w = inputs.shape
-    fh, fw = min(flow_size, h), min(flow_size, w)
+    b, _, c, h, w = restored.shape
+    fh, fw = reduced.shape[-2:]
 
-    past_in = inputs[:, -k - 1:-1]  # (B, k, 3, S, S), oldest..t-1
-    past_rs = restored[:, -k - 1:-1]
+    past_rs = restored[:, -k - 1:-1]  # (B, k, 3, S, S), oldest..t-1
     ok = valid[:, -k - 1:-1].to(restored.dtype)  # (B, k)
     ages = to_device(age_weights(s)[:k][::-1], restored.device, restored.dtype)  # oldest first
 
-    lo_cur = downsample(inputs[:, -1], (fh, fw))  # (B, 3, fh, fw)
-    lo_past = downsample(past_in.reshape(b * k, c, h, w), (fh, fw))
+    lo_cur = reduced[:, -1]  # (B, 3, fh, fw)
+    lo_past = reduced[:, -k - 1:-1].reshape(b * k, c, fh, fw)
     lo_ref = lo_cur.unsqueeze(1).expand(b, k, c, fh, fw).reshape(b * k, c, fh, fw)
     # Forward (t -> j) and backward (j -> t) flows in one batched call.
     flows = estimate_flow(torch.cat([lo_ref, lo_past]), torch.cat([lo_past, lo_ref]))
@@ -161,10 +183,11 @@ def stabilise_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.
 
 
 class TrackHistory:
-    """The last K+1 aligned input and restored crops of every track, for ``stabilise_window``.
+    """The last K+1 (input, restored) crops of every track, for ``stabilise_window``.
 
     Holds only frames that a later window can still read (a frame older than ``latest - k`` is dropped),
-    so memory is bounded by tracks x (k+1) crops. Crops are stored as given (device and dtype).
+    so memory is bounded by tracks x (k+1) crops. Crops are stored as given (device, dtype and size: the
+    pipeline stores the inputs already reduced to the flow's resolution).
     """
 
     def __init__(self, k: int) -> None:
@@ -174,9 +197,9 @@ class TrackHistory:
         self._tracks: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def push(self, track_id: int, frame: int, input_crop: torch.Tensor, restored_crop: torch.Tensor) -> None:
-        """Record frame ``frame`` of track ``track_id``: (3, S, S) input and raw restored crops."""
-        if input_crop.ndim != 3 or restored_crop.shape != input_crop.shape:
-            raise InputError(f"track {track_id} frame {frame}: crops must be two (3, S, S) tensors of one shape, "
+        """Record frame ``frame`` of track ``track_id``: (C, h, w) input and (C, S, S) raw restored crops."""
+        if input_crop.ndim != 3 or restored_crop.ndim != 3 or restored_crop.shape[0] != input_crop.shape[0]:
+            raise InputError(f"track {track_id} frame {frame}: crops must be two (C, h, w) tensors of one C, "
                              f"got {tuple(input_crop.shape)} and {tuple(restored_crop.shape)}")
         frames = self._tracks.setdefault(int(track_id), {})
         frames[int(frame)] = (input_crop, restored_crop)
@@ -184,31 +207,29 @@ class TrackHistory:
         for f in [f for f in frames if f < newest - self.k]:
             del frames[f]
 
+    def entries(self, track_id: int, frame: int) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """The stored (input, restored) pairs of frames frame-K..frame, None where the track lacks one.
+
+        The current frame must have been pushed.
+        """
+        frames = self._tracks.get(int(track_id), {})
+        if int(frame) not in frames:
+            raise InputError(f"track {track_id} frame {frame}: not in the temporal history (push it first)")
+        return [frames.get(f) for f in range(frame - self.k, frame + 1)]
+
     def window(self, track_id: int, frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(inputs (K+1, 3, S, S), restored (K+1, 3, S, S), valid (K+1,) bool) for frames frame-K..frame.
+        """(inputs (K+1, C, h, w), restored (K+1, C, S, S), valid (K+1,) bool) for frames frame-K..frame.
 
         Frames the track lacks are zeros with ``valid`` False. The current frame must have been pushed.
         """
-        frames = self._tracks.get(int(track_id), {})
-        cur = frames.get(int(frame))
-        if cur is None:
-            raise InputError(f"track {track_id} frame {frame}: not in the temporal history (push it first)")
-        zeros = torch.zeros_like(cur[0])
-        ins, outs, ok = [], [], []
-        for f in range(frame - self.k, frame + 1):
-            item = frames.get(f)
-            ins.append(zeros if item is None else item[0])
-            outs.append(zeros if item is None else item[1])
-            ok.append(item is not None)
-        return torch.stack(ins), torch.stack(outs), to_device(ok, cur[0].device, torch.bool)
+        ins, outs, ok = stack_windows([self.entries(track_id, frame)])
+        return ins[0], outs[0], ok[0]
 
     def windows(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Batched ``window`` for (track_id, frame) pairs: (B, K+1, 3, S, S) x 2 and (B, K+1)."""
+        """Batched ``window`` for (track_id, frame) pairs: (B, K+1, C, h, w), (B, K+1, C, S, S), (B, K+1)."""
         if not keys:
             raise InputError("TrackHistory.windows: no (track, frame) keys given")
-        parts = [self.window(t, f) for t, f in keys]
-        return (torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]),
-                torch.stack([p[2] for p in parts]))
+        return stack_windows([self.entries(t, f) for t, f in keys])
 
     def drop(self, track_id: int) -> None:
         """Forget a finished track."""
@@ -216,3 +237,17 @@ class TrackHistory:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._tracks.values())
+
+
+def stack_windows(windows: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor] | None]]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``TrackHistory.entries`` of B windows as (inputs, restored, valid) tensors, each stacked in one
+    copy (missing frames are zeros, valid False). Every window's last entry must be present."""
+    cur_in, cur_out = windows[0][-1]  # type: ignore[misc]
+    zero_in, zero_out = torch.zeros_like(cur_in), torch.zeros_like(cur_out)
+    flat = [e for w in windows for e in w]
+    ins = torch.stack([zero_in if e is None else e[0] for e in flat])
+    outs = torch.stack([zero_out if e is None else e[1] for e in flat])
+    valid = to_device([e is not None for e in flat], cur_in.device, torch.bool)
+    b, n = len(windows), len(windows[0])
+    return ins.view(b, n, *ins.shape[1:]), outs.view(b, n, *outs.shape[1:]), valid.view(b, n)
