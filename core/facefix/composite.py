@@ -101,14 +101,17 @@ def paste_faces(
     matte: torch.Tensor,
     frame_from_crop: np.ndarray,
     frame_index: np.ndarray,
+    *,
+    inplace: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Add each face's ``delta`` (restored - base, (N, 3, S, S)) into its frame through its ``matte``.
 
-    frames: (B, 3, H, W) working-space RGB (not modified). frame_index: (N,) frame of each face.
+    frames: (B, 3, H, W) working-space RGB, any memory layout (not modified unless ``inplace``: then the
+    result is written into it, saving a copy of every frame). frame_index: (N,) frame of each face.
     Returns (frames_out, alpha (B, 1, H, W)). Only the face ROIs are touched; where the warped matte is 0 the
     output is the input, bit for bit. Overlapping faces composite in order.
     """
-    out = frames.clone()
+    out = frames if inplace else frames.clone()
     alpha = torch.zeros((frames.shape[0], 1, *frames.shape[-2:]), device=frames.device, dtype=frames.dtype)
     if delta.shape[0] == 0:
         return out, alpha

@@ -7,6 +7,7 @@ aligned-crop pixel coordinates. Images are (N, C, H, W) tensors; the device and 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -91,18 +92,27 @@ def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
-def _grid_for(src_from_dst: torch.Tensor, out_hw: tuple[int, int], src_hw: tuple[int, int]) -> torch.Tensor:
-    """Sampling grid (N, h, w, 2) in grid_sample's normalised coords (align_corners=False)."""
+@functools.lru_cache(maxsize=32)
+def _pixel_centres(n: int, device: torch.device) -> torch.Tensor:
+    """(n,) float32 pixel-centre coordinates 0.5 .. n-0.5 on ``device`` (cached: warps reuse a few sizes)."""
+    return torch.arange(n, device=device, dtype=torch.float32) + 0.5
+
+
+def _grid_for(src_from_dst: np.ndarray, out_hw: tuple[int, int], src_hw: tuple[int, int], device: torch.device
+              ) -> torch.Tensor:
+    """Sampling grid (N, h, w, 2) in grid_sample's normalised coords (align_corners=False).
+
+    The normalisation (source pixels -> [-1, 1]) is folded into the matrices in float64 on the host, so
+    the device computes each coordinate as a x + b y + c: two fused multiply-adds over the grid.
+    """
     h, w = out_hw
     sh, sw = src_hw
-    dev, dt = src_from_dst.device, src_from_dst.dtype
-    ys = torch.arange(h, device=dev, dtype=dt) + 0.5
-    xs = torch.arange(w, device=dev, dtype=dt) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    pts = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1)  # (h, w, 3)
-    src = torch.einsum("hwk,njk->nhwj", pts, src_from_dst)  # (N, h, w, 2) source pixel coords
-    scale = to_device([2.0 / sw, 2.0 / sh], dev, dt)
-    return src * scale - 1.0
+    norm = np.asarray(src_from_dst, np.float64) * np.array([[2.0 / sw], [2.0 / sh]])
+    norm[:, :, 2] -= 1.0
+    t = to_device(norm, device, torch.float32)[:, None, None]  # (N, 1, 1, 2, 3)
+    xs = _pixel_centres(w, device).view(1, 1, w, 1)
+    ys = _pixel_centres(h, device).view(1, h, 1, 1)
+    return torch.addcmul(torch.addcmul(t[..., 2], t[..., 0], xs), t[..., 1], ys)
 
 
 def _antialias_level(scale: float) -> int:
@@ -132,8 +142,10 @@ def warp_affine(
     m = np.asarray(dst_from_src, np.float64).reshape(-1, 2, 3)
     n = m.shape[0]
     idx = np.arange(n) if src_index is None else np.asarray(src_index, np.int64)
-    out = torch.empty((n, src.shape[1], *out_hw), device=src.device, dtype=src.dtype)
+    if n == 0:
+        return src.new_zeros((0, src.shape[1], *out_hw))
     levels = np.array([_antialias_level(float(s)) for s in affine_scale(m)])
+    out: torch.Tensor | None = None
     for level in np.unique(levels):
         sel = np.nonzero(levels == level)[0]
         img = src
@@ -145,16 +157,19 @@ def warp_affine(
             factor *= 2.0
         # Map level-L pixel coords to level-0 (x0 = factor * xL), so srcL_from_dst = (1/factor) * src_from_dst.
         src_from_dst = invert_affine(m[sel]) / factor
-        grid = _grid_for(
-            to_device(src_from_dst, src.device, torch.float32), out_hw, (img.shape[-2], img.shape[-1])
-        )
+        grid = _grid_for(src_from_dst, out_hw, (img.shape[-2], img.shape[-1]), src.device)
         rows = idx[sel]
         if (rows == rows[0]).all():  # every output reads one image (all faces of a frame): no copy of it per face
             picked = img[int(rows[0]) : int(rows[0]) + 1].expand(len(sel), -1, -1, -1)
         else:
             picked = img[to_device(rows, src.device)]
-        res = F.grid_sample(picked.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
-        out[to_device(sel, src.device)] = res.to(src.dtype)
+        res = F.grid_sample(picked.float(), grid, mode=mode, padding_mode="zeros", align_corners=False).to(src.dtype)
+        if len(sel) == n:  # one level for all (the usual case): no gather into an output
+            return res
+        if out is None:
+            out = torch.empty((n, src.shape[1], *out_hw), device=src.device, dtype=src.dtype)
+        out[to_device(sel, src.device)] = res
+    assert out is not None
     return out
 
 

@@ -114,7 +114,8 @@ class Engine:
 
 @dataclass(frozen=True)
 class FaceBatch:
-    """Faces of a batch of frames, flattened: face n belongs to frame ``frame_index[n]``."""
+    """Faces of a batch of frames, flattened in frame order: face n belongs to frame ``frame_index[n]``
+    (non-decreasing, so each frame's faces are one slice)."""
 
     faces: tuple[Face, ...]
     frame_index: np.ndarray  # (N,) int
@@ -181,11 +182,13 @@ def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fideli
     groups: dict[float, list[int]] = {}
     for i, f in enumerate(fids):
         groups.setdefault(f, []).append(i)
+    one_group = len(groups) == 1  # the usual case: chunks are slices, no gathers and scatters
     for fid, idx in groups.items():
         start = 0
         while start < len(idx):
-            sel = idx[start : start + micro]
-            chunk = crops[to_device(sel, crops.device)]
+            sel: slice | torch.Tensor = (slice(start, start + micro) if one_group
+                                         else to_device(idx[start : start + micro], crops.device))
+            chunk = crops[sel]
             k = chunk.shape[0]
             if k < micro:
                 chunk = torch.cat([chunk, chunk[-1:].expand(micro - k, -1, -1, -1)])
@@ -199,7 +202,7 @@ def run_model(restorer: Callable[..., torch.Tensor], crops: torch.Tensor, fideli
                 micro = max(1, micro // 2)
                 log.warning("GPU out of memory: model batch reduced to %d (results may differ in the last bits)", micro)
                 continue
-            out[to_device(sel, crops.device)] = res[:k].float()
+            out[sel] = res[:k].float()
             start += k
     return out
 
@@ -242,15 +245,43 @@ def _host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
 
 
-def _download(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-    """Start copying ``t`` to the host; returns (host tensor, event to wait on before reading it, or None)."""
-    if t.device.type != "cuda":
-        return t.detach().float().contiguous(), None
-    host = _host_buffer(tuple(t.shape), t.device)
-    host.copy_(t.detach(), non_blocking=True)
+@functools.lru_cache(maxsize=8)
+def _copy_stream(device: torch.device, direction: str) -> torch.cuda.Stream:
+    """A side stream per CUDA device and direction ("up", "down"): transfers run on the copy engines
+    while the compute stream works on another batch, instead of queueing between its kernels."""
+    return torch.cuda.Stream(device)
+
+
+def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """``host`` (pinned) copied to ``dev`` on the upload stream; the compute stream must ``wait_stream`` it
+    before use (``_working_rois`` does, once per batch)."""
+    if dev.type != "cuda":
+        return host.to(dev)
+    with torch.cuda.stream(_copy_stream(dev, "up")):
+        t = host.to(dev, non_blocking=True)
+    t.record_stream(torch.cuda.current_stream(dev))  # freed only after the compute stream is done with it
+    return t
+
+
+def _download(*tensors: torch.Tensor) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+    """Start copying ``tensors`` (all on one device) to the host; returns the host tensors and the event to
+    wait on before reading them (None off CUDA). On CUDA the copies run on the download stream, after
+    the work queued so far on the compute stream."""
+    if tensors[0].device.type != "cuda":
+        return [t.detach().float().contiguous() for t in tensors], None
+    dev = tensors[0].device
+    side = _copy_stream(dev, "down")
+    side.wait_stream(torch.cuda.current_stream(dev))
+    hosts = []
+    with torch.cuda.stream(side):
+        for t in tensors:
+            host = _host_buffer(tuple(t.shape), dev)
+            host.copy_(t.detach(), non_blocking=True)
+            t.record_stream(side)  # its memory is not reused before the copy has read it
+            hosts.append(host)
     event = torch.cuda.Event()
-    event.record(torch.cuda.current_stream(t.device))
-    return host, event
+    event.record(side)
+    return hosts, event
 
 
 @dataclass
@@ -379,11 +410,13 @@ def queue_batch(
         strength = torch.zeros((0, 1, 1, 1), device=dev)
 
     # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
+    #    Faces are flattened in frame order, so each frame's faces are one slice of the batch.
+    starts = np.searchsorted(batch.frame_index, np.arange(len(images) + 1))
     pending: list[PendingFrame] = []
     for b, img in enumerate(images):
-        sel = np.nonzero(batch.frame_index == b)[0]
-        sel_t = to_device(sel, dev)
-        base_frame = work_frames[b]
+        sel = slice(int(starts[b]), int(starts[b + 1]))
+        count = sel.stop - sel.start
+        base_frame = work_frames[b]  # this batch's own upload: pasted into in place
         m = crop_from_roi[sel]
         if up > 1:
             from .upscale.tile import upscale_tiled
@@ -393,20 +426,22 @@ def queue_batch(
                 base_frame = upscale_tiled(engine.upscaler(), base_frame[None], up)[0]
             m = m.copy()
             m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
-            base_crops = (warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(len(sel), np.int64)).clamp(0, 1)
-                          if len(sel) else crops[sel_t])
+            base_crops = (warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(count, np.int64)).clamp(0, 1)
+                          if count else crops[sel])
         else:
-            base_crops = model_in[sel_t]
+            base_crops = model_in[sel]
         with stats.stage("paste", dev):
-            delta = (restored[sel_t] - base_crops) * strength[sel_t]
-            if base_frame.numel() and len(sel):
-                pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel_t], invert_affine(m), np.zeros(len(sel), np.int64))
+            delta = (restored[sel] - base_crops) * strength[sel]
+            if base_frame.numel() and count:
+                pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel], invert_affine(m),
+                                            np.zeros(count, np.int64), inplace=True)
                 pasted, alpha = pasted[0], alpha[0, 0]
             else:
                 pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
         with stats.stage("download", dev):
-            host_pasted, _ = _download(pasted.permute(1, 2, 0))
-            host_alpha, event = _download(alpha)  # recorded after both copies
+            # Work frames are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so
+            # this is the layout the host wants: the copy goes straight out, with no reordering on the GPU.
+            (host_pasted, host_alpha), event = _download(pasted.permute(1, 2, 0), alpha)
             pending.append(PendingFrame(img, host_pasted, host_alpha, event, origins[b], ct, up, inplace,
                                         bits_each[b]))
     return pending
@@ -459,7 +494,8 @@ def _working_rois(images: Sequence[np.ndarray], faces_per_frame: Sequence[Sequen
                   up: int, dev: torch.device, stats: BatchStats, staged: Sequence[StagedFrame] | None,
                   bits: Sequence[int | None]) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
     """Per frame, the working-space RGB (3, h, w) of its faces' region on ``dev`` (uploaded without
-    waiting), and that region's origin; frames not ``staged`` by the caller are staged here."""
+    waiting; a channels-last view of the (h, w, 3) upload, not reordered), and that region's origin;
+    frames not ``staged`` by the caller are staged here."""
     work_frames: list[torch.Tensor] = []
     origins: list[tuple[int, int]] = []
     for b, img in enumerate(images):
@@ -468,30 +504,30 @@ def _working_rois(images: Sequence[np.ndarray], faces_per_frame: Sequence[Sequen
         if st.rgb is None:
             work_frames.append(torch.zeros((3, 0, 0), device=dev))
         else:
-            work_frames.append(st.rgb.to(dev, non_blocking=True).permute(2, 0, 1).contiguous())
+            work_frames.append(_upload(st.rgb, dev).permute(2, 0, 1))
         origins.append(st.origin)
+    if dev.type == "cuda":
+        torch.cuda.current_stream(dev).wait_stream(_copy_stream(dev, "up"))
     return work_frames, origins
 
 
 def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int]], batch: FaceBatch, size: int,
            dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
     """Aligned crops (N, 3, S, S) of every face, and each face's ``crop_from_roi`` (N, 2, 3)."""
-    n = len(batch.faces)
-    crops = torch.zeros((n, 3, size, size), device=dev)
     crop_from_roi = batch.crop_from_frame.copy()
-    for b in range(len(work_frames)):
-        sel = np.nonzero(batch.frame_index == b)[0]
-        if len(sel) == 0:
-            continue
-        m = batch.crop_from_frame[sel].copy()
-        ox, oy = origins[b]
-        # crop_from_roi = crop_from_frame o frame_from_roi, with frame = roi + (ox, oy)
-        m[:, :, 2] += m[:, :, 0] * ox + m[:, :, 1] * oy
-        crop_from_roi[sel] = m
-        crops[to_device(sel, dev)] = warp_affine(
-            work_frames[b][None], m, (size, size), src_index=np.zeros(len(sel), np.int64)
-        )
-    return crops, crop_from_roi
+    # crop_from_roi = crop_from_frame o frame_from_roi, with frame = roi + (ox, oy)
+    offsets = np.array([origins[int(b)] for b in batch.frame_index], np.float64).reshape(-1, 2)
+    crop_from_roi[:, :, 2] += (crop_from_roi[:, :, :2] * offsets[:, None, :]).sum(-1)
+    # Faces are flattened in frame order: each frame's crops are one slice, warped from that frame alone.
+    starts = np.searchsorted(batch.frame_index, np.arange(len(work_frames) + 1))
+    parts = [
+        warp_affine(work_frames[b][None], crop_from_roi[starts[b] : starts[b + 1]], (size, size),
+                    src_index=np.zeros(starts[b + 1] - starts[b], np.int64))
+        for b in range(len(work_frames)) if starts[b + 1] > starts[b]
+    ]
+    if not parts:
+        return torch.zeros((0, 3, size, size), device=dev), crop_from_roi
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), crop_from_roi
 
 
 def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin: tuple[int, int],

@@ -243,3 +243,25 @@ def test_integer_codes_in_give_the_float_paths_codes_out(still, dtype, bits):
     outside = alpha == 0
     np.testing.assert_array_equal(got[outside], codes[outside])
     assert (got[alpha > 0.5] != codes[alpha > 0.5]).mean() > 0.3  # the face really changed
+
+
+def test_paste_in_place_into_a_channels_last_view_equals_the_copying_paste():
+    """The pipeline uploads frames as (h, w, 3) and pastes into their (3, h, w) view in place: the same
+    pixels and matte as pasting into a contiguous copy, and the view's memory holds the result."""
+    from facefix.composite import paste_faces
+
+    frame, lms = synth.crowd_frame((200, 260), 2, face_px=80)
+    hwc = torch.from_numpy(np.ascontiguousarray(frame[..., :3], dtype=np.float32))
+    mats = np.stack([crop_from_frame_matrix(lm, 64) for lm in lms])
+    torch.manual_seed(3)
+    delta = torch.randn(2, 3, 64, 64) * 0.1
+    matte = torch.rand(2, 1, 64, 64)
+    idx = np.zeros(2, np.int64)
+    planar = hwc.permute(2, 0, 1).contiguous()[None]
+    expected, expected_alpha = paste_faces(planar, delta, matte, invert_affine(mats), idx)
+    assert torch.equal(planar[0], hwc.permute(2, 0, 1))  # not modified without inplace
+    view = hwc.clone().permute(2, 0, 1)[None]
+    got, alpha = paste_faces(view, delta, matte, invert_affine(mats), idx, inplace=True)
+    assert got.data_ptr() == view.data_ptr()
+    assert torch.equal(got, expected) and torch.equal(alpha, expected_alpha)
+    assert not torch.equal(got, planar)  # the faces did change

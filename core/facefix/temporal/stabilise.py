@@ -177,9 +177,9 @@ def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torc
     num = cur_restored.clone()
     den = torch.ones_like(weight[:, 0])
     for i in range(k):
-        num = num + weight[:, i] * warped[:, i]
-        den = den + weight[:, i]
-    return num / den
+        num.addcmul_(weight[:, i], warped[:, i])  # one fused pass per past frame
+        den.add_(weight[:, i])
+    return num.div_(den)
 
 
 class TrackHistory:
