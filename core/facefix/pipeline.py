@@ -256,7 +256,7 @@ def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
     """``host`` (pinned) copied to ``dev`` on the upload stream; the compute stream must ``wait_stream`` it
     before use (``_working_rois`` does, once per batch)."""
     if dev.type != "cuda":
-        return host.to(dev)
+        return host.to(dev, copy=True)  # the paste writes into it: never into the caller's staged buffer
     with torch.cuda.stream(_copy_stream(dev, "up")):
         t = host.to(dev, non_blocking=True)
     t.record_stream(torch.cuda.current_stream(dev))  # freed only after the compute stream is done with it

@@ -180,8 +180,11 @@ def test_queued_frames_finished_on_other_threads_match_restore_batch():
     with ThreadPoolExecutor(3) as pool:
         staged = list(pool.map(lambda i: stage_frame(owned[i], faces[i], colour_transform("srgb"), 1, e.device),
                                range(len(owned))))
+        kept = [st.rgb.clone() for st in staged]
         pending = queue_batch(owned, faces, s, e, inplace=True, staged=staged)
         finished = list(pool.map(lambda p: p.result(), reversed(pending)))[::-1]
+    # The paste works on the device's own copy: the caller's staged buffers are left as they were.
+    assert all(torch.equal(st.rgb, k) for st, k in zip(staged, kept))
     for (img, alpha), (want, want_alpha), mine in zip(finished, expected, owned):
         assert img is mine
         assert np.array_equal(img, want) and np.array_equal(alpha, want_alpha)
