@@ -260,6 +260,18 @@ def reference_figures(pattern: str, tracks: FaceTracks, weights: Path, device: t
     return {"frames": len(paths), "passes_s": walls, "fps": len(paths) / min(walls), "compute_only_fps": compute_fps}
 
 
+def code_version() -> str | None:
+    """The checked-out commit of this repository (results name the code they measured), if known."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
 def save(result: dict, path: Path | None) -> None:
     """Write what is measured so far (a later failure loses nothing)."""
     if path is None:
@@ -297,6 +309,7 @@ def main() -> int:
 
     micro = micro_batch_for(device)
     result: dict = {
+        "commit": code_version(), "command": " ".join(sys.argv),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "size": [w, h], "frames": args.frames, "format": args.format,
         "pipeline_batch": args.batch, "model_micro_batch": micro, "runs": [],

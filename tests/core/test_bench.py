@@ -30,3 +30,11 @@ def test_clip_gpu_side_figure_and_reference_reader(tmp_path, fmt):
     engine = Engine(Settings(model="passthrough", device="cpu", temporal=0.5, mask="mesh"))
     res = bench.gpu_side_figures(pattern, tracks, engine, batch=2, frames=3, passes=2)
     assert res["frames"] == 3 and len(res["passes_s"]) == 2 and res["fps"] > 0
+
+
+def test_results_name_the_commit_they_measured():
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(Path(bench.ROOT)), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()
+    assert bench.code_version() == (head or None)
