@@ -117,7 +117,7 @@ def reference_crops(reference: str, source: object, tracks: FaceTracks, settings
 
     def crops_of(rgb: np.ndarray, faces: Sequence[Face]) -> torch.Tensor:
         img = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
-        mats = np.stack([crop_from_frame_matrix(f.landmarks) for f in faces])
+        mats = crop_from_frame_matrix(np.stack([f.landmarks for f in faces]))
         return warp_affine(img, mats, (TEMPLATE_SIZE, TEMPLATE_SIZE), src_index=np.zeros(len(faces), np.int64))
 
     ref_src = open_source(reference)

@@ -95,6 +95,26 @@ def colour_match(restored: torch.Tensor, reference: torch.Tensor, amount: float,
     return restored + amount * low
 
 
+def _paste_groups(rois: np.ndarray, waste: float = 0.5) -> list[list[int]]:
+    """Consecutive faces with a non-empty ROI, grouped so that padding each group to its largest ROI wastes
+    at most ``waste`` of the warped area (a crowd of small faces beside one close-up is not padded to it)."""
+    groups: list[list[int]] = []
+    area = 0
+    gh = gw = 0
+    for i, (x0, y0, x1, y1) in enumerate(rois.tolist()):
+        h, w = y1 - y0, x1 - x0
+        if h <= 0 or w <= 0:
+            continue
+        nh, nw = max(gh, h), max(gw, w)
+        if groups and (len(groups[-1]) + 1) * nh * nw * (1 - waste) <= area + h * w:
+            groups[-1].append(i)
+            area, gh, gw = area + h * w, nh, nw
+        else:
+            groups.append([i])
+            area, gh, gw = h * w, h, w
+    return groups
+
+
 def paste_faces(
     frames: torch.Tensor,
     delta: torch.Tensor,
@@ -118,19 +138,26 @@ def paste_faces(
     size = delta.shape[-1]
     rois = frame_rois(frame_from_crop, size, (frames.shape[-2], frames.shape[-1]))
     both = torch.cat([delta, matte], dim=1)
-    for i in range(delta.shape[0]):
-        x0, y0, x1, y1 = (int(v) for v in rois[i])
-        if x1 <= x0 or y1 <= y0:
-            continue
-        # Map crop -> ROI-local frame coords, then warp the crop into the ROI only.
-        roi_from_crop = frame_from_crop[i].copy()
-        roi_from_crop[:, 2] -= (x0, y0)
-        warped = warp_affine(both[i : i + 1], roi_from_crop[None], (y1 - y0, x1 - x0), mode="bilinear")[0]
-        d, a = warped[:3], warped[3:].clamp(0.0, 1.0)
-        b = int(frame_index[i])
-        region = out[b, :, y0:y1, x0:x1]
-        touched = a > 0
-        out[b, :, y0:y1, x0:x1] = torch.where(touched, region + a * d, region)
-        ar = alpha[b, :, y0:y1, x0:x1]
-        alpha[b, :, y0:y1, x0:x1] = ar + a - ar * a
+    # Map crop -> ROI-local frame coords; faces are warped into their ROIs a group at a time (padded to the
+    # group's largest ROI: a pixel's value depends only on its own face's matrix, so grouping changes nothing).
+    roi_from_crop = np.array(frame_from_crop, np.float64)
+    roi_from_crop[:, :, 2] -= rois[:, :2]
+    for group in _paste_groups(rois):
+        gh = int((rois[group, 3] - rois[group, 1]).max())
+        gw = int((rois[group, 2] - rois[group, 0]).max())
+        if group == list(range(group[0], group[-1] + 1)):
+            src = both[group[0] : group[-1] + 1]
+        else:
+            src = both[to_device(group, both.device)]
+        warped_group = warp_affine(src, roi_from_crop[group], (gh, gw), mode="bilinear")
+        for j, i in enumerate(group):
+            x0, y0, x1, y1 = (int(v) for v in rois[i])
+            warped = warped_group[j, :, : y1 - y0, : x1 - x0]
+            d, a = warped[:3], warped[3:].clamp(0.0, 1.0)
+            b = int(frame_index[i])
+            region = out[b, :, y0:y1, x0:x1]
+            touched = a > 0
+            out[b, :, y0:y1, x0:x1] = torch.where(touched, region + a * d, region)
+            ar = alpha[b, :, y0:y1, x0:x1]
+            alpha[b, :, y0:y1, x0:x1] = ar + a - ar * a
     return out, alpha

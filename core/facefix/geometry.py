@@ -48,30 +48,45 @@ FFHQ_TEMPLATE_512 = np.array(
 def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
 
-    src, dst: (K, 2) points, K >= 2. Returns the 2x3 matrix ``dst_from_src``. No reflection.
+    src, dst: (K, 2) points, K >= 2, or stacks (N, K, 2) (either may be one set shared by all). Returns the
+    2x3 matrix ``dst_from_src`` (or (N, 2, 3)). No reflection. Sums run over the points in a fixed order,
+    element-wise over the stack, so a set's matrix does not depend on what else is in the stack.
     """
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+    single = src.ndim == 2 and dst.ndim == 2
+    s3, d3 = (src[None] if src.ndim == 2 else src), (dst[None] if dst.ndim == 2 else dst)
+    if (s3.ndim != 3 or d3.ndim != 3 or s3.shape[1:] != d3.shape[1:] or s3.shape[2] != 2 or s3.shape[1] < 2
+            or (s3.shape[0] != d3.shape[0] and 1 not in (s3.shape[0], d3.shape[0]))):
         raise InputError(f"similarity needs matching (K, 2) point sets, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
-    if var_s < 1e-12:
+    s3, d3 = np.broadcast_arrays(s3, d3)
+    k = s3.shape[1]
+
+    def point_sum(x: np.ndarray) -> np.ndarray:
+        total = x[:, 0].copy()
+        for i in range(1, k):
+            total += x[:, i]
+        return total
+
+    mu_s, mu_d = point_sum(s3) / k, point_sum(d3) / k  # (N, 2)
+    s0, d0 = s3 - mu_s[:, None], d3 - mu_d[:, None]
+    var_s = point_sum((s0**2).sum(-1, keepdims=True))[:, 0] / k  # (N,)
+    if (var_s < 1e-12).any():
         raise InputError("degenerate landmarks: all points coincide")
-    cov = d0.T @ s0 / len(src)
+    cov = point_sum(d0[..., :, None] * s0[..., None, :]) / k  # (N, 2, 2)
     u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]])
+    d = np.ones((len(cov), 2))
+    d[np.linalg.det(u) * np.linalg.det(vt) < 0, 1] = -1.0
+    rot = u @ (d[:, :, None] * vt)
+    scale = (sig * d).sum(-1) / var_s
+    t = mu_d - scale[:, None] * (rot @ mu_s[:, :, None])[..., 0]
+    out = np.concatenate([scale[:, None, None] * rot, t[:, :, None]], axis=-1)
+    return out[0] if single else out
 
 
 def crop_from_frame_matrix(landmarks: np.ndarray, size: int = TEMPLATE_SIZE) -> np.ndarray:
-    """2x3 ``crop_from_frame`` aligning 5 frame landmarks to the FFHQ template at ``size`` px."""
+    """2x3 ``crop_from_frame`` aligning 5 frame landmarks (5, 2) to the FFHQ template at ``size`` px; for a
+    stack of faces' landmarks (N, 5, 2), the (N, 2, 3) matrices in one call."""
     return umeyama_similarity(landmarks, FFHQ_TEMPLATE_512 * (size / TEMPLATE_SIZE))
 
 

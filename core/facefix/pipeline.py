@@ -126,7 +126,7 @@ class FaceBatch:
         flat = [(i, f) for i, fs in enumerate(faces_per_frame) for f in fs]
         if not flat:
             return cls((), np.zeros(0, np.int64), np.zeros((0, 2, 3)))
-        mats = np.stack([crop_from_frame_matrix(f.landmarks, size) for _, f in flat])
+        mats = crop_from_frame_matrix(np.stack([f.landmarks for _, f in flat]), size)
         return cls(tuple(f for _, f in flat), np.array([i for i, _ in flat], np.int64), mats)
 
 
@@ -468,7 +468,7 @@ def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up:
     if up > 1:
         x0, y0, x1, y1 = 0, 0, w, h
     elif faces:
-        mats = np.stack([crop_from_frame_matrix(f.landmarks, size) for f in faces])
+        mats = crop_from_frame_matrix(np.stack([f.landmarks for f in faces]), size)
         r = frame_rois(invert_affine(mats), size, (h, w))
         x0, y0, x1, y1 = int(r[:, 0].min()), int(r[:, 1].min()), int(r[:, 2].max()), int(r[:, 3].max())
     else:

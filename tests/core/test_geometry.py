@@ -25,6 +25,28 @@ def test_umeyama_recovers_a_known_similarity():
     np.testing.assert_allclose(est, m, atol=1e-9)
 
 
+def test_umeyama_on_a_stack_equals_one_at_a_time_whatever_the_stack():
+    """Crop matrices of a batch are computed in one call; a face's matrix must not depend on the others
+    (that is what keeps output bit-identical across batch sizes)."""
+    rng = np.random.default_rng(7)
+    mats = [similarity(rng.uniform(0.2, 3), rng.uniform(-40, 40), *rng.uniform(-500, 500, 2)) for _ in range(6)]
+    landmarks = np.stack([transform_points(m, FFHQ_TEMPLATE_512) + rng.normal(0, 2, (5, 2)) for m in mats])
+    together = crop_from_frame_matrix(landmarks, 256)
+    assert together.shape == (6, 2, 3)
+    for i in range(6):
+        alone = crop_from_frame_matrix(landmarks[i], 256)
+        assert alone.shape == (2, 3) and np.array_equal(alone, together[i])
+        assert np.array_equal(crop_from_frame_matrix(landmarks[i : i + 3], 256)[0], together[i])
+        # The closed-form least squares: the template's points are the best fit in the mean square sense.
+        cen = landmarks[i] - landmarks[i].mean(0)
+        tpl = FFHQ_TEMPLATE_512 * 0.5 - (FFHQ_TEMPLATE_512 * 0.5).mean(0)
+        a = (cen[:, 0] * tpl[:, 0] + cen[:, 1] * tpl[:, 1]).sum() / (cen**2).sum()
+        b = (cen[:, 0] * tpl[:, 1] - cen[:, 1] * tpl[:, 0]).sum() / (cen**2).sum()
+        np.testing.assert_allclose(alone[:, :2], [[a, -b], [b, a]], atol=1e-12)
+    with pytest.raises(InputError):
+        umeyama_similarity(np.zeros((3, 4, 2)), np.zeros((2, 4, 2)))  # stacks of different lengths
+
+
 def test_umeyama_rejects_degenerate_points():
     with pytest.raises(InputError):
         umeyama_similarity(np.ones((5, 2)), np.zeros((5, 2)))
