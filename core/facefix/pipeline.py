@@ -63,7 +63,7 @@ class Engine:
 
     On CUDA the restorer runs in bfloat16 where the architecture allows it, channels-last, with its
     modulated convolutions computed batch-wide (``facefix.restore.fast``) and replayed from CUDA graphs
-    (``cuda_graphs``: one capture per micro-batch shape; a network that cannot be captured runs as is);
+    (``cuda_graphs``: one capture per micro-batch shape, for architectures known to capture);
     ``accelerate`` = False keeps the plain network (the benchmark's eager baseline).
     """
 
@@ -245,20 +245,26 @@ def _host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
 
 
-@functools.lru_cache(maxsize=8)
 def _copy_stream(device: torch.device, direction: str) -> torch.cuda.Stream:
     """A side stream per CUDA device and direction ("up", "down"): transfers run on the copy engines
     while the compute stream works on another batch, instead of queueing between its kernels."""
-    return torch.cuda.Stream(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _indexed_copy_stream(index, direction)
+
+
+@functools.lru_cache(maxsize=16)
+def _indexed_copy_stream(index: int, direction: str) -> torch.cuda.Stream:
+    return torch.cuda.Stream(torch.device("cuda", index))
 
 
 def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
     """``host`` (pinned) copied to ``dev`` on the upload stream; the compute stream must ``wait_stream`` it
     before use (``_working_rois`` does, once per batch)."""
+    # copy=True: the paste writes into the result, never into the caller's staged buffer.
     if dev.type != "cuda":
-        return host.to(dev, copy=True)  # the paste writes into it: never into the caller's staged buffer
+        return host.to(dev, copy=True)
     with torch.cuda.stream(_copy_stream(dev, "up")):
-        t = host.to(dev, non_blocking=True)
+        t = host.to(dev, non_blocking=True, copy=True)
     t.record_stream(torch.cuda.current_stream(dev))  # freed only after the compute stream is done with it
     return t
 
@@ -440,7 +446,8 @@ def queue_batch(
                 pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
         with stats.stage("download", dev):
             # Work frames are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so
-            # this is the layout the host wants: the copy goes straight out, with no reordering on the GPU.
+            # this is the layout the host wants: without upscaling the copy goes straight out, with no
+            # reordering on the GPU.
             (host_pasted, host_alpha), event = _download(pasted.permute(1, 2, 0), alpha)
             pending.append(PendingFrame(img, host_pasted, host_alpha, event, origins[b], ct, up, inplace,
                                         bits_each[b]))

@@ -46,6 +46,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 # Compile modes that already replay CUDA graphs themselves: a manual capture around them would nest.
 _GRAPHING_MODES = ("reduce-overhead", "max-autotune")
+# Architectures whose network is known to capture in a CUDA graph (checked on a GPU by the test suite):
+# ``cuda_graphs="auto"`` graphs these only. A capture that fails mid-run can leave the stream and the
+# allocator in capture state, so "auto" never tries one it cannot vouch for.
+_CAPTURES = frozenset({"GFPGAN"})
 # Architectures whose run ignores ``fidelity``: their graphs need not be keyed on it.
 _IGNORES_FIDELITY = frozenset({"GFPGAN", "RestoreFormer"})
 _STYLEGAN2_MODULE = "spandrel.architectures.GFPGAN.__arch.stylegan2_clean_arch"
@@ -191,14 +195,10 @@ class _Graphs:
     name: str
     fn: RunFn
     keyed_on_fidelity: bool
-    required: bool = True  # False: a network that cannot be captured runs uncaptured (with a warning)
-    failed: bool = False
     entries: OrderedDict[tuple[object, ...], _Captured] = field(default_factory=OrderedDict)
     weights: tuple[int, ...] = ()
 
     def __call__(self, module: nn.Module, x: Tensor, fidelity: float) -> Tensor:
-        if self.failed:
-            return self.fn(module, x, fidelity)
         weights = _storage_key(module)
         if weights != self.weights:
             self.entries.clear()
@@ -206,14 +206,7 @@ class _Graphs:
         key = (x.device, x.dtype, tuple(x.shape), x.stride(), fidelity if self.keyed_on_fidelity else None)
         entry = self.entries.get(key)
         if entry is None:
-            try:
-                entry = self._capture(module, x, fidelity)
-            except SettingsError as err:
-                if self.required:
-                    raise
-                warnings.warn(f"{err}; it runs without graphs", RuntimeWarning, stacklevel=2)
-                self.failed = True
-                return self.fn(module, x, fidelity)
+            entry = self._capture(module, x, fidelity)
             self.entries[key] = entry
             while len(self.entries) > _GRAPH_LIMIT:
                 self.entries.popitem(last=False)
@@ -234,8 +227,11 @@ class _Graphs:
                         self.fn(module, static_in, fidelity)
                 torch.cuda.current_stream().wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
+                # thread_local: the run's I/O threads go on allocating pinned buffers meanwhile.
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                     static_out = self.fn(module, static_in, fidelity)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the caller's out-of-memory back-off handles it
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             raise SettingsError(
@@ -305,9 +301,9 @@ def accelerate(
     - ``cuda_graphs``: capture the network call for the fixed micro-batch shape and replay it; used on
       CUDA devices only (elsewhere the call runs as is), and needs ``micro_batch``. Skipped under
       compile modes that replay graphs themselves (``"reduce-overhead"``, ``"max-autotune"``).
-      ``"auto"``: the same, but a network that cannot be captured runs uncaptured (with a warning)
-      instead of raising. On a compiled network graphs remove the launch cost of its ~1,400 kernels
-      per call from the thread that feeds the GPU.
+      ``"auto"``: graphs for architectures known to capture (GFPGAN), none for others. On a compiled
+      network graphs remove the launch cost of its ~1,400 kernels per call from the thread that
+      feeds the GPU.
     - ``micro_batch``: call the network on at most this many crops at a time (bounds memory), always
       on exactly this many (the last chunk is padded), so every call has the same shape.
 
@@ -349,8 +345,9 @@ def accelerate(
         # Static shapes with micro-batches; otherwise let the compiler mark the batch dynamic.
         fn = torch.compile(base, mode=mode, dynamic=False if micro_batch else None)
     graphs = None
+    if cuda_graphs == "auto" and restorer.architecture not in _CAPTURES:
+        cuda_graphs = False
     if cuda_graphs and mode not in _GRAPHING_MODES:
-        graphs = _Graphs(restorer.name, fn, restorer.architecture not in _IGNORES_FIDELITY,
-                         required=cuda_graphs is True)
+        graphs = _Graphs(restorer.name, fn, restorer.architecture not in _IGNORES_FIDELITY)
     run = _AcceleratedRun(base, fn, channels_last, micro_batch, graphs)
     return replace(restorer, run=run)
