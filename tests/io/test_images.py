@@ -142,6 +142,43 @@ def test_dpx_10bit_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back_codes, codes)  # measured: exact
 
 
+def test_dpx_is_the_file_openimageio_writes_and_a_failed_write_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DPX frames are encoded through an ImageBuf (whose write releases Python's interpreter lock): the
+    pixels on disk are the bytes OpenImageIO's plain writer gives; a failed write is one line, no file."""
+    import struct
+
+    codes = RNG.integers(0, 1024, (H, W, 3))
+    plain = tmp_path / "plain.dpx"
+    _oiio_write(plain, (codes / 1023.0).astype(np.float32), "uint16", bits=10)
+    frame = read_frame(plain, codes=True)
+    ours = tmp_path / "ours.dpx"
+    write_frame(ours, frame)
+    a, b = plain.read_bytes(), ours.read_bytes()
+    start = struct.unpack(">I", a[4:8])[0]  # offset to the image data
+    assert len(a) == len(b) and start >= 2048 and a[start:] == b[start:]
+    assert a[768:start] == b[768:start]  # image, orientation, film and TV headers
+
+    class FailingBuf:
+        def __init__(self, spec: oiio.ImageSpec) -> None:
+            pass
+
+        def set_pixels(self, roi: object, data: np.ndarray) -> bool:
+            return True
+
+        def write(self, path: str, fileformat: str = "") -> bool:
+            Path(path).write_bytes(b"SDPX half")  # as a full disk would leave it
+            return False
+
+        def geterror(self) -> str:
+            return "write failed: No space left on device"
+
+    monkeypatch.setattr(oiio, "ImageBuf", FailingBuf)
+    with pytest.raises(OutputError, match=r"^cannot write .*failed.dpx: write failed: No space left on device$"):
+        write_frame(tmp_path / "failed.dpx", frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.dpx", "plain.dpx"]
+
+
 @pytest.mark.parametrize("fmt,maxcode", [("uint8", 255), ("uint16", 65535)])
 def test_tiff_integer_round_trip(tmp_path: Path, fmt: str, maxcode: int) -> None:
     data = RNG.integers(0, maxcode + 1, (H, W, 4)).astype(fmt)
