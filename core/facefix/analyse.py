@@ -16,6 +16,7 @@ from .colour import colour_transform, resolve_colorspace
 from .faces import Face, FaceTracks
 from .params import Settings
 from .pipeline import frames_per_batch
+from .streaming import prefetch, read_pool
 
 __all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]
 
@@ -34,10 +35,9 @@ def working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> np.ndarra
     return np.clip(np.nan_to_num(ct.to_working(frame[..., :3]), nan=0.0), 0.0, 1.0)
 
 
-def _working_batch(frames: Sequence[np.ndarray], colorspace: str, is_float: bool, device: torch.device) -> torch.Tensor:
-    """(N, 3, H, W) working RGB of several frames."""
-    arrs = [working_rgb(f, colorspace, is_float) for f in frames]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(arrs).transpose(0, 3, 1, 2))).to(device)
+def _planar_working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> np.ndarray:
+    """(3, H, W) contiguous working RGB of one frame: what a detector batch is stacked from."""
+    return np.ascontiguousarray(working_rgb(frame, colorspace, is_float).transpose(2, 0, 1))
 
 
 def track_clip(
@@ -73,11 +73,18 @@ def track_clip(
 
         bar = tqdm(total=len(numbers), unit="frame", desc="analyse", dynamic_ncols=True)
     step = frames_per_batch(settings, dev)
+
+    def read(n: int) -> np.ndarray:
+        # Decoded and converted on an I/O thread while the detector works on the previous batch.
+        return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
+
+    pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
+    stream = prefetch(read, list(numbers), depth=2 * step, pool=pool)
     try:
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
-            frames = [source.read(n).pixels for n in chunk]  # type: ignore[attr-defined]
-            batch = _working_batch(frames, settings.colorspace, is_float, dev)
+            planes = [next(stream)[1] for _ in chunk]
+            batch = torch.from_numpy(np.stack(planes)).to(dev)
             with torch.inference_mode():
                 results = detector(batch)
             for k, (n, res) in enumerate(zip(chunk, results)):
@@ -95,6 +102,8 @@ def track_clip(
             if bar is not None:
                 bar.update(len(chunk))
     finally:
+        stream.close()
+        pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     cuts = find_cuts(scores)

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from .pipeline import (
     queue_batch,
     stage_frame,
 )
+from .streaming import io_thread_priority, prefetch
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os"]
 
@@ -134,43 +135,6 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
             faces.append(f)
         out[n] = faces
     return out
-
-
-def _prefetch(read: Callable[[int], object], numbers: Sequence[int], depth: int, pool: Executor
-              ) -> Iterator[tuple[int, object]]:
-    """Read frames on ``pool``, up to ``depth`` ahead, yielded in order; re-raises read errors.
-
-    Decoders (OpenImageIO, FFmpeg) release the GIL, so several threads decode in parallel.
-    """
-    pending: deque[tuple[int, Future]] = deque()
-    it = iter(numbers)
-    try:
-        for n in it:
-            pending.append((n, pool.submit(read, n)))
-            if len(pending) >= max(1, depth):
-                break
-        while pending:
-            n, fut = pending.popleft()
-            frame = fut.result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(read, nxt)))
-            yield n, frame
-    finally:
-        for _, fut in pending:
-            fut.cancel()
-
-
-def _io_thread_priority(step: int = 5) -> None:
-    """Thread initializer: I/O threads give way to the one thread that feeds the GPU.
-
-    With every core busy decoding and encoding, that thread would otherwise wait for a time slice
-    between kernel launches and the GPU would idle. Linux keeps a nice value per thread; elsewhere this
-    does nothing.
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
 
 
 class _Writer:
@@ -326,11 +290,11 @@ def run_clip(
     # is (a PNG encodes ~3x slower than it decodes; an EXR about as fast); movies read and write in order.
     # One core is left to the thread that feeds the GPU.
     io_pool = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2) - 1), thread_name_prefix="facefix-io",
-                                 initializer=_io_thread_priority)
+                                 initializer=io_thread_priority)
     read_pool = io_pool if full.kind == "sequence" else ThreadPoolExecutor(
-        1, thread_name_prefix="facefix-read", initializer=_io_thread_priority)
+        1, thread_name_prefix="facefix-read", initializer=io_thread_priority)
     write_pool = io_pool if not is_movie(dest) else ThreadPoolExecutor(
-        1, thread_name_prefix="facefix-write", initializer=_io_thread_priority)
+        1, thread_name_prefix="facefix-write", initializer=io_thread_priority)
     per_batch = frames_per_batch(settings, engine.device)
     writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool)  # type: ignore[arg-type]
     stats = BatchStats(profile=profile)
@@ -339,7 +303,7 @@ def run_clip(
     ok = False
     try:
         batch: list[tuple[int, object]] = []
-        stream = _prefetch(read, compute, depth=2 * per_batch, pool=read_pool)
+        stream = prefetch(read, compute, depth=2 * per_batch, pool=read_pool)
         for item in stream:
             batch.append(item)
             if len(batch) == per_batch:

@@ -172,6 +172,38 @@ def test_missing_and_corrupt_frames_name_the_file(shot, tmp_path):
     assert not list(tmp_path.glob("out.1002*"))
 
 
+def test_analysis_pass_reads_ahead_and_names_a_corrupt_frame(shot, tmp_path):
+    """Without tracks the shot is analysed first, its frames read ahead on worker threads: the same
+    tracks as reading them one by one, and a corrupt frame is still a one-line error naming it."""
+    import threading
+
+    from facefix.analyse import track_clip
+    from facefix.io import open_source
+
+    root, _ = shot
+    src = open_source(str(root / "png.####.png"))
+
+    class OneByOne:  # the same source, read on the calling thread only
+        kind = "movie"
+        is_float = src.is_float
+
+        def read(self, n):
+            return src.read(n)
+
+    s = _settings()
+    ahead = track_clip(src, src.frame_numbers, s, progress=False)
+    serial = track_clip(OneByOne(), src.frame_numbers, s, progress=False)
+    assert ahead.to_json() == serial.to_json() and ahead.faces_at(src.frame_numbers[0])
+    for n in src.frame_numbers:
+        (tmp_path / f"c.{n:04d}.png").write_bytes((root / f"png.{n:04d}.png").read_bytes())
+    bad = src.frame_numbers[2]
+    (tmp_path / f"c.{bad:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    before = threading.active_count()
+    with pytest.raises(InputError, match=rf"c\.{bad:04d}\.png"):
+        track_clip(open_source(str(tmp_path / "c.####.png")), src.frame_numbers, s, progress=False)
+    assert threading.active_count() == before  # the reading threads are gone
+
+
 def test_unwritable_output_is_refused(shot, tmp_path):
     root, tracks = shot
     blocker = tmp_path / "file"
@@ -250,13 +282,13 @@ def test_io_threads_give_way_to_the_gpu_feeder():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from facefix.run import _io_thread_priority
+    from facefix.streaming import io_thread_priority
 
     def nice() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     mine = nice()
-    with ThreadPoolExecutor(1, initializer=_io_thread_priority) as pool:
+    with ThreadPoolExecutor(1, initializer=io_thread_priority) as pool:
         theirs = pool.submit(nice).result()
     assert theirs == min(19, mine + 5)
     assert nice() == mine

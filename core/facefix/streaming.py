@@ -1,0 +1,58 @@
+"""Streaming helpers shared by the passes over a shot: frames read ahead on worker threads, in order.
+
+Decoders (OpenImageIO, FFmpeg) release the interpreter lock, so several threads decode in parallel while
+the thread that feeds the GPU keeps it busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["prefetch", "io_thread_priority", "read_pool"]
+
+
+def prefetch(read: Callable[[int], Any], numbers: Sequence[int], depth: int, pool: Executor
+             ) -> Generator[tuple[int, Any], None, None]:
+    """``read(n)`` of every frame on ``pool``, up to ``depth`` ahead, yielded in order; re-raises read errors."""
+    pending: deque[tuple[int, Future]] = deque()
+    it = iter(numbers)
+    try:
+        for n in it:
+            pending.append((n, pool.submit(read, n)))
+            if len(pending) >= max(1, depth):
+                break
+        while pending:
+            n, fut = pending.popleft()
+            frame = fut.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(read, nxt)))
+            yield n, frame
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+
+
+def io_thread_priority(step: int = 5) -> None:
+    """Thread initializer: I/O threads give way to the one thread that feeds the GPU.
+
+    With every core busy decoding and encoding, that thread would otherwise wait for a time slice
+    between kernel launches and the GPU would idle. Linux keeps a nice value per thread; elsewhere this
+    does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+
+
+def read_pool(kind: str, name: str = "facefix-read") -> ThreadPoolExecutor:
+    """Threads to read a source with: one per core but one for image sequences (frames are independent
+    files), a single one for movies (decoded in order)."""
+    workers = max(2, (os.cpu_count() or 2) - 1) if kind == "sequence" else 1
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=io_thread_priority)
