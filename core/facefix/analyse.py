@@ -6,8 +6,9 @@ tracker, which needs the whole shot for its zero-lag (forward-backward) smoothin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +28,14 @@ class AnalysisStats:
     faces_detected: int = 0
     faces_too_small: int = 0
     cuts: int = 0
+    # Wall seconds of the calling thread: waiting for frames (decode and conversion run ahead on worker
+    # threads), detection, per-face descriptors and cut scores, and building the tracks.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - t0
+        return now
 
 
 def working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> np.ndarray:
@@ -83,10 +92,13 @@ def track_clip(
     try:
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
+            t = time.perf_counter()
             planes = [next(stream)[1] for _ in chunk]
+            t = stats.timed("wait_for_frames", t)
             batch = torch.from_numpy(np.stack(planes)).to(dev)
             with torch.inference_mode():
-                results = detector(batch)
+                results = detector(batch)  # faces come back to the host: the GPU work is done here
+            t = stats.timed("detect", t)
             for k, (n, res) in enumerate(zip(chunk, results)):
                 detections[n] = list(res.faces)
                 appearance[n] = appearance_descriptors(batch[k], res.faces)
@@ -98,6 +110,7 @@ def track_clip(
                 prev_thumb = thumb
                 if on_frame is not None:
                     on_frame(n, batch[k].permute(1, 2, 0).cpu().numpy(), res.faces)
+            stats.timed("describe", t)
             stats.frames += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -106,9 +119,11 @@ def track_clip(
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
+    t = time.perf_counter()
     cuts = find_cuts(scores)
     stats.cuts = len(cuts)
     tracks = build_tracks(detections, cuts, appearance=appearance)
+    stats.timed("track", t)
     meta = dict(tracks.metadata)
     meta.update({"detector": settings.detector, "cuts": sorted(int(c) for c in cuts),
                  "frames": [int(numbers[0]), int(numbers[-1])] if numbers else []})

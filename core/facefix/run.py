@@ -57,7 +57,8 @@ class RunSummary:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     # With profile=True: seconds per stage. decode/encode are summed over worker threads (they overlap
-    # each other and the GPU); analyse and restore are wall times of the two passes.
+    # each other and the GPU); analyse and restore are wall times of the two passes (always given), with
+    # analyse_* the analysis pass's own parts (see AnalysisStats.timings).
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -239,11 +240,13 @@ def run_clip(
     summary.frames_preroll = len([m for m in compute if m not in todo_set])
 
     if tracks is None:
-        from .analyse import track_clip
+        from .analyse import AnalysisStats, track_clip
 
         t_analyse = time.perf_counter()
-        tracks = track_clip(full, compute, settings, device=engine.device, progress=progress)
+        analysis = AnalysisStats()
+        tracks = track_clip(full, compute, settings, device=engine.device, progress=progress, stats=analysis)
         summary.timings["analyse"] = time.perf_counter() - t_analyse
+        summary.timings.update({f"analyse_{k}": v for k, v in analysis.timings.items()})
     faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
