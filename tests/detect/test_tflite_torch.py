@@ -36,12 +36,18 @@ def modules() -> dict[str, TFLiteModule]:
     return {name: load_tflite(*asset_path(name)) for name in MEDIAPIPE_SHA256}
 
 
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels-last", "planar"])
 @pytest.mark.parametrize(("model", "key", "lo", "hi"), CASES)
-def test_raw_outputs_match_litert(modules, raw, model, key, lo, hi):
+def test_raw_outputs_match_litert(modules, raw, model, key, lo, hi, channels_last):
+    """Both CPU layouts (channels-last, the default, and planar) give LiteRT's outputs."""
     x_u8 = raw[f"{key}_input"]
     x = torch.from_numpy(x_u8.astype(np.float32) / 255.0 * (hi - lo) + lo).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        outs = modules[model](x)
+    modules[model].channels_last_on_cpu = channels_last
+    try:
+        with torch.no_grad():
+            outs = modules[model](x)
+    finally:
+        modules[model].channels_last_on_cpu = True
     assert len(outs) == 2
     for j, y in enumerate(outs):
         ref = raw[f"{key}_out{j}"]

@@ -174,6 +174,10 @@ class TFLiteModule(nn.Module):
         except ImportError:  # pragma: no cover - declared dependency
             raise ModelError(f"{origin}: the 'tflite' package is needed to read .tflite files") from None
         self.origin = origin
+        # On the CPU, oneDNN runs these depthwise/pointwise stacks ~1.7x faster channels-last (BlazeFace,
+        # 64 tiles of 192 px on 2 cores: 1.33 -> 0.79 s); convolutions keep the layout they are given, so
+        # converting the inputs is enough. Same results within float rounding (the kernels differ).
+        self.channels_last_on_cpu = True
         try:
             model = tflite.Model.GetRootAsModel(data, 0)
             graph = model.Subgraphs(0)
@@ -428,6 +432,9 @@ class TFLiteModule(nn.Module):
         """Run the graph on NCHW image inputs; returns the outputs in graph layout (see module doc)."""
         if len(inputs) != len(self.input_ids):
             raise ModelError(f"{self.origin}: expects {len(self.input_ids)} input(s), got {len(inputs)}")
+        if self.channels_last_on_cpu:
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4
+                           else x for x in inputs)
         env: dict[int, Tensor] = dict(zip(self.input_ids, inputs))
         for step in self._steps:
             env[step.output] = step.fn(*(env[i] for i in step.inputs))
