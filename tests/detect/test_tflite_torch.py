@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facefix.detect.assets import MEDIAPIPE_DIR, MEDIAPIPE_SHA256, asset_path
-from facefix.detect.tflite_torch import TFLiteModule, load_tflite, same_padding
+from facefix.detect.tflite_torch import TFLiteModule, load_tflite, read_verified, same_padding
 from facefix.errors import ChecksumError, ModelError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -55,6 +55,26 @@ def test_raw_outputs_match_litert(modules, raw, model, key, lo, hi, channels_las
         # float32 vs XNNPACK: differences are rounding only (measured max 1.2e-4 on outputs up to ~160).
         err = np.abs(y.numpy() - ref).max()
         assert err < 1e-3 * max(1.0, np.abs(ref).max() / 100), (key, j, err)
+
+
+@pytest.mark.parametrize(("model", "key", "lo", "hi", "pad_adds", "folded"), [
+    ("face_detection_short_range.tflite", "short_crowd", -1.0, 1.0, 11, 0),
+    ("face_detection_full_range_sparse.tflite", "full_wide", -1.0, 1.0, 0, 43),
+    ("face_landmark.tflite", "mesh_rot", 0.0, 1.0, 3, 0),
+])
+def test_pad_ops_are_folded_without_changing_the_outputs(modules, raw, model, key, lo, hi, pad_adds, folded):
+    """Explicit PAD ops go into the convolutions' own padding or into the residual additions: no PAD is
+    left to copy activations, and the outputs equal the graph run op by op (up to float rounding)."""
+    fused = modules[model]
+    assert (fused.fused_pad_adds, fused.folded_pads) == (pad_adds, folded)
+    assert not any(step.op == "PAD" for step in fused._steps)
+    plain = TFLiteModule(read_verified(*asset_path(model)), origin=model, fuse=False).eval()
+    assert any(step.op == "PAD" for step in plain._steps)
+    x = torch.from_numpy(raw[f"{key}_input"].astype(np.float32) / 255.0 * (hi - lo) + lo).permute(2, 0, 1)[None]
+    x = torch.cat([x, x.flip(-1)])  # two crops: the in-place additions must not mix them
+    with torch.no_grad():
+        for a, b in zip(fused(x), plain(x)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_batched_equals_single(modules, raw):
