@@ -142,14 +142,15 @@ class _Step:
 
 
 def _act(code: int, op: str) -> Callable[[Tensor], Tensor]:
+    """An op's fused activation, applied in place: it always runs on the op's own, fresh result."""
     if code == 0:
         return lambda x: x
     if code == 1:
-        return F.relu
+        return torch.relu_
     if code == 3:
-        return lambda x: x.clamp(0.0, 6.0)
+        return lambda x: x.clamp_(0.0, 6.0)
     if code == 2:
-        return lambda x: x.clamp(-1.0, 1.0)
+        return lambda x: x.clamp_(-1.0, 1.0)
     raise ModelError(f"tflite: {op} has an unsupported fused activation {code}")
 
 
