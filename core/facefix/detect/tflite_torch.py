@@ -420,6 +420,19 @@ class TFLiteModule(nn.Module):
 
                 step = _Step("ADD", (other, self._channel_pads[pad_out]), step.output, fused)
                 dropped.add(pad_out)
+            elif step.op == "ADD" and step.output in self._add_acts and len(step.inputs) == 2:
+                # A plain residual addition: into the convolution output it is given, when nothing else reads it.
+                fresh = [i for i in step.inputs if uses.get(i) == 1 and i not in keep
+                         and producer.get(i) in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                         and self._shapes[i] == self._shapes[step.output]]
+                if fresh:
+                    other = step.inputs[1] if step.inputs[0] == fresh[0] else step.inputs[0]
+                    act = self._add_acts[step.output]
+
+                    def add_into(x: Tensor, y: Tensor, act: Callable[[Tensor], Tensor] = act) -> Tensor:
+                        return act(x.add_(y))
+
+                    step = _Step("ADD", (fresh[0], other), step.output, add_into)
             steps.append(step)
         self._steps = [step for step in steps if step.output not in dropped]
         return len(dropped)
