@@ -129,6 +129,11 @@ class FaceBatch:
         mats = crop_from_frame_matrix(np.stack([f.landmarks for _, f in flat]), size)
         return cls(tuple(f for _, f in flat), np.array([i for i, _ in flat], np.int64), mats)
 
+    def frame_slices(self, frames: int) -> list[slice]:
+        """The faces of each of ``frames`` frames, as slices of the batch (faces are in frame order)."""
+        starts = np.searchsorted(self.frame_index, np.arange(frames + 1))
+        return [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
 
 @dataclass
 class BatchStats:
@@ -416,11 +421,8 @@ def queue_batch(
         strength = torch.zeros((0, 1, 1, 1), device=dev)
 
     # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
-    #    Faces are flattened in frame order, so each frame's faces are one slice of the batch.
-    starts = np.searchsorted(batch.frame_index, np.arange(len(images) + 1))
     pending: list[PendingFrame] = []
-    for b, img in enumerate(images):
-        sel = slice(int(starts[b]), int(starts[b + 1]))
+    for b, (img, sel) in enumerate(zip(images, batch.frame_slices(len(images)))):
         count = sel.stop - sel.start
         base_frame = work_frames[b]  # this batch's own upload: pasted into in place
         m = crop_from_roi[sel]
@@ -525,12 +527,10 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
     # crop_from_roi = crop_from_frame o frame_from_roi, with frame = roi + (ox, oy)
     offsets = np.array([origins[int(b)] for b in batch.frame_index], np.float64).reshape(-1, 2)
     crop_from_roi[:, :, 2] += (crop_from_roi[:, :, :2] * offsets[:, None, :]).sum(-1)
-    # Faces are flattened in frame order: each frame's crops are one slice, warped from that frame alone.
-    starts = np.searchsorted(batch.frame_index, np.arange(len(work_frames) + 1))
+    # Each frame's crops are one slice of the batch, warped from that frame alone.
     parts = [
-        warp_affine(work_frames[b][None], crop_from_roi[starts[b] : starts[b + 1]], (size, size),
-                    src_index=np.zeros(starts[b + 1] - starts[b], np.int64))
-        for b in range(len(work_frames)) if starts[b + 1] > starts[b]
+        warp_affine(frame[None], crop_from_roi[sel], (size, size), src_index=np.zeros(sel.stop - sel.start, np.int64))
+        for frame, sel in zip(work_frames, batch.frame_slices(len(work_frames))) if sel.stop > sel.start
     ]
     if not parts:
         return torch.zeros((0, 3, size, size), device=dev), crop_from_roi

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from .pipeline import (
     queue_batch,
     stage_frame,
 )
-from .streaming import io_thread_priority, prefetch
+from .streaming import io_threads, prefetch
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os"]
 
@@ -292,12 +291,9 @@ def run_clip(
     # One pool serves decode, finishing and encode of independent files, so the threads go where the work
     # is (a PNG encodes ~3x slower than it decodes; an EXR about as fast); movies read and write in order.
     # One core is left to the thread that feeds the GPU.
-    io_pool = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2) - 1), thread_name_prefix="facefix-io",
-                                 initializer=io_thread_priority)
-    read_pool = io_pool if full.kind == "sequence" else ThreadPoolExecutor(
-        1, thread_name_prefix="facefix-read", initializer=io_thread_priority)
-    write_pool = io_pool if not is_movie(dest) else ThreadPoolExecutor(
-        1, thread_name_prefix="facefix-write", initializer=io_thread_priority)
+    io_pool = io_threads(None, "facefix-io")
+    read_pool = io_pool if full.kind == "sequence" else io_threads(1, "facefix-read")
+    write_pool = io_pool if not is_movie(dest) else io_threads(1, "facefix-write")
     per_batch = frames_per_batch(settings, engine.device)
     writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool)  # type: ignore[arg-type]
     stats = BatchStats(profile=profile)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["prefetch", "io_thread_priority", "read_pool"]
+__all__ = ["prefetch", "io_thread_priority", "io_threads", "read_pool"]
 
 
 def prefetch(read: Callable[[int], Any], numbers: Sequence[int], depth: int, pool: Executor
@@ -51,8 +51,14 @@ def io_thread_priority(step: int = 5) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
 
 
+def io_threads(workers: int | None, name: str) -> ThreadPoolExecutor:
+    """I/O threads that give way to the GPU feeder: ``workers`` of them, or one per core but the one
+    that feeds the GPU (at least two) for None."""
+    count = workers if workers is not None else max(2, (os.cpu_count() or 2) - 1)
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix=name, initializer=io_thread_priority)
+
+
 def read_pool(kind: str, name: str = "facefix-read") -> ThreadPoolExecutor:
     """Threads to read a source with: one per core but one for image sequences (frames are independent
     files), a single one for movies (decoded in order)."""
-    workers = max(2, (os.cpu_count() or 2) - 1) if kind == "sequence" else 1
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=io_thread_priority)
+    return io_threads(None if kind == "sequence" else 1, name)

@@ -218,8 +218,7 @@ class TFLiteModule(nn.Module):
         self._n_params = 0
         self._channel_pads: dict[int, int] = {}  # PAD output -> its input, for zero channels appended
         self._spatial_pads: dict[int, tuple[int, tuple[int, int, int, int]]] = {}  # PAD output -> input, pads
-        self._conv_steps: dict[int, tuple[Any, ...]] = {}  # convolution output -> its parameters
-        self._own_pads: dict[int, tuple[int, int, int, int]] = {}  # convolution output -> its SAME padding
+        self._conv_steps: dict[int, tuple[Any, ...]] = {}  # convolution output -> its padding and parameters
         self._add_acts: dict[int, Callable[[Tensor], Tensor]] = {}  # ADD of two live tensors -> activation
 
         for k in range(graph.OperatorsLength()):
@@ -293,8 +292,7 @@ class TFLiteModule(nn.Module):
         wt = self._param(weight)
         bias = self._param(self._const(ins[2], f"{op} bias")) if len(ins) > 2 else None
         act = _act(opt.FusedActivationFunction(), op)  # type: ignore[attr-defined]
-        self._conv_steps[out] = (wt, bias, stride, dil, groups, act)
-        self._own_pads[out] = (pl, pr, pt, pb)
+        self._conv_steps[out] = ((pl, pr, pt, pb), wt, bias, stride, dil, groups, act)
         self._add(op, ins[:1], out, self._conv_fn((pl, pr, pt, pb), wt, bias, stride, dil, groups, act))
 
     def _conv_fn(self, pads: tuple[int, int, int, int], wt: Callable[[], Tensor], bias: Callable[[], Tensor] | None,
@@ -364,23 +362,26 @@ class TFLiteModule(nn.Module):
         if not any(i in self._consts for i in ins):
             self._add_acts[out] = act
 
-    def _fold_pads_into_convolutions(self) -> int:
-        """``CONV(PAD(x))`` -> ``CONV(x)`` with the pad as the convolution's own (zero) padding when the
-        two together are symmetric: models exported with explicit PAD ops before VALID convolutions then
-        make no padded copy of every activation. Returns how many PAD ops were folded."""
+    def _readers(self) -> tuple[dict[int, int], set[int]]:
+        """How many steps read each tensor, and the tensors the graph's caller sees (never rewritten)."""
         uses: dict[int, int] = {}
         for step in self._steps:
             for i in step.inputs:
                 uses[i] = uses.get(i, 0) + 1
-        keep = set(self.input_ids) | set(self.output_ids)
+        return uses, set(self.input_ids) | set(self.output_ids)
+
+    def _fold_pads_into_convolutions(self) -> int:
+        """``CONV(PAD(x))`` -> ``CONV(x)`` with the pad as the convolution's own (zero) padding when the
+        two together are symmetric: models exported with explicit PAD ops before VALID convolutions then
+        make no padded copy of every activation. Returns how many PAD ops were folded."""
+        uses, keep = self._readers()
         dropped: set[int] = set()
         steps = []
         for step in self._steps:
             src = step.inputs[0] if step.inputs else -1
             if step.output in self._conv_steps and src in self._spatial_pads and uses.get(src) == 1 and src not in keep:
                 x, (l1, r1, t1, b1) = self._spatial_pads[src]
-                wt, bias, stride, dil, groups, act = self._conv_steps[step.output]
-                own = self._own_pads[step.output]
+                own, wt, bias, stride, dil, groups, act = self._conv_steps[step.output]
                 total = (own[0] + l1, own[1] + r1, own[2] + t1, own[3] + b1)
                 if total[0] == total[1] and total[2] == total[3]:
                     fn = self._conv_fn(total, wt, bias, stride, dil, groups, act)
@@ -395,11 +396,7 @@ class TFLiteModule(nn.Module):
         blocks of BlazeFace-like networks widen their shortcut with zero channels, and the padded copy
         cost more than the addition (the zero channels add exactly nothing). ``x`` is added into in place
         when it is a fresh convolution output read by nothing else. Returns how many were fused."""
-        uses: dict[int, int] = {}
-        for step in self._steps:
-            for i in step.inputs:
-                uses[i] = uses.get(i, 0) + 1
-        keep = set(self.input_ids) | set(self.output_ids)
+        uses, keep = self._readers()
         producer = {step.output: step.op for step in self._steps}
         dropped: set[int] = set()
         steps = []

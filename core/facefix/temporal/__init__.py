@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..tensors import to_device
-from .flow import downsample, estimate_flow, fb_confidence, warp_by_flow
+from .flow import estimate_flow, fb_confidence, warp_by_flow
 from .metrics import flicker, identity_step, landmark_jitter
 from .stabilise import (
-    FLOW_SIZE,
     MAX_PREROLL,
     TrackHistory,
     preroll_frames,
+    reduce_for_flow,
     stabilise_reduced,
     stabilise_window,
     stack_windows,
@@ -66,9 +66,8 @@ class ClipStabiliser:
         if rows:
             # Past inputs are only ever read at the flow's resolution: keep them reduced (16x smaller at
             # 512 px), reduced once per batch; each window is then stacked in one copy.
-            h, w = inputs.shape[-2:]
             tracked = inputs if len(rows) == inputs.shape[0] else inputs[to_device(rows, inputs.device)]
-            reduced = downsample(tracked, (min(FLOW_SIZE, h), min(FLOW_SIZE, w)))
+            reduced = reduce_for_flow(tracked)
             windows = []
             # Faces arrive in frame order. Each frame's window is read right after that frame is pushed, so
             # the history never holds frames a later one in the same batch would already have evicted.

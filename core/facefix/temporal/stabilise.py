@@ -52,7 +52,7 @@ from .flow import (
 )
 
 __all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "stabilise_reduced", "TrackHistory",
-           "FLOW_SIZE"]
+           "FLOW_SIZE", "reduce_for_flow"]
 
 MAX_PREROLL = 6
 
@@ -122,9 +122,14 @@ def stabilise_window(inputs: torch.Tensor, restored: torch.Tensor, valid: torch.
     if k == 0:
         return restored[:, -1].clone()
     b, _, c, h, w = inputs.shape
-    size = (min(flow_size, h), min(flow_size, w))
-    reduced = downsample(inputs[:, -k - 1:].reshape(b * (k + 1), c, h, w), size).view(b, k + 1, c, *size)
-    return stabilise_reduced(reduced, restored[:, -k - 1:], valid[:, -k - 1:], s)
+    reduced = reduce_for_flow(inputs[:, -k - 1:].reshape(b * (k + 1), c, h, w), flow_size)
+    return stabilise_reduced(reduced.view(b, k + 1, *reduced.shape[1:]), restored[:, -k - 1:], valid[:, -k - 1:], s)
+
+
+def reduce_for_flow(crops: torch.Tensor, flow_size: int = FLOW_SIZE) -> torch.Tensor:
+    """(N, C, S, S) input crops area-reduced to the resolution the flow runs at (capped at S)."""
+    h, w = crops.shape[-2:]
+    return downsample(crops, (min(flow_size, h), min(flow_size, w)))
 
 
 def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor, strength: float
