@@ -1,0 +1,126 @@
+"""10-bit DPX written through facefix.io.dpx: the same file OpenImageIO's own writer gives, byte for byte.
+
+Reference files are written with OpenImageIO directly, never through the code under test.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from facefix.errors import OutputError
+from facefix.io import read_frame, write_frame
+from facefix.io.dpx import pack_filled_10bit, write_packed_10bit
+
+RNG = np.random.default_rng(11)
+ATTRS = {"dpx:FrameRate": 23.976, "dpx:TimeCode": "01:00:00:12", "dpx:FramePosition": 1012,
+         "DocumentName": "shot_010", "Orientation": 1}
+
+
+def _spec(w: int, h: int, c: int, endian: str, attrs: dict) -> oiio.ImageSpec:
+    spec = oiio.ImageSpec(w, h, c, oiio.TypeDesc("uint16"))
+    spec.attribute("oiio:BitsPerSample", 10)
+    spec.attribute("oiio:Endian", endian)
+    for k, v in attrs.items():
+        spec.attribute(k, v)
+    return spec
+
+
+def _oiio_write(path: Path, spec: oiio.ImageSpec, codes: np.ndarray) -> None:
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), spec), out.geterror()
+    assert out.write_image(codes), out.geterror()
+    assert out.close()
+
+
+def _reference_pack(codes: np.ndarray) -> list[int]:
+    """Filled method A, one sample at a time: the top 10 bits of each code, three to a word from the top."""
+    h, w, c = codes.shape
+    words = []
+    for y in range(h):
+        line = [int(v) >> 6 for v in codes[y].reshape(-1)]
+        line += [0] * (-len(line) % 3)
+        words += [(a << 22) | (b << 12) | (d << 2) for a, b, d in zip(line[0::3], line[1::3], line[2::3])]
+    return words
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_packing_is_three_samples_a_word_from_the_top(channels: int) -> None:
+    codes = RNG.integers(0, 65536, (3, 5, channels)).astype(np.uint16)
+    codes[0, 0, 0], codes[0, 0, 1] = 65535, 64  # top code, and the smallest non-zero 10-bit one
+    little, big = pack_filled_10bit(codes, False), pack_filled_10bit(codes, True)
+    assert little.tolist() == big.tolist() and big.dtype == np.dtype(">u4") and little.dtype == np.dtype("<u4")
+    assert little.reshape(-1).tolist() == _reference_pack(codes)
+    assert (int(little[0, 0]) >> 22) == 1023 and (int(little[0, 0]) >> 12) & 1023 == 1
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("width", [1, 7, 9])
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_file_is_the_one_openimageio_writes(tmp_path: Path, channels: int, width: int, endian: str) -> None:
+    codes = RNG.integers(0, 65536, (6, width, channels)).astype(np.uint16)
+    spec = _spec(width, 6, channels, endian, ATTRS)
+    path = tmp_path / "frame.dpx"  # the same name for both: it is written into the header
+    _oiio_write(path, spec, codes)
+    plain = path.read_bytes()
+    path.unlink()
+    assert write_packed_10bit(path, spec, codes)
+    assert path.read_bytes() == plain
+
+
+def test_write_frame_packs_10bit_and_keeps_header_and_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    codes = RNG.integers(0, 1024, (12, 16, 3)) * 64
+    src = tmp_path / "in.dpx"
+    _oiio_write(src, _spec(16, 12, 3, "big", ATTRS), codes.astype(np.uint16))
+    frame = read_frame(src, 1012, codes=True)
+    packed = []
+    import facefix.io.sequence as sequence
+
+    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray) -> bool:
+        packed.append(write_packed_10bit(path, spec, data))
+        return packed[-1]
+
+    monkeypatch.setattr(sequence, "write_packed_10bit", spy)
+    out = tmp_path / "out.dpx"
+    write_frame(out, frame)
+    assert packed == [True]
+    a, b = src.read_bytes(), out.read_bytes()
+    start = struct.unpack(">I", a[4:8])[0]
+    assert a[:4] == b[:4] == b"SDPX" and len(a) == len(b) == start + 12 * 16 * 4  # byte order kept
+    assert a[start:] == b[start:]  # the pixels
+    assert a[768:start] == b[768:start]  # image, orientation, film and TV headers
+    back = read_frame(out, codes=True)
+    assert back.format.attributes["dpx:TimeCode"] == "01:00:00:12"
+    np.testing.assert_array_equal(back.pixels, frame.pixels)
+
+
+def test_other_layouts_are_left_to_openimageio(tmp_path: Path) -> None:
+    grey = RNG.integers(0, 65536, (4, 5, 1)).astype(np.uint16)
+    assert not write_packed_10bit(tmp_path / "grey.dpx", _spec(5, 4, 1, "little", {}), grey)
+    rgb = RNG.integers(0, 65536, (4, 5, 3)).astype(np.uint16)
+    # OpenImageIO writes another packing when asked: its header says so, and the frame goes back to it.
+    spec = _spec(5, 4, 3, "little", {"dpx:Packing": "Filled, method B"})
+    path = tmp_path / "method_b.dpx"
+    _oiio_write(path, spec, rgb)
+    packing = struct.unpack("<H", path.read_bytes()[804:806])[0]
+    assert write_packed_10bit(path, spec, rgb) is (packing == 1)
+
+
+def test_a_failed_packed_write_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    codes = RNG.integers(0, 65536, (4, 6, 3)).astype(np.uint16)
+    src = tmp_path / "in.dpx"
+    _oiio_write(src, _spec(6, 4, 3, "little", {}), codes)
+    frame = read_frame(src, codes=True)
+    import facefix.io.dpx as dpx
+
+    def full_disk(words: np.ndarray, big: bool) -> np.ndarray:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dpx, "pack_filled_10bit", full_disk)
+    with pytest.raises(OutputError, match=r"^cannot write .*out.dpx: No space left on device$"):
+        write_frame(tmp_path / "out.dpx", frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.dpx"]
