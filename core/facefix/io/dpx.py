@@ -102,5 +102,5 @@ def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray) -> b
     words = pack_filled_10bit(codes, big)
     with open(path, "wb") as f:
         f.write(header)
-        f.write(words.view(np.uint8))
+        f.write(words.view(np.uint8).data)
     return True
