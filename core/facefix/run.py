@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -140,25 +140,38 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
 class _Writer:
     """Writes frames on ``pool`` (bounded backlog); errors surface on the next put or on close.
 
-    A pool of several threads only for sinks whose frames are independent files (image sequences).
+    A frame goes to the pool only once ``ready(item)`` returns (its GPU result is on the host): one waiter
+    thread waits for frames in order, so the pool's threads, shared with decoding, never sit blocked on the
+    GPU while frames wait to be read. A pool of several threads only for sinks whose frames are independent
+    files (image sequences); frames reach the pool in the order they were put.
     """
 
-    def __init__(self, write: Callable[[object], None], depth: int, pool: Executor) -> None:
+    def __init__(self, write: Callable[[object], None], depth: int, pool: Executor,
+                 ready: Callable[[object], None] = lambda item: None) -> None:
         self._write = write
+        self._ready = ready
         self._pool = pool
+        self._waiter = io_threads(1, "facefix-wait")
         self._pending: deque = deque()
         self._depth = max(1, depth)
 
+    def _when_ready(self, item: object) -> Future:
+        self._ready(item)
+        return self._pool.submit(self._write, item)
+
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:
-            self._pending.popleft().result()
+            self._pending.popleft().result().result()
 
     def put(self, item: object) -> None:
         self._drain(self._depth - 1)
-        self._pending.append(self._pool.submit(self._write, item))
+        self._pending.append(self._waiter.submit(self._when_ready, item))
 
     def close(self) -> None:
-        self._drain(0)
+        try:
+            self._drain(0)
+        finally:
+            self._waiter.shutdown(wait=True, cancel_futures=True)
 
 
 def run_clip(
@@ -295,7 +308,8 @@ def run_clip(
     read_pool = io_pool if full.kind == "sequence" else io_threads(1, "facefix-read")
     write_pool = io_pool if not is_movie(dest) else io_threads(1, "facefix-write")
     per_batch = frames_per_batch(settings, engine.device)
-    writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool)  # type: ignore[arg-type]
+    writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool,  # type: ignore[arg-type]
+                     ready=_wait_for_gpu)
     stats = BatchStats(profile=profile)
     t_restore = time.perf_counter()
     done = 0
@@ -339,6 +353,13 @@ def run_clip(
     summary.timings.update(stats.timings)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _wait_for_gpu(item: object) -> None:
+    """Until the frame's download has landed (``_Writer``'s ``ready``): the pool then only does CPU work."""
+    pending = item[2]  # type: ignore[index]
+    if pending.event is not None:
+        pending.event.synchronize()
 
 
 def _make_folder(folder: Path) -> None:

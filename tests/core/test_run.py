@@ -301,3 +301,34 @@ def test_analysis_pass_reports_where_its_time_goes(shot, tmp_path):
     assert set(parts) == {"analyse_wait_for_frames", "analyse_detect", "analyse_describe", "analyse_track"}
     assert all(v >= 0 for v in parts.values()) and parts["analyse_detect"] > 0
     assert sum(parts.values()) <= summary.timings["analyse"]
+
+
+def test_frames_waiting_for_the_gpu_leave_the_io_threads_free():
+    """A frame goes to the shared I/O pool only once its GPU result is ready: with one I/O thread, a read
+    queued behind a frame still on the GPU runs at once, and frames are written in the order put."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facefix.run import _Writer
+
+    gpu_done = {1: threading.Event(), 2: threading.Event()}
+    written: list[int] = []
+    pool = ThreadPoolExecutor(1)
+    writer = _Writer(written.append, depth=4, pool=pool, ready=lambda n: gpu_done[n].wait(10))  # type: ignore[arg-type]
+    writer.put(1)
+    writer.put(2)
+    read = pool.submit(lambda: "decoded")
+    assert read.result(timeout=5) == "decoded" and written == []  # before the fix: stuck behind frame 1
+    gpu_done[2].set()
+    gpu_done[1].set()
+    writer.close()
+    assert written == [1, 2]
+
+    def failing(n: object) -> None:
+        raise OutputError("cannot write out.0001.exr: disk full")
+
+    bad = _Writer(failing, depth=4, pool=pool)
+    bad.put(1)
+    with pytest.raises(OutputError, match="disk full"):
+        bad.close()
+    pool.shutdown()
