@@ -560,7 +560,8 @@ def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin
             if img.dtype != np.float32:
                 back = codes_from_unit(back, img.dtype.name, bits)
             region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
-            np.copyto(region, back, where=touched[r0:r1, c0:c1, None])
+            # The mask at full shape: numpy's copy through a broadcast mask is ~2x slower than the repeat.
+            np.copyto(region, back, where=np.repeat(touched[r0:r1, c0:c1, None], 3, axis=2))
             rh, rw = alpha.shape
             matte[y0 : y0 + rh, x0 : x0 + rw] = alpha
         return out, matte

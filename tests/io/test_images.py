@@ -360,6 +360,31 @@ def test_integer_codes_to_float_match_the_float64_route() -> None:
         np.testing.assert_array_equal(fast, (codes.astype(np.float64) / top).astype(np.float32))
 
 
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_deep_codes_are_exactly_the_float64_route_both_ways(bits: int) -> None:
+    """10- to 16-bit codes in a 16-bit container: from float32 (computed in float32, half codes redone) and
+    to float32 (a table) equal the float64 route exactly -- at every half code, its float32 neighbours, every
+    code, random values and NaN/Inf."""
+    from facefix.io.frames import codes_from_unit, unit_from_codes
+
+    top = 2**bits - 1
+    k = np.arange(top + 1, dtype=np.float64)
+    halves = ((k + 0.5) / top).astype(np.float32)
+    v = np.concatenate([halves, np.nextafter(halves, np.float32(0)), np.nextafter(halves, np.float32(2)),
+                        (k / top).astype(np.float32), np.random.default_rng(5).uniform(-0.1, 1.1, 300_000).astype(np.float32),
+                        np.array([np.nan, np.inf, -np.inf, -0.0, 2.0, -1.0], np.float32)]).reshape(1, -1, 1)
+    exact = np.rint(np.clip(np.nan_to_num(v.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0), 0, 1) * top)
+    if bits < 16:
+        exact = np.rint(exact * (65535 / top))
+    np.testing.assert_array_equal(codes_from_unit(v, "uint16", bits), exact.astype(np.uint16))
+    codes = np.arange(65536, dtype=np.uint16).reshape(1, -1, 1)
+    want = (np.rint(codes.astype(np.float64) * (top / 65535)) / top).astype(np.float32)
+    np.testing.assert_array_equal(unit_from_codes(codes, bits), want)
+    out = np.empty(codes.shape, np.float32)
+    assert unit_from_codes(codes, bits, out=out) is out
+    np.testing.assert_array_equal(out, want)
+
+
 def test_quantise_float32_path_agrees_with_exact_rounding() -> None:
     """Codes read back exactly; arbitrary values land within one code of exact rounding; NaN/Inf clamp."""
     from facefix.io.frames import codes_from_unit

@@ -13,6 +13,7 @@ file exactly as it came, without two full-frame conversions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,18 +39,43 @@ def native_bits(pixel_type: str) -> int:
     return _NATIVE_BITS[pixel_type]
 
 
+@functools.lru_cache(maxsize=8)
+def _unit_table(pixel_type: str, bits: int) -> np.ndarray:
+    """float32 [0, 1] value of every full-range code of ``pixel_type`` snapped to ``bits``: the float64
+    route below, computed once, so converting a frame is one table lookup per sample."""
+    native_max = 2 ** native_bits(pixel_type) - 1
+    stored_max = float(2**bits - 1)
+    codes = np.arange(native_max + 1, dtype=np.float64)
+    return (np.rint(codes * (stored_max / native_max)) / stored_max).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _widen_table(pixel_type: str, bits: int) -> np.ndarray:
+    """Full-range code of ``pixel_type`` for every ``bits``-deep code (what a file writer narrows back)."""
+    native_max = float(2 ** native_bits(pixel_type) - 1)
+    codes = np.arange(2**bits, dtype=np.float64)
+    return np.rint(codes * (native_max / (2**bits - 1))).astype(NUMPY_INT[pixel_type])
+
+
 def unit_from_codes(data: np.ndarray, bits: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Integer codes (uint8/16/32, full range of their type) -> [0, 1] float32, snapped to the grid of
     the stored depth ``bits`` (10-bit DPX: k/1023; None: the type's full width).
 
     8- and 16-bit codes are divided in float32: k / (2**n - 1) is then correctly rounded, the same value
-    the float64 route gives, at a fraction of the memory traffic. ``out``: a float32 array to fill.
+    the float64 route gives, at a fraction of the memory traffic; codes of a shallower stored depth (10-bit
+    in 16) are looked up in a table of that route's values. ``out``: a float32 array to fill.
     """
     pixel_type = data.dtype.name
     native_max = 2 ** native_bits(pixel_type) - 1
     bits = bits or native_bits(pixel_type)
     if bits >= native_bits(pixel_type) and pixel_type in CODE_TYPES:
         return np.divide(data, np.float32(native_max), dtype=np.float32, out=out)
+    if pixel_type in CODE_TYPES:
+        values = _unit_table(pixel_type, bits)[data]
+        if out is None:
+            return values
+        np.copyto(out, values)
+        return out
     d = data.astype(np.float64)
     if bits < native_bits(pixel_type):
         stored_max = float(2**bits - 1)
@@ -68,7 +94,9 @@ def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int | None = None
 
     NaN -> 0, +Inf -> the top code. 8-bit codes are computed in float32 in one buffer (fmax/fmin also
     map NaN to the bound): a value within a float32 rounding of a half code may land on the other
-    neighbour, never further. Deeper codes go through float64 (there float32 would miss more often).
+    neighbour, never further. Deeper codes (up to 16 bits) are exactly the float64 route's: the float32
+    product can only round differently where it lands exactly on a half code, and those few are redone in
+    float64. 32-bit codes go through float64.
     """
     bits = bits or native_bits(pixel_type)
     stored_max = float(2**bits - 1)
@@ -79,11 +107,23 @@ def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int | None = None
         np.fmin(v, np.float32(stored_max), out=v)
         np.rint(v, out=v)
         return v.astype(NUMPY_INT[pixel_type])
+    if pixel_type in CODE_TYPES:
+        scaled = np.multiply(pixels, np.float32(stored_max), dtype=np.float32)
+        np.fmax(scaled, np.float32(0.0), out=scaled)
+        np.fmin(scaled, np.float32(stored_max), out=scaled)
+        rounded = np.rint(scaled)
+        np.subtract(scaled, rounded, out=scaled)
+        halves = np.flatnonzero(np.abs(scaled, out=scaled) == 0.5)
+        if halves.size:
+            exact = np.nan_to_num(pixels.reshape(-1)[halves].astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+            rounded.reshape(-1)[halves] = np.rint(np.clip(exact, 0.0, 1.0) * stored_max)
+        codes = rounded.astype(NUMPY_INT[pixel_type])
+        return _widen_table(pixel_type, bits)[codes] if bits < native_bits(pixel_type) else codes
     v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-    codes = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
+    codes64 = np.rint(np.clip(v, 0.0, 1.0) * stored_max)
     if bits < native_bits(pixel_type):
-        codes = np.rint(codes * (native_max / stored_max))  # the writer takes full-range codes
-    return codes.astype(NUMPY_INT[pixel_type])
+        codes64 = np.rint(codes64 * (native_max / stored_max))  # the writer takes full-range codes
+    return codes64.astype(NUMPY_INT[pixel_type])
 
 
 @dataclass(frozen=True)
