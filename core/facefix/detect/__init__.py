@@ -23,11 +23,12 @@ from torch import Tensor
 
 from ..errors import InputError, SettingsError
 from ..faces import Face
-from .blazeface import Detections, load_blazeface, weighted_nms
+from .blazeface import Detections, load_blazeface, weighted_nms_groups
 from .landmarks import load_face_landmarks, rois_from_detections
 from .mesh import five_points, five_points_from_detection
 
-__all__ = ["Detector", "DetectResult", "BlazeFaceDetector", "load_detector", "tile_grid", "DETECTORS"]
+__all__ = ["Detector", "DetectResult", "BlazeFaceDetector", "load_detector", "tile_grid", "tile_cores", "in_core",
+           "DETECTORS"]
 
 DETECTORS = ("blazeface", "retinaface")
 
@@ -62,6 +63,37 @@ def tile_grid(width: int, height: int, side: float, overlap: float = 0.25) -> li
         return [side / 2 + i * step for i in range(n)]
 
     return [(x, y) for y in axis(height) for x in axis(width)]
+
+
+def tile_cores(regions: list[tuple[float, float, float, float]], width: int, height: int) -> Tensor:
+    """Where each region's detections are kept, (K, 5) float32: box-centre bounds x0, x1, y0, y1 and the
+    largest box side, for regions (cx, cy, side, max_face) of a width x height frame.
+
+    A tile keeps faces centred in its core (away from the edges it shares with neighbours, where faces
+    are cut off; a frame edge is no such edge) and small enough for its level; the whole frame (max_face
+    infinite) keeps all.
+    """
+    inf = math.inf
+    rows = []
+    for cx, cy, side, max_face in regions:
+        if math.isinf(max_face):
+            rows.append((-inf, inf, -inf, inf, inf))
+            continue
+        margin = side * 0.125
+        x0 = cx - side / 2 + (margin if cx - side / 2 > 0.5 else -inf)
+        x1 = cx + side / 2 - (margin if cx + side / 2 < width - 0.5 else -inf)
+        y0 = cy - side / 2 + (margin if cy - side / 2 > 0.5 else -inf)
+        y1 = cy + side / 2 - (margin if cy + side / 2 < height - 0.5 else -inf)
+        rows.append((x0, x1, y0, y1, max_face))
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 5)
+
+
+def in_core(boxes: Tensor, cores: Tensor) -> Tensor:
+    """Which boxes (M, 4) are kept by their region's bounds (M, 5) from :func:`tile_cores`."""
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = (boxes[:, 2:] - boxes[:, :2]).amax(-1)
+    return ((c[:, 0] >= cores[:, 0]) & (c[:, 0] < cores[:, 1]) & (c[:, 1] >= cores[:, 2]) & (c[:, 1] < cores[:, 3])
+            & (size <= cores[:, 4]))
 
 
 class BlazeFaceDetector:
@@ -116,68 +148,61 @@ class BlazeFaceDetector:
 
     # -- running ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def detect(self, frames: Tensor) -> list[Detections]:
-        """Merged detections per frame (frame pixels), before the size filter and the mesh."""
+    def merged(self, frames: Tensor) -> tuple[Detections, Tensor]:
+        """Merged detections of all frames (frame pixels, on the CPU, grouped by frame, best score
+        first within one) and the frame of each, before the size filter and the mesh."""
         n, _, h, w = frames.shape
         regs = self.regions(w, h)
-        dev = frames.device
         k = len(regs)
-        idx = torch.arange(n, device=dev).repeat_interleave(k)
-        reg = torch.tensor([r[:3] for r in regs], dtype=torch.float32, device=dev).repeat(n, 1)
-        dets = self.detector.detect_squares(frames, idx, reg[:, :2], reg[:, 2], self.min_score, self.batch)
-        out = []
-        for f in range(n):
-            kept = []
-            for j, (cx, cy, side, max_face) in enumerate(regs):
-                d = dets[f * k + j]
-                if len(d) == 0 or math.isinf(max_face):
-                    kept.append(d)
-                    continue
-                # Keep faces centred in the tile's core (away from edges it shares with neighbours)
-                # and small enough for this level: cut-off faces at tile edges are dropped.
-                margin = side * 0.125
-                x0 = cx - side / 2 + (margin if cx - side / 2 > 0.5 else -math.inf)
-                x1 = cx + side / 2 - (margin if cx + side / 2 < w - 0.5 else -math.inf)
-                y0 = cy - side / 2 + (margin if cy - side / 2 > 0.5 else -math.inf)
-                y1 = cy + side / 2 - (margin if cy + side / 2 < h - 0.5 else -math.inf)
-                c = (d.boxes[:, :2] + d.boxes[:, 2:]) / 2
-                size = (d.boxes[:, 2:] - d.boxes[:, :2]).amax(-1)
-                ok = (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1) & (size <= max_face)
-                kept.append(d.select(ok))
-            out.append(weighted_nms(Detections.cat(kept), self.detector.spec.iou_threshold))
-        return out
+        index = torch.arange(n).repeat_interleave(k)
+        reg = torch.tensor([r[:3] for r in regs], dtype=torch.float32).repeat(n, 1)
+        det, region = self.detector.detect_regions(frames, index, reg[:, :2], reg[:, 2], self.min_score, self.batch)
+        ok = in_core(det.boxes, tile_cores(regs, w, h)[region % k])
+        return weighted_nms_groups(det.select(ok), region[ok] // k, self.detector.spec.iou_threshold)
+
+    def detect(self, frames: Tensor) -> list[Detections]:
+        """Merged detections per frame (frame pixels, on the CPU), before the size filter and the mesh."""
+        det, frame = self.merged(frames)
+        return det.split(torch.bincount(frame, minlength=frames.shape[0]).tolist())
+
+    def _mesh(self, frames: Tensor, det: Detections, frame: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Face mesh (K, 468, 3), its 5 points (K, 5, 2) and face presence (K,), on the CPU, for CPU
+        detections (K) of ``frame`` (K,). The mesh model runs on the frames' device: its inputs go
+        there, and its outputs come back, in one transfer each."""
+        assert self.landmarks is not None
+        k = len(det)
+        # The frame index rides along as a float: exact for any realistic frame count (< 2**24).
+        x = torch.cat([det.boxes, det.keypoints.flatten(1), frame[:, None].to(det.boxes.dtype)], 1).to(frames.device)
+        rois = rois_from_detections(x[:, 16].long(), x[:, :4], x[:, 4:16].reshape(k, 6, 2))
+        mesh, presence = self.landmarks(frames, rois)
+        y = torch.cat([mesh.flatten(1), five_points(mesh).flatten(1), presence[:, None]], 1).cpu()
+        return y[:, :-11].reshape(k, -1, 3), y[:, -11:-1].reshape(k, 5, 2), y[:, -1]
 
     def __call__(self, frames: Tensor) -> list[DetectResult]:
         if not isinstance(frames, Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
             shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
             raise InputError(f"detector input must be a (N, 3, H, W) tensor, got {shape}")
         frames = frames.to(self.device, torch.float32)
-        dets = self.detect(frames)
-        small: list[int] = []
-        kept: list[Detections] = []
-        for d in dets:
-            size = (d.boxes[:, 2:] - d.boxes[:, :2]).amax(-1)
-            ok = size >= self.min_face
-            small.append(int((~ok).sum()))
-            kept.append(d.select(ok))
-        counts = [len(d) for d in kept]
-        allk = Detections.cat(kept) if kept else Detections.empty(self.device)
-        index = torch.repeat_interleave(torch.arange(len(kept), device=self.device),
-                                        torch.tensor(counts, device=self.device))
+        n = frames.shape[0]
+        det, frame = self.merged(frames)
+        size = (det.boxes[:, 2:] - det.boxes[:, :2]).amax(-1)
+        ok = size >= self.min_face
+        small = torch.bincount(frame[~ok], minlength=n).tolist()
+        det, frame = det.select(ok), frame[ok]
+        counts = torch.bincount(frame, minlength=n).tolist()
         mesh = None
-        five = five_points_from_detection(allk.keypoints)
-        keep = torch.ones(len(allk), dtype=torch.bool, device=self.device)
-        if self.landmarks is not None and len(allk):
-            mesh, presence = self.landmarks(frames, rois_from_detections(index, allk.boxes, allk.keypoints))
+        five = five_points_from_detection(det.keypoints)
+        keep = torch.ones(len(det), dtype=torch.bool)
+        if self.landmarks is not None and len(det):
+            mesh, five, presence = self._mesh(frames, det, frame)
             # MediaPipe's own gate: the mesh model's face-presence score rejects false detections
             # (on tiled 4K test frames: faces >= 0.99, false detections <= 0.06).
             keep = presence >= self.min_presence
-            five = five_points(mesh)
-        boxes = allk.boxes.double().cpu().numpy()
-        five_np = five.double().cpu().numpy()
-        scores = allk.scores.double().cpu().numpy()
-        mesh_np = None if mesh is None else mesh.double().cpu().numpy()
-        keep_np = keep.cpu().numpy()
+        boxes = det.boxes.double().numpy()
+        five_np = five.double().numpy()
+        scores = det.scores.double().numpy()
+        mesh_np = None if mesh is None else mesh.double().numpy()
+        keep_np = keep.numpy()
         results = []
         start = 0
         for f, cnt in enumerate(counts):

@@ -36,7 +36,12 @@ __all__ = [
     "Detections",
     "ssd_anchors",
     "decode_raw",
+    "decode_boxes",
+    "decode_scores",
     "weighted_nms",
+    "weighted_nms_groups",
+    "candidates",
+    "unit_to_frame",
     "box_iou",
     "crop_rects",
     "BlazeFace",
@@ -108,6 +113,11 @@ class Detections:
     def select(self, keep: Tensor) -> Detections:
         return Detections(self.boxes[keep], self.keypoints[keep], self.scores[keep])
 
+    def split(self, sizes: Sequence[int]) -> list[Detections]:
+        """Consecutive runs of ``sizes[i]`` detections (views), e.g. per region or per frame."""
+        parts = zip(self.boxes.split(list(sizes)), self.keypoints.split(list(sizes)), self.scores.split(list(sizes)))
+        return [Detections(b, k, s) for b, k, s in parts]
+
 
 def _scale(spec: AnchorSpec, i: int) -> float:
     n = len(spec.strides)
@@ -154,6 +164,13 @@ def decode_raw(raw_boxes: Tensor, raw_scores: Tensor, anchors: Tensor, input_siz
                ) -> tuple[Tensor, Tensor, Tensor]:
     """Decode raw outputs (N, A, 16) and (N, A, 1) into unit boxes (N, A, 4) xyxy, keypoints
     (N, A, 6, 2) and scores (N, A) (sigmoid of the logit clipped to +-100)."""
+    boxes, kp = decode_boxes(raw_boxes, anchors, input_size)
+    return boxes, kp, decode_scores(raw_scores)
+
+
+def decode_boxes(raw_boxes: Tensor, anchors: Tensor, input_size: int) -> tuple[Tensor, Tensor]:
+    """Unit boxes (..., A, 4) xyxy and keypoints (..., A, 6, 2) from raw box outputs (..., A, 16) and
+    their anchors (A, 4); element by element, so a subset of rows decodes to the same values."""
     a = anchors.to(raw_boxes)
     v = raw_boxes / input_size
     cx = v[..., 0] * a[:, 2] + a[:, 0]
@@ -162,8 +179,12 @@ def decode_raw(raw_boxes: Tensor, raw_scores: Tensor, anchors: Tensor, input_siz
     h = v[..., 3] * a[:, 3]
     boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
     kp = v[..., 4:16].reshape(*v.shape[:-1], 6, 2) * a[:, None, 2:4] + a[:, None, 0:2]
-    scores = torch.sigmoid(raw_scores[..., 0].clamp(-100.0, 100.0))
-    return boxes, kp, scores
+    return boxes, kp
+
+
+def decode_scores(raw_scores: Tensor) -> Tensor:
+    """Scores (..., A) from raw score outputs (..., A, 1): sigmoid of the logit clipped to +-100."""
+    return torch.sigmoid(raw_scores[..., 0].clamp(-100.0, 100.0))
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -204,6 +225,56 @@ def weighted_nms(det: Detections, iou_threshold: float = 0.3) -> Detections:
     return Detections(torch.stack(out_b), torch.stack(out_k), torch.stack(out_s))
 
 
+def group_runs(group: Tensor) -> tuple[list[int], list[int]]:
+    """The groups in ``group`` (M,), a CPU tensor sorted so that each group is one run, and the runs'
+    lengths."""
+    ids, counts = torch.unique_consecutive(group, return_counts=True)
+    return ids.tolist(), counts.tolist()
+
+
+def weighted_nms_groups(det: Detections, group: Tensor, iou_threshold: float = 0.3) -> tuple[Detections, Tensor]:
+    """:func:`weighted_nms` on each group of detections (``group`` (M,) sorted, e.g. region or frame);
+    returns the merged detections, still in group order, and the group of each.
+
+    Meant for CPU tensors (weighted_nms reads a flag per step): the loop runs over non-empty groups only.
+    """
+    ids, counts = group_runs(group)
+    parts = [weighted_nms(d, iou_threshold) for d in det.split(counts)]
+    if not parts:
+        return det, group
+    sizes = torch.tensor([len(d) for d in parts])
+    return Detections.cat(parts), torch.repeat_interleave(torch.tensor(ids, dtype=group.dtype), sizes)
+
+
+def candidates(raw_boxes: Tensor, raw_scores: Tensor, anchors: Tensor, input_size: int, min_score: float
+               ) -> tuple[Detections, Tensor]:
+    """Raw outputs of a batch of crops (B, A, 16), (B, A, 1) -> the detections scoring >= ``min_score``,
+    decoded (unit coordinates) on the CPU, in crop then anchor order, and the crop of each (M,);
+    ``anchors`` (A, 4) on the CPU.
+
+    Only the scores are computed for every anchor, on the network's device, with one mask for the whole
+    batch; the few candidates' raw rows then travel to the CPU in one transfer and are decoded there.
+    One host sync for the selection and one for the copy, however many crops and candidates.
+    """
+    scores = decode_scores(raw_scores)
+    crop, anchor = (scores >= min_score).nonzero(as_tuple=True)
+    # Crop and anchor indices travel in the same float32 tensor: exact (the batch and anchor counts are far
+    # below 2**24).
+    f32 = torch.float32
+    packed = torch.cat([raw_boxes[crop, anchor].to(f32), scores[crop, anchor, None].to(f32), crop[:, None].to(f32),
+                        anchor[:, None].to(f32)], 1).cpu()
+    boxes, kps = decode_boxes(packed[:, :16], anchors[packed[:, 18].long()], input_size)
+    return Detections(boxes, kps, packed[:, 16].contiguous()), packed[:, 17].long()
+
+
+def unit_to_frame(det: Detections, center: Tensor, side: Tensor) -> Detections:
+    """Detections in unit coordinates of square crops -> frame pixels; center (M, 2) and side (M,) of
+    each detection's crop: ``c - s/2 + u * s``."""
+    origin = center - side[:, None] / 2
+    return Detections(det.boxes * side[:, None] + origin.repeat(1, 2), det.keypoints * side[:, None, None]
+                      + origin[:, None], det.scores)
+
+
 def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angle: Tensor, out_size: int,
                padding: str = "zeros", quantize: bool = False) -> Tensor:
     """Sample rotated rectangles of frames into (K, C, S, S) crops (bilinear), batched.
@@ -230,9 +301,11 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dt)  # (K, S, S, 2)
     k = grid.shape[0]
     out = frames.new_empty(k, frames.shape[1], out_size, out_size)
-    # Crops of one frame are sampled side by side in one call: no copy of the frame per crop.
-    for f in torch.unique(index).tolist():
-        sel = (index == f).nonzero().squeeze(1)
+    # Crops of one frame are sampled side by side in one call: no copy of the frame per crop. The frames
+    # and their crop counts are read on the CPU at once: one host sync per call, not one per frame.
+    frame_ids, counts = torch.unique(index.cpu(), return_counts=True)
+    order = torch.argsort(index.to(dev), stable=True)
+    for f, sel in zip(frame_ids.tolist(), order.split(counts.tolist())):
         g = grid[sel].permute(1, 0, 2, 3).reshape(1, out_size, len(sel) * out_size, 2)
         o = F.grid_sample(frames[f:f + 1], g, mode="bilinear", padding_mode=padding, align_corners=False)
         out[sel] = o.reshape(frames.shape[1], out_size, len(sel), out_size).permute(2, 0, 1, 3)
@@ -250,6 +323,7 @@ class BlazeFace(nn.Module):
         p, sha = asset_path(spec.file) if path is None else (Path(path), None)
         self.net = load_tflite(p, sha)
         self.register_buffer("anchors", ssd_anchors(spec.anchors))
+        self.anchors_cpu = ssd_anchors(spec.anchors)  # not a buffer: stays on the CPU, for decoding there
         # Sample crops as MediaPipe does (8-bit OpenCV warp): the closest match to its results.
         self.quantize = True
 
@@ -259,36 +333,47 @@ class BlazeFace(nn.Module):
         return boxes, scores
 
     @torch.no_grad()
-    def detect_squares(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
-                       min_score: float | None = None, batch: int = 64) -> list[Detections]:
-        """Detect faces in square regions of frames (sRGB in [0, 1]); one Detections per region, in
-        frame pixels, NMS applied per region.
+    def detect_regions(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
+                       min_score: float | None = None, batch: int = 64) -> tuple[Detections, Tensor]:
+        """Detect faces in square regions of frames (sRGB in [0, 1]), NMS applied per region: all
+        regions' detections in frame pixels on the CPU, grouped by region in order, and the region of
+        each (M,).
 
-        index (K,) frame of each region; center (K, 2) and side (K,) in frame pixels; the part of a
-        region outside its frame reads as black (MediaPipe's letterbox).
+        index (K,) frame of each region; center (K, 2) and side (K,) in frame pixels, on any device; the
+        part of a region outside its frame reads as black (MediaPipe's letterbox). The network runs on
+        the frames' device, in batches of ``batch`` crops; what follows it runs on the few candidates
+        on the CPU, where NMS costs no kernel launches or host syncs.
         """
         thr = self.spec.min_score if min_score is None else min_score
         s = self.spec.input_size
-        out: list[Detections] = []
+        dev = frames.device
+        center_d, side_d = center.to(dev), side.to(dev)
+        found: list[Detections] = []
+        regions: list[Tensor] = []
         for k0 in range(0, len(index), batch):
             sl = slice(k0, k0 + batch)
-            sides = side[sl]
-            crops = crop_rects(frames, index[sl], center[sl], torch.stack([sides, sides], -1),
+            sides = side_d[sl]
+            crops = crop_rects(frames, index[sl], center_d[sl], torch.stack([sides, sides], -1),
                                torch.zeros_like(sides), s, padding="zeros", quantize=self.quantize)
             rb, rs = self.raw(crops * 2.0 - 1.0)
-            boxes, kps, scores = decode_raw(rb, rs, self.anchors, s)
-            for j in range(crops.shape[0]):
-                keep = scores[j] >= thr
-                det = weighted_nms(Detections(boxes[j][keep], kps[j][keep], scores[j][keep]),
-                                   self.spec.iou_threshold)
-                c, sd = center[k0 + j], sides[j]
-                origin = c - sd / 2
-                out.append(Detections(det.boxes * sd + origin.repeat(2), det.keypoints * sd + origin,
-                                      det.scores))
-        return out
+            det, crop = candidates(rb, rs, self.anchors_cpu, s, thr)
+            found.append(det)
+            regions.append(crop + k0)
+        if not found:
+            return Detections.empty(), torch.zeros(0, dtype=torch.long)
+        det, region = weighted_nms_groups(Detections.cat(found), torch.cat(regions), self.spec.iou_threshold)
+        center_c, side_c = center.cpu(), side.cpu()
+        return unit_to_frame(det, center_c[region], side_c[region]), region
+
+    def detect_squares(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
+                       min_score: float | None = None, batch: int = 64) -> list[Detections]:
+        """:meth:`detect_regions` as one Detections per region (on the CPU)."""
+        det, region = self.detect_regions(frames, index, center, side, min_score, batch)
+        return det.split(torch.bincount(region, minlength=len(index)).tolist())
 
     def detect_frames(self, frames: Tensor, min_score: float | None = None) -> list[Detections]:
-        """Whole-frame detection as MediaPipe does it: each frame letterboxed into the model's square."""
+        """Whole-frame detection as MediaPipe does it: each frame letterboxed into the model's square;
+        one Detections per frame, on the CPU."""
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise InputError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
         n, _, h, w = frames.shape
