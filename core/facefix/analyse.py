@@ -99,17 +99,20 @@ def track_clip(
             with torch.inference_mode():
                 results = detector(batch)  # faces come back to the host: the GPU work is done here
             t = stats.timed("detect", t)
-            for k, (n, res) in enumerate(zip(chunk, results)):
+            # Descriptors and thumbnails read the host copy of each frame: the same values as the device's,
+            # without bringing every frame back from the GPU.
+            for n, plane, res in zip(chunk, planes, results):
+                host = torch.from_numpy(plane)  # (3, H, W), as the functions below take frames
                 detections[n] = list(res.faces)
-                appearance[n] = appearance_descriptors(batch[k], res.faces)
+                appearance[n] = appearance_descriptors(host, res.faces)
                 stats.faces_detected += len(res.faces)
                 stats.faces_too_small += int(res.skipped_small)
-                thumb = thumbnail(batch[k])
+                thumb = thumbnail(host)
                 if prev_thumb is not None:
                     scores[n] = cut_score(prev_thumb, thumb)
                 prev_thumb = thumb
                 if on_frame is not None:
-                    on_frame(n, batch[k].permute(1, 2, 0).cpu().numpy(), res.faces)
+                    on_frame(n, plane.transpose(1, 2, 0), res.faces)
             stats.timed("describe", t)
             stats.frames += len(chunk)
             if bar is not None:
