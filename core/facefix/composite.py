@@ -129,7 +129,8 @@ def paste_faces(
     frames: (B, 3, H, W) working-space RGB, any memory layout (not modified unless ``inplace``: then the
     result is written into it, saving a copy of every frame). frame_index: (N,) frame of each face.
     Returns (frames_out, alpha (B, 1, H, W)). Only the face ROIs are touched; where the warped matte is 0 the
-    output is the input, bit for bit. Overlapping faces composite in order.
+    output is the input plus 0 (the same value; a -0.0 turns +0.0), and callers that promise untouched pixels
+    copy back only where alpha > 0. Overlapping faces composite in order.
     """
     out = frames if inplace else frames.clone()
     alpha = torch.zeros((frames.shape[0], 1, *frames.shape[-2:]), device=frames.device, dtype=frames.dtype)
@@ -142,6 +143,7 @@ def paste_faces(
     # group's largest ROI: a pixel's value depends only on its own face's matrix, so grouping changes nothing).
     roi_from_crop = np.array(frame_from_crop, np.float64)
     roi_from_crop[:, :, 2] -= rois[:, :2]
+    one = alpha.new_ones(())
     for group in _paste_groups(rois):
         gh = int((rois[group, 3] - rois[group, 1]).max())
         gw = int((rois[group, 2] - rois[group, 0]).max())
@@ -155,9 +157,8 @@ def paste_faces(
             warped = warped_group[j, :, : y1 - y0, : x1 - x0]
             d, a = warped[:3], warped[3:].clamp(0.0, 1.0)
             b = int(frame_index[i])
-            region = out[b, :, y0:y1, x0:x1]
-            touched = a > 0
-            out[b, :, y0:y1, x0:x1] = torch.where(touched, region + a * d, region)
-            ar = alpha[b, :, y0:y1, x0:x1]
-            alpha[b, :, y0:y1, x0:x1] = ar + a - ar * a
+            # In place, one kernel each: where a is 0 the pixel gains 0 * d (the delta is finite: staged frames
+            # are, and warps outside a crop read 0), and alpha composites "over" as a + ar (1 - a).
+            out[b, :, y0:y1, x0:x1].addcmul_(a, d)
+            alpha[b, :, y0:y1, x0:x1].lerp_(one, a)
     return out, alpha

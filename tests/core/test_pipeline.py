@@ -287,7 +287,7 @@ def test_paste_groups_faces_without_changing_a_pixel():
     one_by_one, alpha_one = frames, torch.zeros_like(alpha)
     for i in range(5):
         one_by_one, a = paste_faces(one_by_one, delta[i : i + 1], matte[i : i + 1], mats[i : i + 1], np.zeros(1, np.int64))
-        alpha_one = alpha_one + a - alpha_one * a
+        alpha_one = torch.lerp(alpha_one, torch.ones(()), a)  # "over", as paste_faces composites
     assert torch.equal(together, one_by_one) and torch.equal(alpha, alpha_one)
     from facefix.geometry import frame_rois
 
