@@ -422,6 +422,8 @@ def queue_batch(
 
     # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
     pending: list[PendingFrame] = []
+    # Without upscaling every face's delta is against its own model input: one pair of kernels for the batch.
+    deltas = (restored - model_in) * strength if up == 1 else None
     for b, (img, sel) in enumerate(zip(images, batch.frame_slices(len(images)))):
         count = sel.stop - sel.start
         base_frame = work_frames[b]  # this batch's own upload: pasted into in place
@@ -436,10 +438,8 @@ def queue_batch(
             m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
             base_crops = (warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(count, np.int64)).clamp(0, 1)
                           if count else crops[sel])
-        else:
-            base_crops = model_in[sel]
         with stats.stage("paste", dev):
-            delta = (restored[sel] - base_crops) * strength[sel]
+            delta = deltas[sel] if deltas is not None else (restored[sel] - base_crops) * strength[sel]
             if base_frame.numel() and count:
                 pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel], invert_affine(m),
                                             np.zeros(count, np.int64), inplace=True)
