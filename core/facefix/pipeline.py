@@ -537,31 +537,48 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
     return (parts[0] if len(parts) == 1 else torch.cat(parts)), crop_from_roi
 
 
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in a 1-D boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], flags, [False]]).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def touched_boxes(touched: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Boxes (r0, r1, c0, c1) covering every True pixel of a 2-D mask: each band of touched rows split into
+    its runs of touched columns, each then trimmed to its own rows. Faces apart from each other get a box
+    each instead of one box around all of them (4 faces spread over a frame: a fraction of the pixels)."""
+    boxes = []
+    for r0, r1 in _runs(touched.any(axis=1)):
+        band = touched[r0:r1]
+        for c0, c1 in _runs(band.any(axis=0)):
+            rows = np.flatnonzero(band[:, c0:c1].any(axis=1))
+            boxes.append((r0 + int(rows[0]), r0 + int(rows[-1]) + 1, c0, c1))
+    return boxes
+
+
 def _finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin: tuple[int, int],
                   ct: ColourTransform, up: int, inplace: bool = False, bits: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Back to the input colourspace; untouched pixels are copied from the input bit for bit.
 
     pasted: (h, w, 3) working-space RGB of the region at ``origin`` (the whole frame when upscaling), alpha
-    its (h, w) matte. Only the bounding box of the matte is converted (and, for integer ``img``, rounded
-    to its codes); ``inplace`` writes into ``img``.
+    its (h, w) matte. Only the boxes around the matte's pixels (``touched_boxes``) are converted (and, for
+    integer ``img``, rounded to its codes); ``inplace`` writes into ``img``.
     """
     h, w, c = img.shape
     if up == 1:
         out = img if inplace and img.flags.writeable else img.copy()
         matte = np.zeros((h, w), np.float32)
         touched = alpha > 0
-        if pasted.size and touched.any():
+        if pasted.size:
             x0, y0 = origin
-            rows = np.flatnonzero(touched.any(axis=1))
-            cols = np.flatnonzero(touched.any(axis=0))
-            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            back = ct.from_working(pasted[r0:r1, c0:c1])
-            if img.dtype != np.float32:
-                back = codes_from_unit(back, img.dtype.name, bits)
-            region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
-            # The mask at full shape: numpy's copy through a broadcast mask is ~2x slower than the repeat.
-            np.copyto(region, back, where=np.repeat(touched[r0:r1, c0:c1, None], 3, axis=2))
+            for r0, r1, c0, c1 in touched_boxes(touched):
+                back = ct.from_working(pasted[r0:r1, c0:c1])
+                if img.dtype != np.float32:
+                    back = codes_from_unit(back, img.dtype.name, bits)
+                region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
+                # The mask at full shape: numpy's copy through a broadcast mask is ~2x slower than the repeat.
+                np.copyto(region, back, where=np.repeat(touched[r0:r1, c0:c1, None], 3, axis=2))
             rh, rw = alpha.shape
             matte[y0 : y0 + rh, x0 : x0 + rw] = alpha
         return out, matte

@@ -293,3 +293,37 @@ def test_paste_groups_faces_without_changing_a_pixel():
 
     groups = _paste_groups(frame_rois(mats, 64, (300, 400)))
     assert groups[0] == [0, 1, 2, 3] and groups[-1] == [4]
+
+
+def test_compositing_back_converts_each_faces_box_and_gives_the_same_frame():
+    """Faces apart from each other are converted back in a box each (fewer pixels than one box around all),
+    and the frame is the same as converting that one box: bit for bit, float and integer codes."""
+    from facefix.colour import colour_transform
+    from facefix.io.frames import codes_from_unit
+    from facefix.pipeline import _finish_frame, touched_boxes
+
+    rng = np.random.default_rng(8)
+    alpha = np.zeros((60, 90), np.float32)
+    alpha[5:20, 4:30] = rng.random((15, 26)) * (rng.random((15, 26)) > 0.3)  # top left
+    alpha[8:25, 50:80] = 0.5  # top right, rows overlapping the first
+    alpha[40:55, 20:70] = rng.random((15, 50)) + 0.01  # below both
+    touched = alpha > 0
+    boxes = touched_boxes(touched)
+    assert len(boxes) == 3 and sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in boxes) < 0.6 * 50 * 76
+    covered = np.zeros_like(touched)
+    for r0, r1, c0, c1 in boxes:
+        covered[r0:r1, c0:c1] = True
+    assert (covered >= touched).all()
+    assert touched_boxes(np.zeros((4, 4), bool)) == []
+    ct = colour_transform("srgb")
+    pasted = rng.random((60, 90, 3), dtype=np.float32)
+    for img in (rng.random((80, 120, 4), dtype=np.float32), rng.integers(0, 65536, (80, 120, 3)).astype(np.uint16)):
+        got, matte = _finish_frame(img, pasted, alpha, (10, 7), ct, 1, bits=10 if img.dtype == np.uint16 else None)
+        want = img.copy()  # the whole touched area as one box, converted pixel by pixel the same way
+        back = ct.from_working(pasted)
+        if img.dtype == np.uint16:
+            back = codes_from_unit(back, "uint16", 10)
+        region = want[7:67, 10:100, :3]
+        region[touched] = back[touched]
+        np.testing.assert_array_equal(got, want)
+        assert matte[7:67, 10:100].tolist() == alpha.tolist() and matte.sum() == alpha.sum()
