@@ -537,9 +537,9 @@ def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int
     return (parts[0] if len(parts) == 1 else torch.cat(parts)), crop_from_roi
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+def _runs(flags: object) -> list[tuple[int, int]]:
     """[start, stop) of each run of True in a 1-D boolean array."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], flags, [False]]).astype(np.int8)))
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], np.asarray(flags, bool), [False]]).astype(np.int8)))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
