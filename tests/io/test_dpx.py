@@ -70,6 +70,10 @@ def test_file_is_the_one_openimageio_writes(tmp_path: Path, channels: int, width
     path.unlink()
     assert write_packed_10bit(path, spec, codes)
     assert path.read_bytes() == plain
+    # Written under a temporary name, the header names the file it becomes (as if written there directly).
+    tmp = tmp_path / ".frame.1234.tmp.dpx"
+    assert write_packed_10bit(tmp, spec, codes, name=path)
+    assert tmp.read_bytes() == plain
 
 
 def test_write_frame_packs_10bit_and_keeps_header_and_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,8 +84,8 @@ def test_write_frame_packs_10bit_and_keeps_header_and_pixels(tmp_path: Path, mon
     packed = []
     import facefix.io.sequence as sequence
 
-    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray) -> bool:
-        packed.append(write_packed_10bit(path, spec, data))
+    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray, name: Path | None = None) -> bool:
+        packed.append(write_packed_10bit(path, spec, data, name))
         return packed[-1]
 
     monkeypatch.setattr(sequence, "write_packed_10bit", spy)
@@ -93,6 +97,7 @@ def test_write_frame_packs_10bit_and_keeps_header_and_pixels(tmp_path: Path, mon
     assert a[:4] == b[:4] == b"SDPX" and len(a) == len(b) == start + 12 * 16 * 4  # byte order kept
     assert a[start:] == b[start:]  # the pixels
     assert a[768:start] == b[768:start]  # image, orientation, film and TV headers
+    assert b[36:136] == str(out).encode()[:100].ljust(100, b"\0")  # its own name, not the temporary file's
     back = read_frame(out, codes=True)
     assert back.format.attributes["dpx:TimeCode"] == "01:00:00:12"
     np.testing.assert_array_equal(back.pixels, frame.pixels)

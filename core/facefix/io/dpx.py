@@ -22,7 +22,7 @@ import OpenImageIO as oiio
 __all__ = ["pack_filled_10bit", "write_packed_10bit"]
 
 # Byte offsets of the DPX fields (SMPTE 268M) this module reads or sets.
-_MAGIC, _IMAGE_OFFSET, _FILE_SIZE = 0, 4, 16
+_MAGIC, _IMAGE_OFFSET, _FILE_SIZE, _FILE_NAME = 0, 4, 16, 36
 _ELEMENTS, _PIXELS_PER_LINE, _LINES = 770, 772, 776
 # The first image element: descriptor, bit depth, packing, encoding, data offset, end-of-line/image padding.
 _DESCRIPTOR, _BIT_DEPTH, _PACKING, _ENCODING, _DATA_OFFSET, _LINE_PADDING, _IMAGE_PADDING = (
@@ -69,10 +69,11 @@ def _one_line_header(path: Path, spec: oiio.ImageSpec) -> bytes | None:
     return path.read_bytes()
 
 
-def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray) -> bool:
+def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray, name: Path | None = None) -> bool:
     """Write (H, W, C) uint16 full-range ``codes`` to ``path`` as the 10-bit DPX OpenImageIO would write
-    for ``spec``. False (``path`` left for another writer to replace) when OpenImageIO's header is not the
-    plain one-element, filled-method-A layout packed here."""
+    for ``spec`` to ``name`` (default ``path``: the header keeps the file's name; a temporary file renamed into
+    place later names its target). False (``path`` left for another writer to replace) when OpenImageIO's
+    header is not the plain one-element, filled-method-A layout packed here."""
     h, w, c = codes.shape
     if c not in _CHANNELS_OF_DESCRIPTOR.values():
         return False
@@ -97,6 +98,8 @@ def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray) -> b
     if not plain:
         return False
     header = bytearray(one_line[:start])
+    if name is not None:  # as OpenImageIO fills it: the path it was given, cut to the field's 100 bytes
+        header[_FILE_NAME : _FILE_NAME + 100] = str(name).encode()[:100].ljust(100, b"\0")
     struct.pack_into(order + "I", header, _FILE_SIZE, start + 4 * words_per_line * h)
     struct.pack_into(order + "I", header, _LINES, h)
     words = pack_filled_10bit(codes, big)

@@ -438,7 +438,7 @@ def write_frame(
     with atomic_path(path) as tmp:
         if out_format == "dpx" and bits == 10 and data.dtype == np.uint16:
             try:
-                if write_packed_10bit(tmp, spec, data):
+                if write_packed_10bit(tmp, spec, data, name=path):
                     return
             except OSError as err:
                 raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
