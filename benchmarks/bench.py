@@ -279,6 +279,17 @@ def code_version() -> str | None:
     return done.stdout.strip() or None
 
 
+def source_digest(root: Path = ROOT) -> str:
+    """sha256 (first 12 hex digits) of the package's Python sources and this script: names the code measured
+    even where the checkout's git metadata is missing or stale (a copy of the working tree on another machine)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted([*(root / "core" / "facefix").rglob("*.py"), root / "benchmarks" / "bench.py"]):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def save(result: dict, path: Path | None) -> None:
     """Write what is measured so far (a later failure loses nothing)."""
     if path is None:
@@ -316,7 +327,7 @@ def main() -> int:
 
     micro = micro_batch_for(device)
     result: dict = {
-        "commit": code_version(), "command": " ".join(sys.argv),
+        "commit": code_version(), "source_sha256": source_digest(), "command": " ".join(sys.argv),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "size": [w, h], "frames": args.frames, "format": args.format,
         "pipeline_batch": args.batch, "model_micro_batch": micro, "runs": [],

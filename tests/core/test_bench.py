@@ -38,3 +38,17 @@ def test_results_name_the_commit_they_measured():
     head = subprocess.run(["git", "-C", str(Path(bench.ROOT)), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=False).stdout.strip()
     assert bench.code_version() == (head or None)
+
+
+def test_results_name_the_sources_they_measured(tmp_path):
+    """The source digest follows the package's code (not git): any change to a source file changes it."""
+    pkg = tmp_path / "core" / "facefix"
+    pkg.mkdir(parents=True)
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench.py").write_text("# bench\n")
+    (pkg / "pipeline.py").write_text("x = 1\n")
+    first = bench.source_digest(tmp_path)
+    assert len(first) == 12 and first == bench.source_digest(tmp_path)
+    (pkg / "pipeline.py").write_text("x = 2\n")
+    assert bench.source_digest(tmp_path) != first
+    assert len(bench.source_digest()) == 12  # this checkout
