@@ -314,9 +314,13 @@ class PendingFrame:
     inplace: bool
     bits: int | None = None
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
+    def wait(self) -> None:
+        """Until the download has landed (the host tensors are then readable)."""
         if self.event is not None:
             self.event.synchronize()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.wait()
         return _finish_frame(self.image, self.pasted.numpy(), self.alpha.numpy(), self.origin, self.colour,
                              self.upscale, self.inplace, self.bits)
 

@@ -309,7 +309,7 @@ def run_clip(
     write_pool = io_pool if not is_movie(dest) else io_threads(1, "facefix-write")
     per_batch = frames_per_batch(settings, engine.device)
     writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool,  # type: ignore[arg-type]
-                     ready=_wait_for_gpu)
+                     ready=lambda item: item[2].wait())  # type: ignore[index]  # (number, format, PendingFrame)
     stats = BatchStats(profile=profile)
     t_restore = time.perf_counter()
     done = 0
@@ -353,13 +353,6 @@ def run_clip(
     summary.timings.update(stats.timings)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def _wait_for_gpu(item: object) -> None:
-    """Until the frame's download has landed (``_Writer``'s ``ready``): the pool then only does CPU work."""
-    pending = item[2]  # type: ignore[index]
-    if pending.event is not None:
-        pending.event.synchronize()
 
 
 def _make_folder(folder: Path) -> None:
