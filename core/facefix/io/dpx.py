@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
-__all__ = ["pack_filled_10bit", "write_packed_10bit"]
+__all__ = ["byte_order", "pack_filled_10bit", "write_packed_10bit"]
 
 # Byte offsets of the DPX fields (SMPTE 268M) this module reads or sets.
 _MAGIC, _IMAGE_OFFSET, _FILE_SIZE, _FILE_NAME = 0, 4, 16, 36
@@ -29,6 +29,12 @@ _DESCRIPTOR, _BIT_DEPTH, _PACKING, _ENCODING, _DATA_OFFSET, _LINE_PADDING, _IMAG
     800, 803, 804, 806, 808, 812, 816)
 _CHANNELS_OF_DESCRIPTOR = {50: 3, 51: 4}  # RGB, RGBA (OpenImageIO packs one channel without filling)
 _FILLED_METHOD_A = 1
+
+
+def byte_order(path: Path) -> str:
+    """"big" or "little": how a DPX file's header and pixels are stored (its magic number says)."""
+    with open(path, "rb") as f:
+        return "big" if f.read(4) == b"SDPX" else "little"
 
 
 def pack_filled_10bit(codes: np.ndarray, big_endian: bool) -> np.ndarray:

@@ -24,7 +24,7 @@ import OpenImageIO as oiio
 
 from ..errors import InputError, OutputError, SettingsError
 from .atomic import atomic_path
-from .dpx import write_packed_10bit
+from .dpx import byte_order, write_packed_10bit
 from .frames import (
     CODE_TYPES,
     NUMPY_INT,
@@ -251,7 +251,7 @@ def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = F
     attributes, attribute_types = _spec_attributes(spec)
     if file_format == "dpx" and "oiio:Endian" not in attributes:
         # Written back in the byte order it came in (OpenImageIO's writer would pick the machine's).
-        attributes["oiio:Endian"] = _dpx_byte_order(path)
+        attributes["oiio:Endian"] = byte_order(path)
         attribute_types["oiio:Endian"] = "string"
     fmt = FrameFormat(
         width=spec.width,
@@ -268,11 +268,6 @@ def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = F
         display_window=(spec.full_x, spec.full_y, spec.full_width, spec.full_height),
     )
     return Frame(number=number, pixels=np.ascontiguousarray(pixels), format=fmt)
-
-
-def _dpx_byte_order(path: Path) -> str:
-    with open(path, "rb") as f:
-        return "big" if f.read(4) == b"SDPX" else "little"
 
 
 def has_valid_header(path: str | os.PathLike[str]) -> bool:
