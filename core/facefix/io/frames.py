@@ -101,22 +101,18 @@ def codes_from_unit(pixels: np.ndarray, pixel_type: str, bits: int | None = None
     bits = bits or native_bits(pixel_type)
     stored_max = float(2**bits - 1)
     native_max = float(2 ** native_bits(pixel_type) - 1)
-    if pixel_type == "uint8" and bits == 8:
-        v = np.multiply(pixels, np.float32(stored_max), dtype=np.float32)
-        np.fmax(v, np.float32(0.0), out=v)
-        np.fmin(v, np.float32(stored_max), out=v)
-        np.rint(v, out=v)
-        return v.astype(NUMPY_INT[pixel_type])
     if pixel_type in CODE_TYPES:
         scaled = np.multiply(pixels, np.float32(stored_max), dtype=np.float32)
         np.fmax(scaled, np.float32(0.0), out=scaled)
         np.fmin(scaled, np.float32(stored_max), out=scaled)
-        rounded = np.rint(scaled)
-        np.subtract(scaled, rounded, out=scaled)
-        halves = np.flatnonzero(np.abs(scaled, out=scaled) == 0.5)
-        if halves.size:
-            exact = np.nan_to_num(pixels.reshape(-1)[halves].astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-            rounded.reshape(-1)[halves] = np.rint(np.clip(exact, 0.0, 1.0) * stored_max)
+        exact_halves = not (pixel_type == "uint8" and bits == 8)  # 8-bit: within a code is enough
+        rounded = np.rint(scaled, out=None if exact_halves else scaled)
+        if exact_halves:
+            np.subtract(scaled, rounded, out=scaled)
+            halves = np.flatnonzero(np.abs(scaled, out=scaled) == 0.5)
+            if halves.size:
+                exact = np.nan_to_num(pixels.reshape(-1)[halves].astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+                rounded.reshape(-1)[halves] = np.rint(np.clip(exact, 0.0, 1.0) * stored_max)
         codes = rounded.astype(NUMPY_INT[pixel_type])
         return _widen_table(pixel_type, bits)[codes] if bits < native_bits(pixel_type) else codes
     v = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
