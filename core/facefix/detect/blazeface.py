@@ -322,8 +322,7 @@ class BlazeFace(nn.Module):
         self.spec = spec
         p, sha = asset_path(spec.file) if path is None else (Path(path), None)
         self.net = load_tflite(p, sha)
-        self.register_buffer("anchors", ssd_anchors(spec.anchors))
-        self.anchors_cpu = ssd_anchors(spec.anchors)  # not a buffer: stays on the CPU, for decoding there
+        self.anchors = ssd_anchors(spec.anchors)  # not a buffer: stays on the CPU, where decoding runs
         # Sample crops as MediaPipe does (8-bit OpenCV warp): the closest match to its results.
         self.quantize = True
 
@@ -356,7 +355,7 @@ class BlazeFace(nn.Module):
             crops = crop_rects(frames, index[sl], center_d[sl], torch.stack([sides, sides], -1),
                                torch.zeros_like(sides), s, padding="zeros", quantize=self.quantize)
             rb, rs = self.raw(crops * 2.0 - 1.0)
-            det, crop = candidates(rb, rs, self.anchors_cpu, s, thr)
+            det, crop = candidates(rb, rs, self.anchors, s, thr)
             found.append(det)
             regions.append(crop + k0)
         if not found:
