@@ -170,8 +170,10 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     what end to end would reach with free decode and encode. Best of ``passes``."""
     from facefix.colour import colour_transform, resolve_colorspace
     from facefix.io import open_source
+    from facefix.io.dpx import PackedFrame
+    from facefix.io.sequence import read_packed_frame
     from facefix.pipeline import queue_batch, stage_frame
-    from facefix.run import faces_for_frames
+    from facefix.run import faces_for_frames, host_words, keeps_packed
     from facefix.temporal import ClipStabiliser
 
     settings = engine.settings
@@ -179,9 +181,13 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     numbers = src.frame_numbers[:frames]
     ct = colour_transform(resolve_colorspace(settings.colorspace, src.is_float))
     faces = faces_for_frames(tracks, numbers, settings)
-    decoded = [src.read(n, codes=True) for n in numbers]
-    staged = [stage_frame(f.pixels, faces[n], ct, 1, engine.device, bits=f.format.bits_per_sample)
-              for n, f in zip(numbers, decoded)]
+    # Read as run_clip reads them: 10-bit DPX written to DPX stays the file's words.
+    packed = keeps_packed(src, pattern, settings, ct)
+    decoded = [(read_packed_frame(src.path_for(n), n, host_words(engine.device)) if packed else None)
+               or src.read(n, codes=True) for n in numbers]
+    images = [f if isinstance(f, PackedFrame) else f.pixels for f in decoded]
+    staged = [stage_frame(img, faces[n], ct, 1, engine.device, bits=f.format.bits_per_sample)
+              for n, img, f in zip(numbers, images, decoded)]
     bits = [f.format.bits_per_sample for f in decoded]
 
     def one_pass() -> float:
@@ -191,7 +197,7 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
         last = []
         for i in range(0, len(numbers), batch):
             sl = slice(i, i + batch)
-            last = queue_batch([f.pixels for f in decoded[sl]], [faces[n] for n in numbers[sl]], settings, engine,
+            last = queue_batch(images[sl], [faces[n] for n in numbers[sl]], settings, engine,
                                frame_numbers=numbers[sl], colorspace=ct, stabilise=stab.stabilise,
                                staged=staged[sl], bits=bits[sl])
         for p in last:

@@ -28,7 +28,9 @@ from .composite import colour_match, paste_faces, polygon_sdf, soft_matte, templ
 from .errors import InputError
 from .faces import Face
 from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
+from .io.dpx import PackedFrame
 from .io.frames import codes_from_unit, unit_from_codes
+from .packed import PackedRegion, merge_region, samples_of_unit, unit_of_samples, unpack_region
 from .params import Settings
 from .tensors import to_device
 
@@ -274,19 +276,23 @@ def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return t
 
 
-def _download(*tensors: torch.Tensor) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+def _download(*tensors: torch.Tensor, into: Sequence[torch.Tensor | None] | None = None
+              ) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
     """Start copying ``tensors`` (all on one device) to the host; returns the host tensors and the event to
     wait on before reading them (None off CUDA). On CUDA the copies run on the download stream, after
-    the work queued so far on the compute stream."""
+    the work queued so far on the compute stream. ``into``: per tensor, a host tensor of its shape and type
+    to copy into (pinned for CUDA), or None for a new float32 one."""
+    targets = list(into) if into is not None else [None] * len(tensors)
     if tensors[0].device.type != "cuda":
-        return [t.detach().float().contiguous() for t in tensors], None
+        return [t.detach().float().contiguous() if host is None else host.copy_(t)
+                for t, host in zip(tensors, targets)], None
     dev = tensors[0].device
     side = _copy_stream(dev, "down")
     side.wait_stream(torch.cuda.current_stream(dev))
     hosts = []
     with torch.cuda.stream(side):
-        for t in tensors:
-            host = _host_buffer(tuple(t.shape), dev)
+        for t, target in zip(tensors, targets):
+            host = target if target is not None else _host_buffer(tuple(t.shape), dev)
             host.copy_(t.detach(), non_blocking=True)
             t.record_stream(side)  # its memory is not reused before the copy has read it
             hosts.append(host)
@@ -304,7 +310,7 @@ class PendingFrame:
     GPU already runs the next batch.
     """
 
-    image: np.ndarray
+    image: np.ndarray | None  # None for a packed frame
     pasted: torch.Tensor  # host (H, W, 3) float32, working space
     alpha: torch.Tensor  # host (H, W) float32
     event: torch.cuda.Event | None
@@ -313,6 +319,7 @@ class PendingFrame:
     upscale: int
     inplace: bool
     bits: int | None = None
+    packed: PackedFrame | None = None  # a packed frame: its words receive the result (no CPU finishing)
 
     def wait(self) -> None:
         """Until the download has landed (the host tensors are then readable)."""
@@ -321,8 +328,27 @@ class PendingFrame:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         self.wait()
+        if self.image is None:
+            raise InputError("a packed frame's result is packed_result()")
         return _finish_frame(self.image, self.pasted.numpy(), self.alpha.numpy(), self.origin, self.colour,
                              self.upscale, self.inplace, self.bits)
+
+    def packed_result(self) -> PackedFrame:
+        """A packed frame, its words restored (once the download has landed)."""
+        self.wait()
+        if self.packed is None:
+            raise InputError("only a packed frame has a packed_result()")
+        return self.packed
+
+    def matte(self) -> np.ndarray:
+        """The face matte over the whole frame, (H, W) float32 (packed frames; ``result()`` gives it otherwise)."""
+        self.wait()
+        if self.packed is None:
+            return self.result()[1]
+        frame = np.zeros((self.packed.layout.height, self.packed.layout.width), np.float32)
+        (x0, y0), (h, w) = self.origin, self.alpha.shape
+        frame[y0 : y0 + h, x0 : x0 + w] = self.alpha.numpy()
+        return frame
 
 
 def restore_batch(
@@ -359,7 +385,7 @@ def restore_batch(
 
 
 def queue_batch(
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | PackedFrame],
     faces_per_frame: Sequence[Sequence[Face]],
     settings: Settings,
     engine: Engine | None = None,
@@ -375,7 +401,9 @@ def queue_batch(
     """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
     per frame (its ``result()`` is that frame's (image, alpha)). Streaming callers finish frames on their
     encode threads while the next batch runs, and may pass each frame ``staged`` already (``stage_frame``
-    on their decode threads, with the same faces and colourspace)."""
+    on their decode threads, with the same faces and colourspace). A ``PackedFrame`` (10-bit DPX words, no
+    upscale, colourspace sRGB or raw) is unpacked and merged back on the device: its pending frame's
+    ``packed_result()`` is the same frame with the restored words."""
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
     engine = engine or Engine(settings)
@@ -386,7 +414,7 @@ def queue_batch(
     size = TEMPLATE_SIZE
     stats = stats if stats is not None else BatchStats()
     for img in images:
-        if img.ndim != 3 or img.shape[2] < 3:
+        if not isinstance(img, PackedFrame) and (img.ndim != 3 or img.shape[2] < 3):
             raise InputError(f"expected (H, W, C>=3) float32 images, got shape {img.shape}")
     bits_each = list(bits) if isinstance(bits, Sequence) else [bits] * len(images)
 
@@ -396,7 +424,8 @@ def queue_batch(
     # 1. Working-space RGB of what the models see: per frame, the union of its face ROIs (or the whole
     #    frame when upscaling, since the upscaler sees everything).
     with stats.stage("to_working", dev):
-        work_frames, origins = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged, bits_each)
+        work_frames, origins, device_words = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged,
+                                                           bits_each)
 
     # 2. Align: crops of every face, from its frame's working ROI.
     with stats.stage("align", dev):
@@ -450,6 +479,9 @@ def queue_batch(
                 pasted, alpha = pasted[0], alpha[0, 0]
             else:
                 pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
+        if isinstance(img, PackedFrame):
+            pending.append(_merge_packed(img, device_words[b], pasted, alpha, origins[b], stats))
+            continue
         with stats.stage("download", dev):
             # Work frames are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so
             # this is the layout the host wants: without upscaling the copy goes straight out, with no
@@ -460,24 +492,61 @@ def queue_batch(
     return pending
 
 
+def _merge_packed(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion] | None, pasted: torch.Tensor,
+                  alpha: torch.Tensor, origin: tuple[int, int], stats: BatchStats) -> PendingFrame:
+    """The restored region of a packed frame, rounded to 10-bit samples and merged into its rows' words on the
+    device where the matte touches; those rows then go back into the frame's own words on the host."""
+    empty = torch.zeros((0, 0))
+    if words is None:
+        return PendingFrame(None, empty, empty, None, origin, _IDENTITY, 1, True, packed=frame)
+    raw, region = words
+    dev = raw.device
+    with stats.stage("paste", dev):
+        touched = alpha > 0
+        samples = unpack_region(raw, region)
+        rgb = samples[..., :3]
+        rgb.copy_(torch.where(touched[..., None], samples_of_unit(pasted.permute(1, 2, 0)), rgb))
+        changed = torch.zeros_like(samples, dtype=torch.bool)
+        changed[..., :3] = touched[..., None]
+        merge_region(raw, samples, changed, region)
+    with stats.stage("download", dev):
+        y0 = origin[1]
+        rows = torch.from_numpy(frame.words[y0 : y0 + raw.shape[0]].view(np.int32))
+        (host_alpha, _), event = _download(alpha, raw, into=[None, rows])
+    return PendingFrame(None, empty, host_alpha, event, origin, _IDENTITY, 1, True, packed=frame)
+
+
+_IDENTITY = ColourTransform("raw")  # packed frames are finished on the device
+
+
 @dataclass(frozen=True)
 class StagedFrame:
     """What the GPU needs of one frame, prepared on the CPU: the working-space RGB (h, w, 3) of the union
     of its face regions (the whole frame when upscaling) in host memory (pinned for CUDA), its (x0, y0)
     origin in the frame, and how many non-finite pixels were zeroed in it. ``rgb`` is None when the frame
-    has nothing to restore."""
+    has nothing to restore. A packed frame (``PackedFrame``) is staged as the words of its region's rows
+    (``words``, a view of the frame's own, which receive the result) and the region's columns (``region``);
+    ``rgb`` is then None."""
 
     rgb: torch.Tensor | None
     origin: tuple[int, int]
     nonfinite: int = 0
+    words: np.ndarray | None = None
+    region: PackedRegion | None = None
 
 
-def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up: int, device: torch.device,
-                size: int = TEMPLATE_SIZE, bits: int | None = None) -> StagedFrame:
+def stage_frame(img: np.ndarray | PackedFrame, faces: Sequence[Face], ct: ColourTransform, up: int,
+                device: torch.device, size: int = TEMPLATE_SIZE, bits: int | None = None) -> StagedFrame:
     """The CPU half of the working-space conversion, for one frame and its faces. Thread-safe: streaming
     callers run it on their decode threads, so the thread that feeds the GPU only uploads. ``img`` is
-    float32 or integer codes of stored depth ``bits`` (only the region is converted)."""
-    h, w = img.shape[:2]
+    float32 or integer codes of stored depth ``bits`` (only the region is converted), or a packed frame
+    (its region's words are picked out; the device unpacks them)."""
+    if isinstance(img, PackedFrame):
+        if up > 1 or not ct.is_identity:
+            raise InputError("packed 10-bit frames are restored without upscaling, in sRGB or raw only")
+        h, w = img.layout.height, img.layout.width
+    else:
+        h, w = img.shape[:2]
     if up > 1:
         x0, y0, x1, y1 = 0, 0, w, h
     elif faces:
@@ -488,6 +557,8 @@ def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up:
         x0 = y0 = x1 = y1 = 0
     if x1 <= x0 or y1 <= y0:
         return StagedFrame(None, (x0, y0))
+    if isinstance(img, PackedFrame):
+        return StagedFrame(None, (x0, y0), words=img.words[y0:y1], region=PackedRegion(x0, x1, img.layout))
     staged = _host_buffer((y1 - y0, x1 - x0, 3), device)
     rgb = staged.numpy()
     nonfinite = 0
@@ -503,25 +574,36 @@ def stage_frame(img: np.ndarray, faces: Sequence[Face], ct: ColourTransform, up:
     return StagedFrame(staged, (x0, y0), nonfinite)
 
 
-def _working_rois(images: Sequence[np.ndarray], faces_per_frame: Sequence[Sequence[Face]], ct: ColourTransform,
-                  up: int, dev: torch.device, stats: BatchStats, staged: Sequence[StagedFrame] | None,
-                  bits: Sequence[int | None]) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+def _working_rois(images: Sequence[np.ndarray | PackedFrame], faces_per_frame: Sequence[Sequence[Face]],
+                  ct: ColourTransform, up: int, dev: torch.device, stats: BatchStats,
+                  staged: Sequence[StagedFrame] | None, bits: Sequence[int | None]
+                  ) -> tuple[list[torch.Tensor], list[tuple[int, int]], list[tuple[torch.Tensor, PackedRegion] | None]]:
     """Per frame, the working-space RGB (3, h, w) of its faces' region on ``dev`` (uploaded without
     waiting; a channels-last view of the (h, w, 3) upload, not reordered), and that region's origin;
-    frames not ``staged`` by the caller are staged here."""
+    frames not ``staged`` by the caller are staged here. Packed frames: their rows' words are uploaded and
+    unpacked here; they are returned too (with the region), for the result to be merged into."""
     work_frames: list[torch.Tensor] = []
     origins: list[tuple[int, int]] = []
+    words: list[tuple[torch.Tensor, PackedRegion] | None] = []
     for b, img in enumerate(images):
         st = staged[b] if staged is not None else stage_frame(img, faces_per_frame[b], ct, up, dev, bits=bits[b])
         stats.nonfinite_pixels += st.nonfinite
-        if st.rgb is None:
+        words.append(None)
+        if st.words is not None and st.region is not None:
+            words[-1] = (_upload(torch.from_numpy(st.words.view(np.int32)), dev), st.region)
+            work_frames.append(torch.zeros((3, 0, 0), device=dev))  # unpacked below, once uploaded
+        elif st.rgb is None:
             work_frames.append(torch.zeros((3, 0, 0), device=dev))
         else:
             work_frames.append(_upload(st.rgb, dev).permute(2, 0, 1))
         origins.append(st.origin)
     if dev.type == "cuda":
         torch.cuda.current_stream(dev).wait_stream(_copy_stream(dev, "up"))
-    return work_frames, origins
+    for b, packed in enumerate(words):
+        if packed is not None:
+            # (h, w, 3) float32, used through a (3, h, w) view like an upload
+            work_frames[b] = unit_of_samples(unpack_region(*packed)[..., :3]).permute(2, 0, 1)
+    return work_frames, origins, words
 
 
 def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int]], batch: FaceBatch, size: int,

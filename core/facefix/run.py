@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .colour import colour_transform, resolve_colorspace
+from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
+from .io.dpx import PackedFrame
 from .io.frames import Frame, FrameFormat
+from .io.sequence import read_packed_frame
 from .params import Settings
 from .pipeline import (
     BatchStats,
@@ -35,7 +37,8 @@ from .pipeline import (
 )
 from .streaming import io_threads, prefetch
 
-__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os"]
+__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os", "keeps_packed",
+           "host_words"]
 
 log = logging.getLogger("facefix")
 
@@ -285,20 +288,33 @@ def run_clip(
     finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
     decode: Callable[..., Frame] = timed("decode", full.read)  # type: ignore[assignment]
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
+    packed = keeps_packed(full, dest, settings, ct)
+    words_into = host_words(engine.device)
+    decode_packed: Callable[..., PackedFrame | None] = timed(  # type: ignore[assignment]
+        "decode", lambda n: read_packed_frame(full.path_for(n), n, words_into))
 
-    def read(n: int) -> tuple[Frame, StagedFrame]:
+    def read(n: int) -> tuple[Frame | PackedFrame, StagedFrame]:
         # Decoded and converted for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
-        # Integer files stay integer codes: only the face regions are converted, here and after the GPU.
-        frame = decode(n, codes=True)
-        return frame, stage(frame.pixels, faces.get(n, []), ct, settings.upscale, engine.device,
+        # Integer files stay integer codes: only the face regions are converted, here and after the GPU; a
+        # plain 10-bit DPX stays the file's words, unpacked and packed on the device.
+        frame: Frame | PackedFrame | None = decode_packed(n) if packed else None
+        if frame is None:
+            frame = decode(n, codes=True)
+        pixels = frame if isinstance(frame, PackedFrame) else frame.pixels
+        return frame, stage(pixels, faces.get(n, []), ct, settings.upscale, engine.device,
                             bits=frame.format.bits_per_sample)
 
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
         # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.
         n, fmt, pending = item
-        img, alpha = finish(pending)
-        sink.write(Frame(number=n, pixels=img, format=fmt))
-        if matte_sink is not None:
+        if pending.packed is not None:
+            out: Frame | PackedFrame = pending.packed_result()
+            alpha = pending.matte() if matte_sink is not None else None
+        else:
+            img, alpha = finish(pending)
+            out = Frame(number=n, pixels=img, format=fmt)
+        sink.write(out)  # type: ignore[arg-type]
+        if matte_sink is not None and alpha is not None:
             matte_sink.write(Frame(number=n, pixels=np.repeat(alpha[..., None], 3, axis=2), format=_matte_format(fmt)))
 
     # One pool serves decode, finishing and encode of independent files, so the threads go where the work
@@ -363,6 +379,28 @@ def _make_folder(folder: Path) -> None:
         raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
 
 
+def keeps_packed(source: object, dest: str, settings: Settings, ct: ColourTransform) -> bool:
+    """Whether frames are read as their file's words (``read_packed_frame``): a 10-bit DPX sequence written to
+    DPX, restored in its own colourspace (sRGB or raw) without upscaling. Frames that turn out not to be the
+    plain layout are read as usual."""
+    fmt = getattr(source, "format", None)
+    return (getattr(source, "kind", "") == "sequence" and fmt is not None and fmt.file_format == "dpx"
+            and (fmt.pixel_type, fmt.bits_per_sample) == ("uint16", 10) and Path(dest).suffix.lower() == ".dpx"
+            and settings.upscale == 1 and ct.is_identity)
+
+
+def host_words(device: object) -> Callable[[tuple[int, int]], np.ndarray]:
+    """Allocator of a packed frame's words: pinned memory for CUDA (the face rows upload and download from it
+    without a staging copy), else plain memory."""
+    import torch
+
+    pinned = getattr(device, "type", "cpu") == "cuda"
+
+    def words_into(shape: tuple[int, int]) -> np.ndarray:
+        return torch.empty(shape, dtype=torch.int32, pin_memory=pinned).numpy().view(np.uint32)
+    return words_into
+
+
 def _output_format(fmt: FrameFormat, upscale: int) -> FrameFormat:
     """The source's format, at the upscaled size (EXR windows reset: they no longer fit)."""
     if upscale == 1:
@@ -382,7 +420,7 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     numbers = [n for n, _ in batch]
     frames = [f for _, (f, _) in batch]
     staged = [st for _, (_, st) in batch]
-    images = [f.pixels for f in frames]
+    images = [f if isinstance(f, PackedFrame) else f.pixels for f in frames]
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).

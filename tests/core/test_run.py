@@ -10,7 +10,7 @@ import pytest
 from facefix import Face, FaceTracks, Settings, synth
 from facefix.cli import main
 from facefix.errors import InputError, OutputError
-from facefix.io import Frame, FrameFormat, open_source
+from facefix.io import Frame, FrameFormat, open_source, read_frame
 from facefix.io.sequence import write_frame
 from facefix.run import Interrupted, run_clip
 
@@ -120,6 +120,52 @@ class _Brighten:
 def _written(path, pixels, fmt):
     write_frame(path, Frame(0, pixels, fmt))
     return path
+
+
+@pytest.mark.parametrize(("channels", "endian"), [(3, "big"), (4, "little")])
+def test_dpx_frames_stay_their_words_and_write_what_the_codes_path_writes(shot, tmp_path, monkeypatch, channels,
+                                                                          endian):
+    """A 10-bit DPX sequence is read as its words and restored on the device: the files (and the matte) are
+    byte for byte those of the path that reads integer codes, and frames without faces are their input's
+    words exactly."""
+    import facefix.run as run
+    from facefix.io.dpx import byte_order
+    from facefix.pipeline import Engine
+
+    root, tracks = shot
+    clip = open_source(str(root / "exr.####.exr" if channels == 4 else root / "png.####.png"))
+    for n in clip.frame_numbers:
+        frame = clip.read(n)
+        fmt = FrameFormat(frame.format.width, frame.format.height, frame.format.channel_names, "uint16", 10,
+                          attributes={"oiio:Endian": endian, "dpx:TimeCode": f"01:00:00:{n % 24:02d}"},
+                          file_format="dpx")
+        write_frame(tmp_path / f"in.{n:04d}.dpx", Frame(n, frame.pixels, fmt))
+    some = FaceTracks.from_faces({n: tracks.faces_at(n) for n in clip.frame_numbers[:-1]})  # the last: no face
+    s = _settings(mask="mesh", batch=3)
+    engine = Engine(s)
+    engine._restorer = _Brighten()
+    reads = []
+    packed_read = run.read_packed_frame
+    monkeypatch.setattr(run, "read_packed_frame", lambda *a: reads.append(packed_read(*a)) or reads[-1])
+    run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "p" / "o.####.dpx"), s, tracks=some, progress=False,
+             engine=engine, matte=str(tmp_path / "p" / "m.####.exr"))
+    assert len(reads) == N and all(r is not None for r in reads)
+    monkeypatch.setattr(run, "keeps_packed", lambda *a: False)
+    run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "c" / "o.####.dpx"), s, tracks=some, progress=False,
+             engine=engine, matte=str(tmp_path / "c" / "m.####.exr"))
+    assert len(reads) == N
+    for n in clip.frame_numbers:
+        name = f"o.{n:04d}.dpx"
+        packed, codes = (tmp_path / "p" / name).read_bytes(), (tmp_path / "c" / name).read_bytes()
+        assert packed[:36] + packed[136:] == codes[:36] + codes[136:]  # all but the file's own name
+        assert packed != (tmp_path / f"in.{n:04d}.dpx").read_bytes()[: len(packed)] or n == clip.frame_numbers[-1]
+        assert byte_order(tmp_path / "p" / name) == endian
+        mattes = [read_frame(tmp_path / d / f"m.{n:04d}.exr").pixels for d in "pc"]
+        np.testing.assert_array_equal(*mattes)
+        assert (mattes[0].max() > 0) == (n != clip.frame_numbers[-1])
+    last = clip.frame_numbers[-1]
+    words = len(packed) - 8192
+    assert (tmp_path / "p" / f"o.{last:04d}.dpx").read_bytes()[-words:] == (tmp_path / f"in.{last:04d}.dpx").read_bytes()[-words:]
 
 
 def test_frame_range_with_step(shot, tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import OpenImageIO as oiio
 
 from ..errors import InputError, OutputError, SettingsError
 from .atomic import atomic_path
-from .dpx import byte_order, write_packed_10bit
+from .dpx import PackedFrame, byte_order, read_packed_10bit, write_packed_10bit
 from .frames import (
     CODE_TYPES,
     NUMPY_INT,
@@ -42,6 +42,7 @@ __all__ = [
     "parse_pattern",
     "parse_frames",
     "read_frame",
+    "read_packed_frame",
     "write_frame",
     "has_valid_header",
     "WRITE_EXTENSIONS",
@@ -196,50 +197,23 @@ def _open_input(path: Path, number: int | None) -> oiio.ImageInput:
     return inp
 
 
-def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = False) -> Frame:
-    """Read one image file into a Frame (all channels, R, G, B first; grey expanded to RGB).
+def _pixel_depth(spec: oiio.ImageSpec) -> tuple[PixelType, int]:
+    """(pixel type, stored bits per sample) of an open file."""
+    pixel_type = _BASETYPE_TO_PIXEL.get(spec.format.basetype, "float")
+    bits = int(spec.get_int_attribute("oiio:BitsPerSample", native_bits(pixel_type)))
+    bits = min(bits, native_bits(pixel_type)) if pixel_type not in ("half", "float") else native_bits(pixel_type)
+    return pixel_type, bits
 
-    ``codes``: keep an 8- or 16-bit file's integer codes (see ``facefix.io.frames``); float and 32-bit
-    integer files read as float32 either way. Raises InputError naming the file when it is missing,
-    unreadable, truncated or corrupt.
-    """
-    path = Path(path)
-    inp = _open_input(path, number)
-    try:
-        spec = inp.spec()
-        pixel_type = _BASETYPE_TO_PIXEL.get(spec.format.basetype, "float")
-        bits = int(spec.get_int_attribute("oiio:BitsPerSample", native_bits(pixel_type)))
-        bits = min(bits, native_bits(pixel_type)) if pixel_type not in ("half", "float") else native_bits(pixel_type)
-        if pixel_type in NUMPY_INT:
-            data = inp.read_image(0, 0, 0, spec.nchannels, pixel_type)
-        else:
-            data = inp.read_image(0, 0, 0, spec.nchannels, "float")
-        if data is None:
-            raise InputError(f"corrupt or truncated image {path}: {_first_error_line(inp.geterror())}")
-        file_format = inp.format_name()
-    finally:
-        inp.close()
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim == 4:  # volume images: the first slice
-        data = data[0]
-    if codes and pixel_type in CODE_TYPES:
-        pixels = data
-    elif pixel_type in NUMPY_INT:
-        pixels = unit_from_codes(data, bits)
-    else:
-        pixels = data.astype(np.float32, copy=False)
 
+def _frame_format(spec: oiio.ImageSpec, file_format: str, path: Path) -> tuple[FrameFormat, list[int]]:
+    """The FrameFormat of an open file, and the order its channels are read in (R, G, B first)."""
+    pixel_type, bits = _pixel_depth(spec)
     names = tuple(spec.channelnames) or tuple(f"C{i}" for i in range(spec.nchannels))
     order, _, grey = _channel_order(names)
-    if order != list(range(len(order))):
-        pixels = pixels[:, :, order]
     ordered = [names[i] for i in order]
     grey_channel = None
     if grey:
         grey_channel = ordered[0]
-        pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
         ordered = ["R", "G", "B"] + ordered[1:]
     channel_types = None
     if spec.channelformats:
@@ -267,7 +241,72 @@ def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = F
         data_window=(spec.x, spec.y, spec.width, spec.height),
         display_window=(spec.full_x, spec.full_y, spec.full_width, spec.full_height),
     )
+    return fmt, order
+
+
+def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = False) -> Frame:
+    """Read one image file into a Frame (all channels, R, G, B first; grey expanded to RGB).
+
+    ``codes``: keep an 8- or 16-bit file's integer codes (see ``facefix.io.frames``); float and 32-bit
+    integer files read as float32 either way. Raises InputError naming the file when it is missing,
+    unreadable, truncated or corrupt.
+    """
+    path = Path(path)
+    inp = _open_input(path, number)
+    try:
+        spec = inp.spec()
+        pixel_type, bits = _pixel_depth(spec)
+        if pixel_type in NUMPY_INT:
+            data = inp.read_image(0, 0, 0, spec.nchannels, pixel_type)
+        else:
+            data = inp.read_image(0, 0, 0, spec.nchannels, "float")
+        if data is None:
+            raise InputError(f"corrupt or truncated image {path}: {_first_error_line(inp.geterror())}")
+        fmt, order = _frame_format(spec, inp.format_name(), path)
+    finally:
+        inp.close()
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim == 4:  # volume images: the first slice
+        data = data[0]
+    if codes and pixel_type in CODE_TYPES:
+        pixels = data
+    elif pixel_type in NUMPY_INT:
+        pixels = unit_from_codes(data, bits)
+    else:
+        pixels = data.astype(np.float32, copy=False)
+    if order != list(range(len(order))):
+        pixels = pixels[:, :, order]
+    if fmt.is_grey:
+        pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
     return Frame(number=number, pixels=np.ascontiguousarray(pixels), format=fmt)
+
+
+def read_packed_frame(path: str | os.PathLike[str], number: int = 0,
+                      words_into: Callable[[tuple[int, int]], np.ndarray] | None = None) -> PackedFrame | None:
+    """Frame ``number`` of a plain 10-bit RGB(A) DPX with its pixels kept as the file's words (see
+    ``facefix.io.dpx``; ``words_into`` as there), or None for any other file (read it with ``read_frame``).
+    Only the header goes through OpenImageIO, for the same FrameFormat ``read_frame`` gives."""
+    path = Path(path)
+    inp = _open_input(path, number)
+    try:
+        spec = inp.spec()
+        file_format = inp.format_name()
+        if file_format != "dpx" or _pixel_depth(spec) != ("uint16", 10):
+            return None
+        fmt, order = _frame_format(spec, file_format, path)
+    finally:
+        inp.close()
+    packed = read_packed_10bit(path, words_into)
+    if packed is None:
+        return None
+    layout, words = packed
+    rgba = ("R", "G", "B", "A")[: layout.channels]
+    if order != list(range(len(order))) or fmt.channel_names != rgba or (fmt.width, fmt.height) != (
+            layout.width, layout.height):
+        return None
+    return PackedFrame(number, words, layout, fmt)
 
 
 def has_valid_header(path: str | os.PathLike[str]) -> bool:
@@ -318,35 +357,41 @@ def _pick_pixel_type(out_format: str, src: FrameFormat, same: bool) -> tuple[Pix
     return "uint8", 8  # jpeg
 
 
-def _select_channels(
-    frame: Frame, out_format: str, grey_channel: str | None
-) -> tuple[np.ndarray, list[str], int, list[int]]:
-    """Pixels and names to write: grey collapsed, channels the format cannot hold dropped.
+def _channel_selection(fmt: FrameFormat, out_format: str, grey_channel: str | None
+                       ) -> tuple[list[int], list[str], int, list[int]]:
+    """Which channels to write: grey collapsed, channels the format cannot hold dropped.
 
-    Returns (pixels, names, alpha index or -1, source channel indices kept (for per-channel types)).
+    Returns (source channels after the colour, names to write, alpha index or -1, source channel indices
+    kept (for per-channel types)).
     """
-    px = frame.pixels
-    names = list(frame.format.channel_names)
-    alpha = frame.format.alpha_index
-    extras = [i for i in range(3, px.shape[2]) if i != alpha]
+    names = list(fmt.channel_names)
+    alpha = fmt.alpha_index
+    extras = [i for i in range(3, len(names)) if i != alpha]
     if out_format == "jpeg":
         alpha, extras = None, []
     elif out_format in ("png", "dpx"):
         extras = []
     keep_rest = ([alpha] if alpha is not None else []) + extras
     if grey_channel is not None:
-        # Rec.709 luma in float64: exactly the value back when R = G = B.
-        luma = px[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
-        cols = [luma.astype(np.float32)[..., None]] + [px[..., i : i + 1] for i in keep_rest]
         out_names = [grey_channel if out_format == "openexr" else "Y"] + [names[i] for i in keep_rest]
         kept = [0] + keep_rest
     else:
-        cols = [px[..., :3]] + [px[..., i : i + 1] for i in keep_rest]
         out_names = names[:3] + [names[i] for i in keep_rest]
         kept = [0, 1, 2] + keep_rest
-    out = np.concatenate(cols, axis=2) if len(cols) > 1 else cols[0]
     alpha_out = out_names.index(names[alpha]) if alpha is not None else -1
-    return np.ascontiguousarray(out), out_names, alpha_out, kept
+    return keep_rest, out_names, alpha_out, kept
+
+
+def _selected_pixels(frame: Frame, keep_rest: list[int], grey: bool) -> np.ndarray:
+    """The pixels of ``_channel_selection``'s channels, in its order."""
+    px = frame.pixels
+    if grey:
+        # Rec.709 luma in float64: exactly the value back when R = G = B.
+        luma = px[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+        cols = [luma.astype(np.float32)[..., None]] + [px[..., i : i + 1] for i in keep_rest]
+    else:
+        cols = [px[..., :3]] + [px[..., i : i + 1] for i in keep_rest]
+    return np.ascontiguousarray(np.concatenate(cols, axis=2) if len(cols) > 1 else cols[0])
 
 
 def _copy_attributes(spec: oiio.ImageSpec, src: FrameFormat, same: bool, compression: str | None) -> None:
@@ -374,7 +419,7 @@ def _copy_attributes(spec: oiio.ImageSpec, src: FrameFormat, same: bool, compres
 
 def write_frame(
     path: str | os.PathLike[str],
-    frame: Frame,
+    frame: Frame | PackedFrame,
     like: FrameFormat | None = None,
     *,
     pixel_type: PixelType | None = None,
@@ -388,7 +433,8 @@ def write_frame(
     it is of the same file format; otherwise a sensible type is chosen (EXR half unless the source is
     float, DPX 10-bit, TIFF float for float sources, PNG 16-bit unless the source is 8-bit, JPEG
     8-bit without alpha). Float outputs keep values as they are (NaN/Inf included); integer outputs
-    are clamped to [0, 1] and rounded. Raises OutputError naming the file.
+    are clamped to [0, 1] and rounded. A ``PackedFrame`` written as the same 10-bit DPX layout keeps its
+    words as they are; anything else unpacks it first. Raises OutputError naming the file.
     """
     path = Path(path)
     out_format = _output_format_name(path)
@@ -400,15 +446,20 @@ def write_frame(
     if bits_per_sample is not None:
         bits = int(bits_per_sample)
     grey = frame.format.grey_channel if frame.format.grey_channel is not None else src.grey_channel
-    if frame.is_codes and (grey is not None or ptype != frame.format.pixel_type or bits != frame.format.bits_per_sample):
+    packed = frame if isinstance(frame, PackedFrame) else None
+    if isinstance(frame, PackedFrame) and (out_format, ptype, bits, grey) != ("dpx", "uint16", 10, None):
+        frame, packed = frame.unpacked(), None
+    if isinstance(frame, Frame) and frame.is_codes and (
+            grey is not None or ptype != frame.format.pixel_type or bits != frame.format.bits_per_sample):
         frame = Frame(frame.number, frame.unit_pixels(), frame.format)  # another depth (or grey): via float
-    px, names, alpha, kept = _select_channels(frame, out_format, grey)
-    h, w, c = px.shape
+    keep_rest, names, alpha, kept = _channel_selection(frame.format, out_format, grey)
+    h, w, c = ((frame.layout.height, frame.layout.width, len(names)) if isinstance(frame, PackedFrame)
+               else frame.pixels.shape[:2] + (len(names),))
 
     spec = oiio.ImageSpec(w, h, c, oiio.TypeDesc(ptype))
     spec.channelnames = tuple(names)
     spec.alpha_channel = alpha
-    if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.pixels.shape[2] and pixel_type is None:
+    if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.format.channels and pixel_type is None:
         spec.channelformats = tuple(oiio.TypeDesc(src.channel_pixel_types[i]) for i in kept)
     _copy_attributes(spec, src, same, compression)
     if out_format == "png":
@@ -426,11 +477,15 @@ def write_frame(
         num, den = _rational(fps)
         spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (num, den))
 
-    if px.dtype != np.float32:  # integer codes, written as they are (same type and depth, checked above)
-        data = px
-    else:
-        data = px if ptype in ("half", "float") else codes_from_unit(px, ptype, bits)
     with atomic_path(path) as tmp:
+        if packed is not None:
+            try:
+                if write_packed_10bit(tmp, spec, name=path, words=(packed.layout, packed.words)):
+                    return
+            except OSError as err:
+                raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+            frame = packed.unpacked()  # another byte order than the words': packed again below
+        data = _data_to_write(_selected_pixels(frame, keep_rest, grey is not None), ptype, bits)  # type: ignore[arg-type]
         if out_format == "dpx" and bits == 10 and data.dtype == np.uint16:
             try:
                 if write_packed_10bit(tmp, spec, data, name=path):
@@ -454,6 +509,14 @@ def write_frame(
             closed = out.close()
         if not closed:
             raise OutputError(f"cannot write {path}: {_first_error_line(out.geterror())}")
+
+
+def _data_to_write(px: np.ndarray, ptype: str, bits: int) -> np.ndarray:
+    """The samples to hand the writer: integer codes as they are (same type and depth, checked by the
+    caller), float as float for float files, else rounded to ``bits``-deep codes."""
+    if px.dtype != np.float32 or ptype in ("half", "float"):
+        return px
+    return codes_from_unit(px, ptype, bits)
 
 
 def _rational(fps: float) -> tuple[int, int]:
