@@ -6,7 +6,8 @@ are, in the file's byte order), only the words of its columns are unpacked there
 the bits of samples whose pixel the matte touches. Every other bit of the file goes back unchanged.
 
 Words are handled as int64 (their unsigned value), so shifts and masks never meet a sign bit; they travel as
-int32 holding the same four bytes.
+int32 holding the same four bytes. ``unpack_unit`` and ``merge_unit`` are the two steps the pipeline takes: on
+CUDA each is one kernel (``facefix.packed_triton``), elsewhere the torch functions below.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 
 from .io.dpx import PackedLayout
 
-__all__ = ["PackedRegion", "unpack_region", "merge_region", "unit_of_samples", "samples_of_unit"]
+__all__ = ["PackedRegion", "unpack_unit", "merge_unit", "unpack_region", "merge_region", "unit_of_samples",
+           "samples_of_unit"]
 
 _SHIFTS = (22, 12, 2)  # first, second and third sample of a word, from the top (filled method A)
 _SAMPLE = 1023
@@ -110,3 +112,43 @@ def samples_of_unit(values: torch.Tensor) -> torch.Tensor:
     in float64, as the CPU writer rounds (facefix.io.frames.codes_from_unit)."""
     v = torch.nan_to_num(values.to(torch.float64), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
     return torch.round(v * _SAMPLE).to(torch.int64)
+
+
+def _kernels_for(t: torch.Tensor) -> bool:
+    return t.device.type == "cuda" and _have_triton()
+
+
+@functools.lru_cache(maxsize=1)
+def _have_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def unpack_unit(raw: torch.Tensor, region: PackedRegion) -> torch.Tensor:
+    """(rows, words per line) int32 raw words -> the region's colour as (rows, x1 - x0, 3) float32 in [0, 1]."""
+    if _kernels_for(raw):
+        from .packed_triton import unpack_unit as kernel
+
+        return kernel(raw, _unit_table(raw.device), region.x0, region.x1, region.layout.channels,
+                      region.layout.big_endian)
+    return unit_of_samples(unpack_region(raw, region)[..., :3])
+
+
+def merge_unit(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, region: PackedRegion) -> None:
+    """The region's new colour ``rgb`` ((rows, x1 - x0, 3) float, any strides) rounded to 10-bit samples and
+    written into ``raw``'s words in place where ``alpha`` (rows, x1 - x0) is above 0; nothing else changes."""
+    if _kernels_for(raw):
+        from .packed_triton import merge_unit as kernel
+
+        kernel(raw, rgb, alpha, region.x0, region.x1, region.layout.channels, region.layout.big_endian)
+        return
+    touched = alpha > 0
+    samples = unpack_region(raw, region)
+    colour = samples[..., :3]
+    colour.copy_(torch.where(touched[..., None], samples_of_unit(rgb), colour))
+    changed = torch.zeros_like(samples, dtype=torch.bool)
+    changed[..., :3] = touched[..., None]
+    merge_region(raw, samples, changed, region)

@@ -30,7 +30,7 @@ from .faces import Face
 from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
 from .io.dpx import PackedFrame
 from .io.frames import codes_from_unit, unit_from_codes
-from .packed import PackedRegion, merge_region, samples_of_unit, unit_of_samples, unpack_region
+from .packed import PackedRegion, merge_unit, unpack_unit
 from .params import Settings
 from .tensors import to_device
 
@@ -502,13 +502,7 @@ def _merge_packed(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion] |
     raw, region = words
     dev = raw.device
     with stats.stage("paste", dev):
-        touched = alpha > 0
-        samples = unpack_region(raw, region)
-        rgb = samples[..., :3]
-        rgb.copy_(torch.where(touched[..., None], samples_of_unit(pasted.permute(1, 2, 0)), rgb))
-        changed = torch.zeros_like(samples, dtype=torch.bool)
-        changed[..., :3] = touched[..., None]
-        merge_region(raw, samples, changed, region)
+        merge_unit(raw, pasted.permute(1, 2, 0), alpha, region)
     with stats.stage("download", dev):
         y0 = origin[1]
         rows = torch.from_numpy(frame.words[y0 : y0 + raw.shape[0]].view(np.int32))
@@ -602,7 +596,7 @@ def _working_rois(images: Sequence[np.ndarray | PackedFrame], faces_per_frame: S
     for b, packed in enumerate(words):
         if packed is not None:
             # (h, w, 3) float32, used through a (3, h, w) view like an upload
-            work_frames[b] = unit_of_samples(unpack_region(*packed)[..., :3]).permute(2, 0, 1)
+            work_frames[b] = unpack_unit(*packed).permute(2, 0, 1)
     return work_frames, origins, words
 
 

@@ -93,3 +93,31 @@ def test_unit_values_and_rounding_are_the_cpu_conversions():
     ]).astype(np.float32)
     cpu = codes_from_unit(values, "uint16", 10) >> 6
     np.testing.assert_array_equal(samples_of_unit(torch.from_numpy(values)).numpy(), cpu)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("big", [False, True])
+@pytest.mark.parametrize(("width", "x0", "x1"), [(7, 0, 7), (11, 1, 10), (11, 3, 4), (1920, 611, 1333)])
+def test_cuda_kernels_are_the_torch_steps(channels, big, width, x0, x1):
+    """On CUDA each step is one kernel: the same values, and the same words to the bit, as the torch steps
+    (run on the CPU), for random words (unused bits set), NaN, Inf, half codes and values outside [0, 1]."""
+    from facefix.packed import merge_unit, unpack_unit
+
+    layout = PackedLayout(width, 9, channels, big, 8192)
+    raw = torch.from_numpy(_raw_words(layout).view(np.int32))
+    region = PackedRegion(x0, x1, layout)
+    np.testing.assert_array_equal(unpack_unit(raw.cuda(), region).cpu().numpy(), unpack_unit(raw, region).numpy())
+
+    h, w = 9, x1 - x0
+    values = RNG.random((3, h, w)).astype(np.float32) * 1.2 - 0.1
+    flat = values.reshape(-1)
+    flat[::7] = ((RNG.integers(0, 1023, flat[::7].size) + 0.5) / 1023).astype(np.float32)  # half codes
+    flat[::11] = np.resize(np.array([np.nan, np.inf, -np.inf, 1.0], np.float32), flat[::11].size)
+    alpha = np.where(RNG.random((h, w)) < 0.3, 0.0, RNG.random((h, w))).astype(np.float32)
+    rgb = torch.from_numpy(values).permute(1, 2, 0)  # (h, w, 3) through a channels-first buffer, as pasted
+    on_cpu, on_gpu = raw.clone(), raw.cuda()
+    merge_unit(on_cpu, rgb, torch.from_numpy(alpha), region)
+    merge_unit(on_gpu, rgb.cuda(), torch.from_numpy(alpha).cuda(), region)
+    assert on_gpu.cpu().numpy().tobytes() == on_cpu.numpy().tobytes()
+    assert not torch.equal(on_cpu, raw)
