@@ -205,3 +205,25 @@ def _endian(fmt, order: str):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
     return replace(fmt, attributes={**fmt.attributes, "oiio:Endian": order})
+
+
+def test_a_shots_frames_share_one_header_from_openimageio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenImageIO writes the header once per spec; every frame still gets exactly the file it would write."""
+    import facefix.io.dpx as dpx
+
+    calls = []
+    one_line = dpx._one_line_header
+    monkeypatch.setattr(dpx, "_one_line_header", lambda *a: calls.append(a) or one_line(*a))
+    spec = _spec(5, 3, 3, "big", {**ATTRS, "DocumentName": "cached_shot"})
+    for i in range(3):
+        codes = RNG.integers(0, 65536, (3, 5, 3)).astype(np.uint16)
+        path = tmp_path / f"shot.{i:04d}.dpx"
+        assert write_packed_10bit(tmp_path / ".tmp.dpx", spec, codes, name=path)
+        _oiio_write(path, spec, codes)
+        assert (tmp_path / ".tmp.dpx").read_bytes() == path.read_bytes()
+    assert len(calls) == 1
+    other = _spec(5, 3, 3, "big", {**ATTRS, "DocumentName": "cached_shot", "dpx:TimeCode": "02:00:00:00"})
+    codes = RNG.integers(0, 65536, (3, 5, 3)).astype(np.uint16)
+    assert write_packed_10bit(tmp_path / ".tmp.dpx", other, codes, name=tmp_path / "other.dpx")
+    _oiio_write(tmp_path / "other.dpx", other, codes)
+    assert (tmp_path / ".tmp.dpx").read_bytes() == (tmp_path / "other.dpx").read_bytes() and len(calls) == 2

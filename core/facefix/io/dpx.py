@@ -18,6 +18,8 @@ file exactly as it came, with no full-frame unpacking or packing on the CPU.
 from __future__ import annotations
 
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +167,28 @@ def unpack_filled_10bit(words: np.ndarray, layout: PackedLayout) -> np.ndarray:
     return codes.reshape(layout.height, layout.width, layout.channels)
 
 
+_HEADERS: OrderedDict[str, bytes] = OrderedDict()  # one-line files by spec: the frames of a shot share one
+_HEADERS_LOCK = threading.Lock()
+
+
+def _header_for(path: Path, spec: oiio.ImageSpec) -> bytes | None:
+    """``_one_line_header`` for ``spec``, written once per spec: it depends on nothing else but the file's name,
+    which the caller sets (so a shot's frames cost OpenImageIO one header, not one each)."""
+    key = spec.to_xml()
+    with _HEADERS_LOCK:
+        known = _HEADERS.get(key)
+        if known is not None:
+            _HEADERS.move_to_end(key)
+            return known
+    one_line = _one_line_header(path, spec)
+    if one_line is not None:
+        with _HEADERS_LOCK:
+            _HEADERS[key] = one_line
+            while len(_HEADERS) > 8:
+                _HEADERS.popitem(last=False)
+    return one_line
+
+
 def _one_line_header(path: Path, spec: oiio.ImageSpec) -> bytes | None:
     """The header OpenImageIO writes for ``spec`` with one line of pixels, written to ``path``."""
     line = oiio.ImageSpec(spec)
@@ -193,7 +217,7 @@ def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray | Non
     h, w, c = (codes.shape if codes is not None else (spec.height, spec.width, spec.nchannels))
     if c not in _CHANNELS_OF_DESCRIPTOR.values():
         return False
-    one_line = _one_line_header(path, spec)
+    one_line = _header_for(path, spec)
     layout = plain_layout(one_line) if one_line is not None else None
     if (one_line is None or layout is None or (layout.width, layout.height, layout.channels) != (w, 1, c)
             or len(one_line) != layout.data_offset + 4 * layout.words_per_line):
@@ -202,8 +226,8 @@ def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray | Non
         return False
     order = ">" if layout.big_endian else "<"
     header = bytearray(one_line[: layout.data_offset])
-    if name is not None:  # as OpenImageIO fills it: the path it was given, cut to the field's 100 bytes
-        header[_FILE_NAME : _FILE_NAME + 100] = str(name).encode()[:100].ljust(100, b"\0")
+    # As OpenImageIO fills it: the path it was given, cut to the field's 100 bytes.
+    header[_FILE_NAME : _FILE_NAME + 100] = str(name if name is not None else path).encode()[:100].ljust(100, b"\0")
     struct.pack_into(order + "I", header, _FILE_SIZE, layout.data_offset + 4 * layout.words_per_line * h)
     struct.pack_into(order + "I", header, _LINES, h)
     data = words[1] if words is not None else pack_filled_10bit(codes, layout.big_endian)  # type: ignore[arg-type]
