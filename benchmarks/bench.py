@@ -7,7 +7,8 @@ Generates a clip (default 1080p, N faces per frame) from the bundled real portra
   * eager bf16      the plain network in bf16 at the pipeline's model batch (the baseline);
   * model stage     the network exactly as the pipeline runs it;
   * end to end      `run_clip` on the clip (decode, align, model, stabilise, paste, encode), with the FaceTracks
-                    of the clip given, and again with detection + tracking (the analysis pass) included;
+                    of the clip given (median of --e2e-passes passes after a first full pass, reported apart),
+                    and again with detection + tracking (the analysis pass) included;
   * reference       a classic per-face loop (batch 1, fp32, OpenCV warps and paste on the CPU).
 Writes a JSON result (see --out) with the figures, the stage breakdown, GPU and host memory peaks.
 
@@ -31,11 +32,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "core"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from facefix.hostmem import fast_pinned_memory  # noqa: E402
+
+if __name__ == "__main__":
+    fast_pinned_memory()  # as the command line does, before torch starts
+
+import torch  # noqa: E402
 
 from facefix import Face, FaceTracks, Settings, synth  # noqa: E402
 from facefix.io import Frame, FrameFormat  # noqa: E402
@@ -313,6 +320,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer model variants (CPU smoke runs)")
     ap.add_argument("--no-profile", action="store_true", help="skip the run with per-stage timings")
     ap.add_argument("--reference-frames", type=int, default=12)
+    ap.add_argument("--e2e-passes", type=int, default=3, help="timed end-to-end passes (the median is reported)")
     ap.add_argument("--torch-profile", action="store_true", help="write the GPU side's operator table beside --out")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--work", type=Path, default=None,
@@ -350,11 +358,17 @@ def main() -> int:
             run: dict = {"faces_per_frame": n_faces, "clip_seconds_to_generate": time.perf_counter() - t0}
             clips.append((run, clip_dir, pattern, tracks))
             if args.only in ("all", "e2e"):
-                # Warm-up (model load, compile, cudnn autotune) on a few frames, then the timed runs.
+                # Warm-up (model load, compile, cudnn autotune) on a few frames. Then a first full pass, reported
+                # apart: it also page-locks a host buffer for every frame in flight, once per process. Then the
+                # timed passes: the median is the figure (the host's timings vary from pass to pass).
                 _, engine = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine,
                                 frames=f"1-{min(args.frames, args.batch)}")
-                timed, _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine)
+                run["e2e_first_pass"], _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine)
+                passes = [e2e(pattern, tracks, weights, device, args.batch, work, engine=engine)[0]
+                          for _ in range(max(1, args.e2e_passes))]
+                timed = sorted(passes, key=lambda p: p["fps"])[len(passes) // 2]
                 run["e2e"] = timed
+                run["e2e_passes_fps"] = [p["fps"] for p in passes]
                 run["e2e_fps"] = timed["fps"]
                 if not args.no_profile:
                     run["e2e_profiled"], _ = e2e(pattern, tracks, weights, device, args.batch, work, engine=engine,

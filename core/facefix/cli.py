@@ -168,12 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _stop_cleanly_on_sigterm()
-    if argv is None and args.command in ("restore", "track") and _uses_cuda(args):
-        # The process is ours: a process-wide setting. Only for GPU runs: on the CPU the models' own large
-        # temporaries would then be mapped afresh on every call (a 720p CPU run took 1.8x as long).
-        from .run import return_frames_to_the_os
+    if argv is None and args.command in ("restore", "track"):
+        from .hostmem import fast_pinned_memory, return_frames_to_the_os
 
-        return_frames_to_the_os()
+        # The process is ours: process-wide settings, for GPU runs. Pinned memory first: it must precede CUDA
+        # (and means nothing on the CPU). The frames' allocator setting only on the GPU: on the CPU the models'
+        # own large temporaries would then be mapped afresh on every call (a 720p CPU run took 1.8x as long).
+        if getattr(args, "device", None) != "cpu":
+            fast_pinned_memory()
+        if _uses_cuda(args):
+            return_frames_to_the_os()
     handlers = {"restore": _cmd_restore, "track": _cmd_track, "schema": _cmd_schema, "demo": _cmd_demo}
     try:
         if args.command in handlers:

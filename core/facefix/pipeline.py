@@ -320,6 +320,7 @@ class PendingFrame:
     inplace: bool
     bits: int | None = None
     packed: PackedFrame | None = None  # a packed frame: its words receive the result (no CPU finishing)
+    has_matte: bool = True  # False: queued with keep_mattes=False, the matte was not brought back
 
     def wait(self) -> None:
         """Until the download has landed (the host tensors are then readable)."""
@@ -345,6 +346,8 @@ class PendingFrame:
         self.wait()
         if self.packed is None:
             return self.result()[1]
+        if not self.has_matte:
+            raise InputError("this frame was queued without its matte (keep_mattes=False)")
         frame = np.zeros((self.packed.layout.height, self.packed.layout.width), np.float32)
         (x0, y0), (h, w) = self.origin, self.alpha.shape
         frame[y0 : y0 + h, x0 : x0 + w] = self.alpha.numpy()
@@ -397,13 +400,15 @@ def queue_batch(
     inplace: bool = False,
     staged: Sequence[StagedFrame] | None = None,
     bits: int | Sequence[int | None] | None = None,
+    keep_mattes: bool = True,
 ) -> list[PendingFrame]:
     """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
     per frame (its ``result()`` is that frame's (image, alpha)). Streaming callers finish frames on their
     encode threads while the next batch runs, and may pass each frame ``staged`` already (``stage_frame``
     on their decode threads, with the same faces and colourspace). A ``PackedFrame`` (10-bit DPX words, no
     upscale, colourspace sRGB or raw) is unpacked and merged back on the device: its pending frame's
-    ``packed_result()`` is the same frame with the restored words."""
+    ``packed_result()`` is the same frame with the restored words, and its ``matte()`` the face matte unless
+    ``keep_mattes`` is False (a caller that writes none: one transfer a frame less)."""
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
     engine = engine or Engine(settings)
@@ -480,7 +485,7 @@ def queue_batch(
             else:
                 pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
         if isinstance(img, PackedFrame):
-            pending.append(_merge_packed(img, device_words[b], pasted, alpha, origins[b], stats))
+            pending.append(_merge_packed(img, device_words[b], pasted, alpha, origins[b], stats, keep_mattes))
             continue
         with stats.stage("download", dev):
             # Work frames are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so
@@ -493,9 +498,10 @@ def queue_batch(
 
 
 def _merge_packed(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion] | None, pasted: torch.Tensor,
-                  alpha: torch.Tensor, origin: tuple[int, int], stats: BatchStats) -> PendingFrame:
+                  alpha: torch.Tensor, origin: tuple[int, int], stats: BatchStats, matte: bool) -> PendingFrame:
     """The restored region of a packed frame, rounded to 10-bit samples and merged into its rows' words on the
-    device where the matte touches; those rows then go back into the frame's own words on the host."""
+    device where the matte ``alpha`` touches; those rows then go back into the frame's own words on the host,
+    with the matte if ``matte`` (else an empty one)."""
     empty = torch.zeros((0, 0))
     if words is None:
         return PendingFrame(None, empty, empty, None, origin, _IDENTITY, 1, True, packed=frame)
@@ -506,8 +512,12 @@ def _merge_packed(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion] |
     with stats.stage("download", dev):
         y0 = origin[1]
         rows = torch.from_numpy(frame.words[y0 : y0 + raw.shape[0]].view(np.int32))
-        (host_alpha, _), event = _download(alpha, raw, into=[None, rows])
-    return PendingFrame(None, empty, host_alpha, event, origin, _IDENTITY, 1, True, packed=frame)
+        if matte:
+            (host_alpha, _), event = _download(alpha, raw, into=[None, rows])
+        else:
+            host_alpha = empty
+            _, event = _download(raw, into=[rows])
+    return PendingFrame(None, empty, host_alpha, event, origin, _IDENTITY, 1, True, packed=frame, has_matte=matte)
 
 
 _IDENTITY = ColourTransform("raw")  # packed frames are finished on the device

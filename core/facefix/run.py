@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ import numpy as np
 from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
+from .hostmem import return_frames_to_the_os
 from .io.dpx import PackedFrame
 from .io.frames import Frame, FrameFormat
 from .io.sequence import read_packed_frame
@@ -81,29 +81,6 @@ class RunSummary:
             parts.append(f"{self.nonfinite_pixels} NaN/Inf pixels (left as they were outside faces)")
         parts.append(f"{self.seconds:.1f} s ({self.fps:.2f} fps)")
         return "; ".join(parts)
-
-
-def return_frames_to_the_os(threshold: int = 4 << 20) -> bool:
-    """Keep host memory flat over long shots: blocks of ``threshold`` bytes or more (every frame buffer)
-    are mapped and unmapped, never kept in glibc's heaps.
-
-    By default glibc raises its mmap threshold after the first large free, after which frame-sized
-    buffers freed on one of the many I/O threads stay in that thread's heap and resident memory creeps up
-    with clip length. Process-wide, so called by the command line (not inside a host). Returns whether
-    the setting took (glibc only).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_mmap_threshold = -3
-        return bool(libc.mallopt(m_mmap_threshold, int(threshold)))
-    except (OSError, AttributeError):
-        return False
 
 
 def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Settings,
@@ -337,11 +314,11 @@ def run_clip(
             batch.append(item)
             if len(batch) == per_batch:
                 done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
-                                done, bar, on_progress, len(todo))
+                                done, bar, on_progress, len(todo), matte_sink is not None)
                 batch = []
         if batch:
             done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
-                            done, bar, on_progress, len(todo))
+                            done, bar, on_progress, len(todo), matte_sink is not None)
         writer.close()
         ok = True
     except KeyboardInterrupt:
@@ -415,7 +392,7 @@ def _matte_format(fmt: FrameFormat) -> FrameFormat:
 
 
 def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary, done, bar,
-             on_progress, total):  # type: ignore[no-untyped-def]
+             on_progress, total, mattes):  # type: ignore[no-untyped-def]
 
     numbers = [n for n, _ in batch]
     frames = [f for _, (f, _) in batch]
@@ -426,7 +403,7 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
     pending = queue_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
                           stabilise=stab, stats=stats, inplace=True, staged=staged,
-                          bits=[f.format.bits_per_sample for f in frames])
+                          bits=[f.format.bits_per_sample for f in frames], keep_mattes=mattes)
     for n, src_frame, fs, frame_pending in zip(numbers, frames, per_frame, pending):
         if n not in todo_set:
             continue

@@ -1,5 +1,6 @@
 """Memory stays flat in clip length: the restore loop holds a bounded number of frames, whatever the shot."""
 
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -74,3 +75,21 @@ def test_freed_frame_buffers_go_back_to_the_os():
 
     assert retained_mb("fixed") < 2.0
     assert retained_mb("default") > 10.0  # the control: without it, the pools keep what they were given
+
+
+def test_pinned_memory_setting_joins_the_users_and_never_overrides_it(monkeypatch):
+    from facefix import hostmem
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    assert hostmem.fast_pinned_memory()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == hostmem.PINNED_SETTINGS
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert hostmem.fast_pinned_memory()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True," + hostmem.PINNED_SETTINGS
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "pinned_num_register_threads:2")
+    assert not hostmem.fast_pinned_memory()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "pinned_num_register_threads:2"
+    monkeypatch.setattr(hostmem.metadata, "version", lambda name: "2.1.2+cu121")
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    assert not hostmem.fast_pinned_memory() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ

@@ -327,3 +327,37 @@ def test_compositing_back_converts_each_faces_box_and_gives_the_same_frame():
         region[touched] = back[touched]
         np.testing.assert_array_equal(got, want)
         assert matte[7:67, 10:100].tolist() == alpha.tolist() and matte.sum() == alpha.sum()
+
+
+def test_packed_frames_restore_in_their_words_with_or_without_the_matte(tmp_path):
+    """A packed 10-bit DPX frame through queue_batch: its words come back restored (the integer-codes frame's
+    result, packed), with the matte when asked for and without that transfer when not."""
+    from facefix.colour import colour_transform
+    from facefix.io import Frame, FrameFormat, read_frame, write_frame
+    from facefix.io.dpx import PackedFrame, unpack_filled_10bit
+    from facefix.io.sequence import read_packed_frame
+
+    clip = synth.motion_clip(2, (120, 150), translate=(2, 1), rotate_deg=2, start_scale=0.6)
+    fmt = FrameFormat(150, 120, ("R", "G", "B"), "uint16", 10, file_format="dpx")
+    for i, f in enumerate(clip.frames):
+        write_frame(tmp_path / f"f{i}.dpx", Frame(i, f, fmt))
+    faces = [[_face(lm)] for lm in clip.landmarks]
+    s = Settings(model="passthrough", mask="box", temporal=0)
+    e = _engine(s, Sharpen())
+    srgb = colour_transform("srgb")
+    codes = [read_frame(tmp_path / f"f{i}.dpx", codes=True) for i in range(2)]
+    want = queue_batch([c.pixels for c in codes], faces, s, e, colorspace=srgb, bits=[10, 10])
+    results = {}
+    for keep in (True, False):
+        packed = [read_packed_frame(tmp_path / f"f{i}.dpx", i) for i in range(2)]
+        assert all(isinstance(p, PackedFrame) for p in packed)
+        results[keep] = queue_batch(packed, faces, s, e, colorspace=srgb, keep_mattes=keep)
+    for w, with_matte, without in zip(want, results[True], results[False]):
+        image, alpha = w.result()
+        for p in (with_matte, without):
+            out = p.packed_result()
+            np.testing.assert_array_equal(unpack_filled_10bit(out.words, out.layout) >> 6, image >> 6)
+        np.testing.assert_array_equal(with_matte.matte(), alpha)
+        assert alpha.max() > 0.99
+        with pytest.raises(Exception, match="without its matte"):
+            without.matte()
