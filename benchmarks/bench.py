@@ -189,7 +189,7 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     ct = colour_transform(resolve_colorspace(settings.colorspace, src.is_float))
     faces = faces_for_frames(tracks, numbers, settings)
     # Read as run_clip reads them: 10-bit DPX written to DPX stays the file's words.
-    packed = keeps_packed(src, pattern, settings, ct)
+    packed = keeps_packed(src, pattern, settings, ct, engine.device)
     decoded = [(read_packed_frame(src.path_for(n), n, host_words(engine.device)) if packed else None)
                or src.read(n, codes=True) for n in numbers]
     images = [f if isinstance(f, PackedFrame) else f.pixels for f in decoded]

@@ -265,7 +265,7 @@ def run_clip(
     finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
     decode: Callable[..., Frame] = timed("decode", full.read)  # type: ignore[assignment]
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
-    packed = keeps_packed(full, dest, settings, ct)
+    packed = keeps_packed(full, dest, settings, ct, engine.device)
     words_into = host_words(engine.device)
     decode_packed: Callable[..., PackedFrame | None] = timed(  # type: ignore[assignment]
         "decode", lambda n: read_packed_frame(full.path_for(n), n, words_into))
@@ -356,14 +356,15 @@ def _make_folder(folder: Path) -> None:
         raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
 
 
-def keeps_packed(source: object, dest: str, settings: Settings, ct: ColourTransform) -> bool:
+def keeps_packed(source: object, dest: str, settings: Settings, ct: ColourTransform, device: object) -> bool:
     """Whether frames are read as their file's words (``read_packed_frame``): a 10-bit DPX sequence written to
-    DPX, restored in its own colourspace (sRGB or raw) without upscaling. Frames that turn out not to be the
-    plain layout are read as usual."""
+    DPX, restored on a GPU in its own colourspace (sRGB or raw) without upscaling. Frames that turn out not to
+    be the plain layout are read as usual. (On the CPU the packed steps cost more than they save: a 720p,
+    4-face shot took 1.07x the time; there frames are read as integer codes.)"""
     fmt = getattr(source, "format", None)
-    return (getattr(source, "kind", "") == "sequence" and fmt is not None and fmt.file_format == "dpx"
-            and (fmt.pixel_type, fmt.bits_per_sample) == ("uint16", 10) and Path(dest).suffix.lower() == ".dpx"
-            and settings.upscale == 1 and ct.is_identity)
+    return (getattr(device, "type", "cpu") == "cuda" and getattr(source, "kind", "") == "sequence"
+            and fmt is not None and fmt.file_format == "dpx" and (fmt.pixel_type, fmt.bits_per_sample) == ("uint16", 10)
+            and Path(dest).suffix.lower() == ".dpx" and settings.upscale == 1 and ct.is_identity)
 
 
 def host_words(device: object) -> Callable[[tuple[int, int]], np.ndarray]:

@@ -14,9 +14,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench  # noqa: E402
 
 
-@pytest.mark.parametrize("fmt", ["png", "dpx"])
-def test_clip_gpu_side_figure_and_reference_reader(tmp_path, fmt):
+@pytest.mark.parametrize("fmt", ["png", "dpx", "dpx-words"])
+def test_clip_gpu_side_figure_and_reference_reader(tmp_path, fmt, monkeypatch):
+    import torch
+
+    import facefix.run as run
     from facefix.pipeline import Engine
+
+    if fmt == "dpx-words":  # DPX kept as its words, as on a GPU (the torch steps on the CPU here)
+        on_gpu = run.keeps_packed
+        monkeypatch.setattr(run, "keeps_packed", lambda *a: on_gpu(*a[:4], torch.device("cuda")))
+        fmt = "dpx"
 
     pattern, tracks = bench.make_clip(tmp_path, (192, 128), faces=1, frames=3, fmt=fmt)
     first = pattern.replace("####", "0001")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from facefix import Face, FaceTracks, Settings, synth
 from facefix.cli import main
@@ -144,6 +145,9 @@ def test_dpx_frames_stay_their_words_and_write_what_the_codes_path_writes(shot, 
     s = _settings(mask="mesh", batch=3)
     engine = Engine(s)
     engine._restorer = _Brighten()
+    # Packed frames are a GPU run's; the same steps run on the CPU here (torch's, not the CUDA kernels).
+    on_gpu = run.keeps_packed
+    monkeypatch.setattr(run, "keeps_packed", lambda *a: on_gpu(*a[:4], torch.device("cuda")))
     reads = []
     packed_read = run.read_packed_frame
     monkeypatch.setattr(run, "read_packed_frame", lambda *a: reads.append(packed_read(*a)) or reads[-1])
