@@ -6,6 +6,7 @@ Reference files are written with OpenImageIO directly, never through the code un
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -193,17 +194,16 @@ def test_packed_frames_are_written_as_their_words(tmp_path: Path, channels: int)
     got = (tmp_path / "out.dpx").read_bytes()
     assert got[-packed.words.nbytes :] == packed.words.tobytes() and len(got) == len(expected)
     # Other formats and byte orders get the unpacked frame.
-    for name, like in (("o.exr", None), ("o.png", None), ("little.dpx", _endian(packed.format, "little"))):
-        write_frame(tmp_path / name, packed, like)
-        write_frame(tmp_path / ("want_" + name), packed.unpacked(), like)
+    little = replace(packed, format=_endian(packed.format, "little"))  # big-endian words, to be written little
+    for name, frame in (("o.exr", packed), ("o.png", packed), ("little.dpx", little)):
+        write_frame(tmp_path / name, frame)
+        write_frame(tmp_path / ("want_" + name), frame.unpacked())
         assert read_frame(tmp_path / name).format.file_format == read_frame(tmp_path / ("want_" + name)).format.file_format
         np.testing.assert_array_equal(read_frame(tmp_path / name).pixels, read_frame(tmp_path / ("want_" + name)).pixels)
     assert byte_order(tmp_path / "little.dpx") == "little"
 
 
 def _endian(fmt, order: str):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
     return replace(fmt, attributes={**fmt.attributes, "oiio:Endian": order})
 
 

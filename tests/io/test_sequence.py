@@ -185,3 +185,25 @@ def test_memory_stays_flat_with_clip_length(tmp_path: Path) -> None:
     # 180 more frames would cost >= 180 * frame_bytes if anything kept them.
     assert long - short < 4 * frame_bytes, (short, long)
     assert long < 20 * frame_bytes, long
+
+
+@pytest.mark.parametrize("ext", ["dpx", "exr"])
+def test_each_frame_keeps_its_own_timecode_through_a_sink(tmp_path, ext):
+    """A sequence sink writes like its source's first frame, but every frame keeps its own metadata."""
+    from facefix.io import read_frame, write_frame
+
+    ptype, bits, name = ("uint16", 10, "dpx:TimeCode") if ext == "dpx" else ("half", 16, "smpte:TimeCode")
+    values = {}
+    for n in (1, 2, 3):
+        fmt = FrameFormat(8, 6, ("R", "G", "B"), ptype, bits, file_format="dpx" if ext == "dpx" else "openexr",
+                          attributes={"dpx:TimeCode": f"01:00:00:{n:02d}", "DocumentName": f"frame {n}"})
+        write_frame(tmp_path / f"in.{n:04d}.{ext}", Frame(n, np.full((6, 8, 3), 0.25, np.float32), fmt))
+        values[n] = read_frame(tmp_path / f"in.{n:04d}.{ext}", n)
+    sink = ImageSequenceSink(str(tmp_path / f"out.####.{ext}"), like=values[1].format)
+    for frame in values.values():
+        sink.write(frame)
+    for n, frame in values.items():
+        got = read_frame(tmp_path / f"out.{n:04d}.{ext}").format.attributes
+        assert got.get("DocumentName") == f"frame {n}"
+        if name in frame.format.attributes:
+            assert got[name] == frame.format.attributes[name]

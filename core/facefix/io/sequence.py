@@ -461,7 +461,9 @@ def write_frame(
     spec.alpha_channel = alpha
     if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.format.channels and pixel_type is None:
         spec.channelformats = tuple(oiio.TypeDesc(src.channel_pixel_types[i]) for i in kept)
-    _copy_attributes(spec, src, same, compression)
+    # A frame read from a file of the same format keeps its own metadata (each frame's timecode and frame
+    # position); ``like`` gives the rest, and the metadata of frames made in memory.
+    _copy_attributes(spec, frame.format if frame.format.file_format == src.file_format else src, same, compression)
     if out_format == "png":
         # Fast deflate (level 1, "sub" filter): ~6x faster to write than the library default for ~15-30 %
         # more bytes -- the right trade for intermediate frames on a render farm.
