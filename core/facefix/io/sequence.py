@@ -205,8 +205,10 @@ def _pixel_depth(spec: oiio.ImageSpec) -> tuple[PixelType, int]:
     return pixel_type, bits
 
 
-def _frame_format(spec: oiio.ImageSpec, file_format: str, path: Path) -> tuple[FrameFormat, list[int]]:
-    """The FrameFormat of an open file, and the order its channels are read in (R, G, B first)."""
+def _frame_format(spec: oiio.ImageSpec, file_format: str, path: Path, endian: str | None = None
+                  ) -> tuple[FrameFormat, list[int]]:
+    """The FrameFormat of an open file, and the order its channels are read in (R, G, B first). ``endian``: a
+    DPX's byte order when the caller knows it already (else its header is read again for it)."""
     pixel_type, bits = _pixel_depth(spec)
     names = tuple(spec.channelnames) or tuple(f"C{i}" for i in range(spec.nchannels))
     order, _, grey = _channel_order(names)
@@ -225,7 +227,7 @@ def _frame_format(spec: oiio.ImageSpec, file_format: str, path: Path) -> tuple[F
     attributes, attribute_types = _spec_attributes(spec)
     if file_format == "dpx" and "oiio:Endian" not in attributes:
         # Written back in the byte order it came in (OpenImageIO's writer would pick the machine's).
-        attributes["oiio:Endian"] = byte_order(path)
+        attributes["oiio:Endian"] = endian or byte_order(path)
         attribute_types["oiio:Endian"] = "string"
     fmt = FrameFormat(
         width=spec.width,
@@ -295,13 +297,13 @@ def read_packed_frame(path: str | os.PathLike[str], number: int = 0,
         file_format = inp.format_name()
         if file_format != "dpx" or _pixel_depth(spec) != ("uint16", 10):
             return None
-        fmt, order = _frame_format(spec, file_format, path)
+        packed = read_packed_10bit(path, words_into)
+        if packed is None:
+            return None
+        layout, words = packed
+        fmt, order = _frame_format(spec, file_format, path, endian="big" if layout.big_endian else "little")
     finally:
         inp.close()
-    packed = read_packed_10bit(path, words_into)
-    if packed is None:
-        return None
-    layout, words = packed
     rgba = ("R", "G", "B", "A")[: layout.channels]
     if order != list(range(len(order))) or fmt.channel_names != rgba or (fmt.width, fmt.height) != (
             layout.width, layout.height):
