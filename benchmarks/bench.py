@@ -177,10 +177,8 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     what end to end would reach with free decode and encode. Best of ``passes``."""
     from facefix.colour import colour_transform, resolve_colorspace
     from facefix.io import open_source
-    from facefix.io.dpx import PackedFrame
-    from facefix.io.sequence import read_packed_frame
     from facefix.pipeline import queue_batch, stage_frame
-    from facefix.run import faces_for_frames, host_words, keeps_packed
+    from facefix.run import faces_for_frames, host_words, keeps_packed, read_for_restore, restore_input
     from facefix.temporal import ClipStabiliser
 
     settings = engine.settings
@@ -190,9 +188,8 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     faces = faces_for_frames(tracks, numbers, settings)
     # Read as run_clip reads them: 10-bit DPX written to DPX stays the file's words.
     packed = keeps_packed(src, pattern, settings, ct, engine.device)
-    decoded = [(read_packed_frame(src.path_for(n), n, host_words(engine.device)) if packed else None)
-               or src.read(n, codes=True) for n in numbers]
-    images = [f if isinstance(f, PackedFrame) else f.pixels for f in decoded]
+    decoded = [read_for_restore(src, n, packed, host_words(engine.device)) for n in numbers]
+    images = [restore_input(f) for f in decoded]
     staged = [stage_frame(img, faces[n], ct, 1, engine.device, bits=f.format.bits_per_sample)
               for n, img, f in zip(numbers, images, decoded)]
     bits = [f.format.bits_per_sample for f in decoded]

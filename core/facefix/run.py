@@ -22,6 +22,7 @@ from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .errors import FaceFixError, InputError, OutputError, SettingsError
 from .faces import Face, FaceTracks
 from .hostmem import return_frames_to_the_os
+from .io import Source
 from .io.dpx import PackedFrame
 from .io.frames import Frame, FrameFormat
 from .io.sequence import read_packed_frame
@@ -38,7 +39,7 @@ from .pipeline import (
 from .streaming import io_threads, prefetch
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os", "keeps_packed",
-           "host_words"]
+           "host_words", "read_for_restore", "restore_input"]
 
 log = logging.getLogger("facefix")
 
@@ -263,22 +264,18 @@ def run_clip(
         return run
 
     finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
-    decode: Callable[..., Frame] = timed("decode", full.read)  # type: ignore[assignment]
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
     packed = keeps_packed(full, dest, settings, ct, engine.device)
     words_into = host_words(engine.device)
-    decode_packed: Callable[..., PackedFrame | None] = timed(  # type: ignore[assignment]
-        "decode", lambda n: read_packed_frame(full.path_for(n), n, words_into))
+    decode: Callable[[int], Frame | PackedFrame] = timed(  # type: ignore[assignment]
+        "decode", lambda n: read_for_restore(full, n, packed, words_into))
 
     def read(n: int) -> tuple[Frame | PackedFrame, StagedFrame]:
         # Decoded and converted for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
         # Integer files stay integer codes: only the face regions are converted, here and after the GPU; a
         # plain 10-bit DPX stays the file's words, unpacked and packed on the device.
-        frame: Frame | PackedFrame | None = decode_packed(n) if packed else None
-        if frame is None:
-            frame = decode(n, codes=True)
-        pixels = frame if isinstance(frame, PackedFrame) else frame.pixels
-        return frame, stage(pixels, faces.get(n, []), ct, settings.upscale, engine.device,
+        frame = decode(n)
+        return frame, stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
                             bits=frame.format.bits_per_sample)
 
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
@@ -367,6 +364,19 @@ def keeps_packed(source: object, dest: str, settings: Settings, ct: ColourTransf
             and Path(dest).suffix.lower() == ".dpx" and settings.upscale == 1 and ct.is_identity)
 
 
+def read_for_restore(source: Source, number: int, packed: bool,
+                     words_into: Callable[[tuple[int, int]], np.ndarray] | None = None) -> Frame | PackedFrame:
+    """Frame ``number`` as a run reads it: as the file's words where ``packed`` (``keeps_packed``) and the file
+    is the plain layout, else with integer files as their codes."""
+    frame = read_packed_frame(source.path_for(number), number, words_into) if packed else None
+    return frame if frame is not None else source.read(number, codes=True)
+
+
+def restore_input(frame: Frame | PackedFrame) -> np.ndarray | PackedFrame:
+    """What ``stage_frame`` and ``queue_batch`` take for a frame ``read_for_restore`` gave."""
+    return frame if isinstance(frame, PackedFrame) else frame.pixels
+
+
 def host_words(device: object) -> Callable[[tuple[int, int]], np.ndarray]:
     """Allocator of a packed frame's words: pinned memory for CUDA (the face rows upload and download from it
     without a staging copy), else plain memory."""
@@ -398,7 +408,7 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     numbers = [n for n, _ in batch]
     frames = [f for _, (f, _) in batch]
     staged = [st for _, (_, st) in batch]
-    images = [f if isinstance(f, PackedFrame) else f.pixels for f in frames]
+    images = [restore_input(f) for f in frames]
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
