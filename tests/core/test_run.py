@@ -151,13 +151,18 @@ def test_dpx_frames_stay_their_words_and_write_what_the_codes_path_writes(shot, 
     reads = []
     packed_read = run.read_packed_frame
     monkeypatch.setattr(run, "read_packed_frame", lambda *a: reads.append(packed_read(*a)) or reads[-1])
+    pools = []
+    make_pool = run.io_threads
+    monkeypatch.setattr(run, "io_threads", lambda workers, name: pools.append(workers) or make_pool(workers, name))
     run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "p" / "o.####.dpx"), s, tracks=some, progress=False,
              engine=engine, matte=str(tmp_path / "p" / "m.####.exr"))
     assert len(reads) == N and all(r is not None for r in reads)
+    assert run.PACKED_IO_THREADS in pools and None not in pools  # no codec work: a few I/O threads, not one a core
     monkeypatch.setattr(run, "keeps_packed", lambda *a: False)
+    pools.clear()
     run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "c" / "o.####.dpx"), s, tracks=some, progress=False,
              engine=engine, matte=str(tmp_path / "c" / "m.####.exr"))
-    assert len(reads) == N
+    assert len(reads) == N and None in pools
     for n in clip.frame_numbers:
         name = f"o.{n:04d}.dpx"
         packed, codes = (tmp_path / "p" / name).read_bytes(), (tmp_path / "c" / name).read_bytes()
