@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .io.dpx import PackedLayout
+from .tensors import kernels_for
 
 __all__ = ["PackedRegion", "unpack_unit", "merge_unit", "unpack_region", "merge_region", "unit_of_samples",
            "samples_of_unit"]
@@ -114,22 +115,9 @@ def samples_of_unit(values: torch.Tensor) -> torch.Tensor:
     return torch.round(v * _SAMPLE).to(torch.int64)
 
 
-def _kernels_for(t: torch.Tensor) -> bool:
-    return t.device.type == "cuda" and _have_triton()
-
-
-@functools.lru_cache(maxsize=1)
-def _have_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def unpack_unit(raw: torch.Tensor, region: PackedRegion) -> torch.Tensor:
     """(rows, words per line) int32 raw words -> the region's colour as (rows, x1 - x0, 3) float32 in [0, 1]."""
-    if _kernels_for(raw):
+    if kernels_for(raw):
         from .packed_triton import unpack_unit as kernel
 
         return kernel(raw, _unit_table(raw.device), region.x0, region.x1, region.layout.channels,
@@ -140,7 +128,7 @@ def unpack_unit(raw: torch.Tensor, region: PackedRegion) -> torch.Tensor:
 def merge_unit(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, region: PackedRegion) -> None:
     """The region's new colour ``rgb`` ((rows, x1 - x0, 3) float, any strides) rounded to 10-bit samples and
     written into ``raw``'s words in place where ``alpha`` (rows, x1 - x0) is above 0; nothing else changes."""
-    if _kernels_for(raw):
+    if kernels_for(raw):
         from .packed_triton import merge_unit as kernel
 
         kernel(raw, rgb, alpha, region.x0, region.x1, region.layout.channels, region.layout.big_endian)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["to_device"]
+__all__ = ["to_device", "kernels_for"]
 
 
 def to_device(data: Any, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -20,3 +21,18 @@ def to_device(data: Any, device: torch.device | str, dtype: torch.dtype | None =
     if isinstance(data, np.ndarray):
         data = np.ascontiguousarray(data)  # views with negative strides (a[::-1]) are copied first
     return torch.as_tensor(data, dtype=dtype).to(device, non_blocking=True)
+
+
+def kernels_for(t: torch.Tensor) -> bool:
+    """Whether ``t``'s steps run as the project's own Triton kernels: CUDA tensors, with Triton installed
+    (it comes with torch's CUDA builds). Everything else runs the torch steps they are tested against."""
+    return t.device.type == "cuda" and _have_triton()
+
+
+@functools.lru_cache(maxsize=1)
+def _have_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, SettingsError
-from ..tensors import to_device
+from ..tensors import kernels_for, to_device
 from .flow import (
     downsample,
     estimate_flow,
@@ -51,8 +51,8 @@ from .flow import (
     warp_by_flow,
 )
 
-__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "stabilise_reduced", "TrackHistory",
-           "FLOW_SIZE", "reduce_for_flow"]
+__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "stabilise_reduced", "blend_past",
+           "blend_past_steps", "TrackHistory", "FLOW_SIZE", "reduce_for_flow"]
 
 MAX_PREROLL = 6
 
@@ -171,15 +171,40 @@ def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torc
     agree = torch.exp(-(diff / _AGREE_TAU).square())
     weight_lo = conf * agree * inside_mask(flow_tj)
     weight_lo = weight_lo * (ok.reshape(b * k, 1, 1, 1) * ages.repeat(b).view(b * k, 1, 1, 1))
+    return blend_past(cur_restored, past_rs, flow_tj, weight_lo)
 
-    flow_full = resize_flow(flow_tj, (h, w))
+
+def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor, weight_lo: torch.Tensor
+               ) -> torch.Tensor:
+    """The stabilised crops: each current crop averaged with its past ones, warped onto it.
+
+    current: (B, 3, S, S) restored crops of frame t; past: (B, k, 3, S, S) restored crops of t-k..t-1;
+    flow_lo (B*k, 2, fh, fw) and weight_lo (B*k, 1, fh, fw), at the flow's resolution: flow t -> j and the
+    weight of each past pixel. Both are upsampled (bilinear), the past crops warped (bicubic, border) and
+    summed in window order: (current + sum_j w_j warp(past_j)) / (1 + sum_j w_j).
+
+    On CUDA (with Triton) one kernel does it all (``facefix.temporal.blend_triton``): the full-size flows,
+    weights and warped crops are never written, which is most of the stabiliser's memory traffic.
+    """
+    if kernels_for(current):
+        from .blend_triton import blend_past as kernel
+
+        return kernel(current, past, flow_lo, weight_lo)
+    return blend_past_steps(current, past, flow_lo, weight_lo)
+
+
+def blend_past_steps(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor, weight_lo: torch.Tensor
+                     ) -> torch.Tensor:
+    """``blend_past`` in torch operations (any device): what the CUDA kernel is tested against."""
+    b, k, c, h, w = past.shape
+    flow_full = resize_flow(flow_lo, (h, w))
     weight = F.interpolate(weight_lo, size=(h, w), mode="bilinear", align_corners=False)
-    warped = warp_by_flow(past_rs.reshape(b * k, c, h, w), flow_full, mode="bicubic")
+    warped = warp_by_flow(past.reshape(b * k, c, h, w), flow_full, mode="bicubic")
 
     weight = weight.view(b, k, 1, h, w)
     warped = warped.view(b, k, c, h, w)
     # Fixed-order accumulation over the window (no reduction kernels whose order could vary).
-    num = cur_restored.clone()
+    num = current.clone()
     den = torch.ones_like(weight[:, 0])
     for i in range(k):
         num.addcmul_(weight[:, i], warped[:, i])  # one fused pass per past frame

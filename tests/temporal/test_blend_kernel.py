@@ -1,0 +1,106 @@
+"""The stabiliser's blend as one CUDA kernel (facefix.temporal.blend_triton) against its torch steps.
+
+On the CPU the kernel runs in Triton's interpreter (a subprocess: the interpreter is chosen when Triton is
+first imported), so its indexing, interpolation and border handling are checked without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from facefix.temporal.stabilise import blend_past, blend_past_steps
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+
+
+def window(b: int, k: int, size: int, low: int, device: str, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Random crops, and flows large enough to reach past every border (taps clamped there)."""
+    g = torch.Generator().manual_seed(seed)
+    current = torch.rand((b, 3, size, size), generator=g)
+    past = torch.rand((b, k, 3, size, size), generator=g) * 1.2 - 0.1  # HDR-ish values pass through
+    flow = (torch.rand((b * k, 2, low, low), generator=g) - 0.5) * (low / 2)
+    weight = torch.rand((b * k, 1, low, low), generator=g)
+    weight[0, :, : low // 2] = 0.0  # a rejected region
+    return [t.to(device) for t in (current, past, flow, weight)]
+
+
+@needs_triton
+def test_kernel_equals_the_torch_steps_in_the_interpreter(tmp_path):
+    script = textwrap.dedent("""
+        import torch
+        from facefix.temporal.blend_triton import blend_past as kernel
+        from facefix.temporal.stabilise import blend_past_steps
+        import sys
+        sys.path.insert(0, %r)
+        from test_blend_kernel import window
+        for b, k, size, low in ((2, 3, 32, 8), (1, 1, 24, 6)):
+            args = window(b, k, size, low, "cpu", seed=b)
+            # the current crop as a strided view, as the stabiliser passes it
+            args[0] = torch.cat([args[0], args[0]], dim=1)[:, :3]
+            got, want = kernel(*args), blend_past_steps(*args)
+            assert got.shape == want.shape == (b, 3, size, size), got.shape
+            err = (got - want).abs().max().item()
+            assert err < 2e-5, err
+            assert (got - args[0]).abs().max().item() > 0.01  # the past frames did change it
+        print("ok")
+    """ % os.path.dirname(__file__))
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@needs_triton
+def test_kernel_compiles_for_a_hopper_gpu():
+    """The interpreter runs Python; the compiler is stricter (globals, types). Compiled here without a GPU."""
+    triton = pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip("this Triton has no ASTSource / GPUTarget")
+    from facefix.temporal.blend_triton import _blend_kernel
+
+    names = ["cur_ptr", "past_ptr", "flow_ptr", "weight_ptr", "out_ptr", "size", "fh", "fw", "low_y", "low_x",
+             "up_y", "up_x", "cur_b", "cur_c", "cur_y", "past_b", "past_i", "past_c", "past_y", "K", "BLOCK"]
+    types = ["*fp32"] * 5 + ["i32"] * 3 + ["fp32"] * 4 + ["i32"] * 7 + ["constexpr"] * 2
+    source = ASTSource(fn=_blend_kernel, signature=dict(zip(names, types)), constexprs={"K": 4, "BLOCK": 256})
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+    except (RuntimeError, FileNotFoundError) as err:  # no ptxas for this platform
+        if "ptxas" not in str(err):
+            raise
+        pytest.skip(f"no ptxas: {err}")
+    assert "ptx" in compiled.asm
+
+
+def test_cpu_runs_the_torch_steps():
+    args = window(2, 2, 16, 4, "cpu")
+    torch.testing.assert_close(blend_past(*args), blend_past_steps(*args), rtol=0, atol=0)
+
+
+def test_zero_weights_give_the_current_crop():
+    current, past, flow, weight = window(2, 3, 16, 4, "cpu")
+    torch.testing.assert_close(blend_past_steps(current, past, flow, weight * 0), current, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@needs_triton
+@pytest.mark.parametrize(("b", "k"), [(5, 4), (1, 6), (3, 1)])
+def test_cuda_kernel_equals_the_torch_steps(b, k):
+    args = window(b, k, 512, 128, "cuda", seed=k)
+    got, want = blend_past(*args), blend_past_steps(*args)
+    # The torch steps map pixel -> [-1, 1] -> pixel for grid_sample, which rounds a sample's position by up to
+    # ~5e-5 px at 512 px; on these noise crops (neighbours differ by ~1) that is up to ~2.5e-5 in value.
+    assert (got - want).abs().max().item() < 1e-4
+    assert (got - want).abs().mean().item() < 2e-6
+    # Deterministic, and a face's result does not depend on the others in the call.
+    torch.testing.assert_close(blend_past(*args), got, rtol=0, atol=0)
+    one = [args[0][1:2], args[1][1:2], args[2][k : 2 * k], args[3][k : 2 * k]] if b > 1 else args
+    torch.testing.assert_close(blend_past(*one), got[1:2] if b > 1 else got, rtol=0, atol=0)
