@@ -20,39 +20,43 @@ from facefix.temporal.stabilise import blend_past, blend_past_steps
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 
 
-def window(b: int, k: int, size: int, low: int, device: str, seed: int = 0):  # type: ignore[no-untyped-def]
+def window(b: int, k: int, size: int | tuple[int, int], low: int | tuple[int, int], device: str,  # type: ignore[no-untyped-def]
+           seed: int = 0):
     """Random crops, and flows large enough to reach past every border (taps clamped there)."""
     g = torch.Generator().manual_seed(seed)
-    current = torch.rand((b, 3, size, size), generator=g)
-    past = torch.rand((b, k, 3, size, size), generator=g) * 1.2 - 0.1  # HDR-ish values pass through
-    flow = (torch.rand((b * k, 2, low, low), generator=g) - 0.5) * (low / 2)
-    weight = torch.rand((b * k, 1, low, low), generator=g)
-    weight[0, :, : low // 2] = 0.0  # a rejected region
+    h, w = size if isinstance(size, tuple) else (size, size)
+    fh, fw = low if isinstance(low, tuple) else (low, low)
+    current = torch.rand((b, 3, h, w), generator=g)
+    past = torch.rand((b, k, 3, h, w), generator=g) * 1.2 - 0.1  # HDR-ish values pass through
+    flow = (torch.rand((b * k, 2, fh, fw), generator=g) - 0.5) * (max(fh, fw) / 2)
+    weight = torch.rand((b * k, 1, fh, fw), generator=g)
+    weight[0, :, : fh // 2] = 0.0  # a rejected region
     return [t.to(device) for t in (current, past, flow, weight)]
 
 
 @needs_triton
 def test_kernel_equals_the_torch_steps_in_the_interpreter(tmp_path):
     script = textwrap.dedent("""
+        import sys
         import torch
         from facefix.temporal.blend_triton import blend_past as kernel
         from facefix.temporal.stabilise import blend_past_steps
-        import sys
-        sys.path.insert(0, %r)
+        sys.path.insert(0, sys.argv[1])
         from test_blend_kernel import window
-        for b, k, size, low in ((2, 3, 32, 8), (1, 1, 24, 6)):
+        for b, k, size, low in ((2, 3, (32, 32), (8, 8)), (1, 1, (24, 40), (6, 10))):
             args = window(b, k, size, low, "cpu", seed=b)
             # the current crop as a strided view, as the stabiliser passes it
             args[0] = torch.cat([args[0], args[0]], dim=1)[:, :3]
             got, want = kernel(*args), blend_past_steps(*args)
-            assert got.shape == want.shape == (b, 3, size, size), got.shape
+            assert got.shape == want.shape == (b, 3, *size), got.shape
             err = (got - want).abs().max().item()
             assert err < 2e-5, err
             assert (got - args[0]).abs().max().item() > 0.01  # the past frames did change it
         print("ok")
-    """ % os.path.dirname(__file__))
+    """)
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
@@ -67,9 +71,9 @@ def test_kernel_compiles_for_a_hopper_gpu():
         pytest.skip("this Triton has no ASTSource / GPUTarget")
     from facefix.temporal.blend_triton import _blend_kernel
 
-    names = ["cur_ptr", "past_ptr", "flow_ptr", "weight_ptr", "out_ptr", "size", "fh", "fw", "low_y", "low_x",
+    names = ["cur_ptr", "past_ptr", "flow_ptr", "weight_ptr", "out_ptr", "h", "w", "fh", "fw", "low_y", "low_x",
              "up_y", "up_x", "cur_b", "cur_c", "cur_y", "past_b", "past_i", "past_c", "past_y", "K", "BLOCK"]
-    types = ["*fp32"] * 5 + ["i32"] * 3 + ["fp32"] * 4 + ["i32"] * 7 + ["constexpr"] * 2
+    types = ["*fp32"] * 5 + ["i32"] * 4 + ["fp32"] * 4 + ["i32"] * 7 + ["constexpr"] * 2
     source = ASTSource(fn=_blend_kernel, signature=dict(zip(names, types)), constexprs={"K": 4, "BLOCK": 256})
     try:
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))

@@ -55,16 +55,16 @@ def _cubic_row(plane, row, c0, c1, c2, c3, w0, w1, w2, w3, mask):
 
 
 @triton.jit
-def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, size, fh, fw, low_y, low_x, up_y, up_x,
+def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, h, w, fh, fw, low_y, low_x, up_y, up_x,
                   cur_b, cur_c, cur_y, past_b, past_i, past_c, past_y,
                   K: tl.constexpr, BLOCK: tl.constexpr):
     # One output pixel (all three channels) of one face per lane; program axis 1 is the face.
     b = tl.program_id(1)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = p < size * size
+    live = p < h * w
     p = tl.where(live, p, 0)
-    y = p // size
-    x = p - y * size
+    y = p // w
+    x = p - y * w
     yf = y.to(tl.float32)
     xf = x.to(tl.float32)
     # Where this pixel falls in the flow's grid (align_corners=False, clamped at 0 like F.interpolate).
@@ -81,7 +81,7 @@ def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, size, fh, fw
         flow = flow_ptr + pair * 2 * plane_px
         fx = _bilinear(flow, sy, sx, fh, fw) * up_x
         fy = _bilinear(flow + plane_px, sy, sx, fh, fw) * up_y
-        w = _bilinear(weight_ptr + pair * plane_px, sy, sx, fh, fw)
+        wt = _bilinear(weight_ptr + pair * plane_px, sy, sx, fh, fw)
         # Bicubic sample of the past crop at the displaced pixel centre, taps clamped to the border.
         ix = xf + fx
         iy = yf + fy
@@ -89,15 +89,16 @@ def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, size, fh, fw
         iy0 = tl.floor(iy)
         wx0, wx1, wx2, wx3 = _cubic_weights(ix - ix0)
         wy0, wy1, wy2, wy3 = _cubic_weights(iy - iy0)
-        hi = (size - 1).to(tl.float32)
-        c0 = tl.minimum(tl.maximum(ix0 - 1.0, 0.0), hi).to(tl.int32)
-        c1 = tl.minimum(tl.maximum(ix0, 0.0), hi).to(tl.int32)
-        c2 = tl.minimum(tl.maximum(ix0 + 1.0, 0.0), hi).to(tl.int32)
-        c3 = tl.minimum(tl.maximum(ix0 + 2.0, 0.0), hi).to(tl.int32)
-        r0 = tl.minimum(tl.maximum(iy0 - 1.0, 0.0), hi).to(tl.int32) * past_y
-        r1 = tl.minimum(tl.maximum(iy0, 0.0), hi).to(tl.int32) * past_y
-        r2 = tl.minimum(tl.maximum(iy0 + 1.0, 0.0), hi).to(tl.int32) * past_y
-        r3 = tl.minimum(tl.maximum(iy0 + 2.0, 0.0), hi).to(tl.int32) * past_y
+        last_x = (w - 1).to(tl.float32)
+        last_y = (h - 1).to(tl.float32)
+        c0 = tl.minimum(tl.maximum(ix0 - 1.0, 0.0), last_x).to(tl.int32)
+        c1 = tl.minimum(tl.maximum(ix0, 0.0), last_x).to(tl.int32)
+        c2 = tl.minimum(tl.maximum(ix0 + 1.0, 0.0), last_x).to(tl.int32)
+        c3 = tl.minimum(tl.maximum(ix0 + 2.0, 0.0), last_x).to(tl.int32)
+        r0 = tl.minimum(tl.maximum(iy0 - 1.0, 0.0), last_y).to(tl.int32) * past_y
+        r1 = tl.minimum(tl.maximum(iy0, 0.0), last_y).to(tl.int32) * past_y
+        r2 = tl.minimum(tl.maximum(iy0 + 1.0, 0.0), last_y).to(tl.int32) * past_y
+        r3 = tl.minimum(tl.maximum(iy0 + 2.0, 0.0), last_y).to(tl.int32) * past_y
         frame = past_ptr + b * past_b + i * past_i
         for ch in tl.static_range(3):
             plane = frame + ch * past_c
@@ -106,16 +107,16 @@ def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, size, fh, fw
                  + wy2 * _cubic_row(plane, r2, c0, c1, c2, c3, wx0, wx1, wx2, wx3, live)
                  + wy3 * _cubic_row(plane, r3, c0, c1, c2, c3, wx0, wx1, wx2, wx3, live))
             if ch == 0:
-                n0 += w * v
+                n0 += wt * v
             elif ch == 1:
-                n1 += w * v
+                n1 += wt * v
             else:
-                n2 += w * v
-        den += w
-    out = out_ptr + b * 3 * size * size + p
+                n2 += wt * v
+        den += wt
+    out = out_ptr + b * 3 * h * w + p
     tl.store(out, n0 / den, mask=live)
-    tl.store(out + size * size, n1 / den, mask=live)
-    tl.store(out + 2 * size * size, n2 / den, mask=live)
+    tl.store(out + h * w, n1 / den, mask=live)
+    tl.store(out + 2 * h * w, n2 / den, mask=live)
 
 
 def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor, weight_lo: torch.Tensor
@@ -123,7 +124,7 @@ def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor,
     """See ``facefix.temporal.stabilise.blend_past``: current (B, 3, S, S), past (B, k, 3, S, S) float32
     (unit column stride), flow_lo (B*k, 2, fh, fw), weight_lo (B*k, 1, fh, fw); returns (B, 3, S, S)."""
     b, k, c, h, w = past.shape
-    if c != 3 or h != w or current.shape != (b, 3, h, w):
+    if c != 3 or current.shape != (b, 3, h, w):
         raise ValueError(f"blend_past: crops {tuple(current.shape)} and {tuple(past.shape)} do not match")
     current, past = _unit_columns(current), _unit_columns(past)
     flow_lo, weight_lo = flow_lo.float().contiguous(), weight_lo.float().contiguous()
@@ -132,7 +133,7 @@ def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor,
     if b == 0:
         return out
     grid = (triton.cdiv(h * w, _BLOCK), b)
-    _blend_kernel[grid](current, past, flow_lo, weight_lo, out, h, fh, fw, fh / h, fw / w, h / fh, w / fw,
+    _blend_kernel[grid](current, past, flow_lo, weight_lo, out, h, w, fh, fw, fh / h, fw / w, h / fh, w / fw,
                         current.stride(0), current.stride(1), current.stride(2),
                         past.stride(0), past.stride(1), past.stride(2), past.stride(3), K=k, BLOCK=_BLOCK)
     return out

@@ -149,7 +149,7 @@ def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torc
     cur_restored = restored[:, -1]
     if k == 0:
         return cur_restored.clone()
-    b, _, c, h, w = restored.shape
+    b, _, c = restored.shape[:3]
     fh, fw = reduced.shape[-2:]
 
     past_rs = restored[:, -k - 1:-1]  # (B, k, 3, S, S), oldest..t-1
