@@ -188,7 +188,8 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     faces = faces_for_frames(tracks, numbers, settings)
     # Read as run_clip reads them: 10-bit DPX written to DPX stays the file's words.
     packed = keeps_packed(src, pattern, settings, ct, engine.device)
-    decoded = [read_for_restore(src, n, packed, host_words(engine.device)) for n in numbers]
+    words_into = host_words(engine.device)
+    decoded = [read_for_restore(src, n, packed, words_into) for n in numbers]
     images = [restore_input(f) for f in decoded]
     staged = [stage_frame(img, faces[n], ct, 1, engine.device, bits=f.format.bits_per_sample)
               for n, img, f in zip(numbers, images, decoded)]

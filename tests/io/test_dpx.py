@@ -86,8 +86,8 @@ def test_write_frame_packs_10bit_and_keeps_header_and_pixels(tmp_path: Path, mon
     packed = []
     import facefix.io.sequence as sequence
 
-    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray, name: Path | None = None) -> bool:
-        packed.append(write_packed_10bit(path, spec, data, name))
+    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray, name: Path | None = None, words: object = None) -> bool:
+        packed.append(write_packed_10bit(path, spec, data, name, words=words))  # type: ignore[arg-type]
         return packed[-1]
 
     monkeypatch.setattr(sequence, "write_packed_10bit", spy)

@@ -24,7 +24,7 @@ import OpenImageIO as oiio
 
 from ..errors import InputError, OutputError, SettingsError
 from .atomic import atomic_path
-from .dpx import PackedFrame, byte_order, read_packed_10bit, write_packed_10bit
+from .dpx import PackedFrame, PackedLayout, byte_order, read_packed_10bit, write_packed_10bit
 from .frames import (
     CODE_TYPES,
     NUMPY_INT,
@@ -483,19 +483,12 @@ def write_frame(
 
     with atomic_path(path) as tmp:
         if packed is not None:
-            try:
-                if write_packed_10bit(tmp, spec, name=path, words=(packed.layout, packed.words)):
-                    return
-            except OSError as err:
-                raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+            if _write_dpx_words(tmp, path, spec, words=(packed.layout, packed.words)):
+                return
             frame = packed.unpacked()  # another byte order than the words': packed again below
         data = _data_to_write(_selected_pixels(frame, keep_rest, grey is not None), ptype, bits)  # type: ignore[arg-type]
-        if out_format == "dpx" and bits == 10 and data.dtype == np.uint16:
-            try:
-                if write_packed_10bit(tmp, spec, data, name=path):
-                    return
-            except OSError as err:
-                raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+        if out_format == "dpx" and bits == 10 and data.dtype == np.uint16 and _write_dpx_words(tmp, path, spec, data):
+            return
         if out_format in _ENCODES_ON_CLOSE:
             buf = oiio.ImageBuf(spec)
             if not (buf.set_pixels(oiio.ROI(), data) and buf.write(str(tmp), fileformat=out_format)):
@@ -513,6 +506,15 @@ def write_frame(
             closed = out.close()
         if not closed:
             raise OutputError(f"cannot write {path}: {_first_error_line(out.geterror())}")
+
+
+def _write_dpx_words(tmp: Path, path: Path, spec: oiio.ImageSpec, codes: np.ndarray | None = None,
+                     words: tuple[PackedLayout, np.ndarray] | None = None) -> bool:
+    """``write_packed_10bit`` to ``tmp`` for the file ``path``, an OS error as the one-line OutputError."""
+    try:
+        return write_packed_10bit(tmp, spec, codes, name=path, words=words)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def _data_to_write(px: np.ndarray, ptype: str, bits: int) -> np.ndarray:
