@@ -173,7 +173,8 @@ _HEADERS_LOCK = threading.Lock()
 
 def _header_for(path: Path, spec: oiio.ImageSpec) -> bytes | None:
     """``_one_line_header`` for ``spec``, written once per spec: it depends on nothing else but the file's name,
-    which the caller sets (so a shot's frames cost OpenImageIO one header, not one each)."""
+    which the caller sets. Frames that share their metadata cost OpenImageIO one header; frames that carry
+    their own (a timecode each) still cost one each."""
     key = spec.to_xml()
     with _HEADERS_LOCK:
         known = _HEADERS.get(key)
