@@ -26,6 +26,7 @@ __all__ = [
     "affine_scale",
     "transform_points",
     "warp_affine",
+    "antialias_levels",
     "frame_rois",
 ]
 
@@ -137,6 +138,12 @@ def _antialias_level(scale: float) -> int:
     return max(0, int(math.floor(math.log2(1.0 / scale / 1.5))) + 1)
 
 
+def antialias_levels(dst_from_src: np.ndarray) -> np.ndarray:
+    """Per (N, 2, 3) map, how often ``warp_affine`` halves the source first (0: it samples the source itself)."""
+    m = np.asarray(dst_from_src, np.float64).reshape(-1, 2, 3)
+    return np.array([_antialias_level(float(s)) for s in affine_scale(m)], np.int64)
+
+
 def warp_affine(
     src: torch.Tensor,
     dst_from_src: np.ndarray,
@@ -159,7 +166,7 @@ def warp_affine(
     idx = np.arange(n) if src_index is None else np.asarray(src_index, np.int64)
     if n == 0:
         return src.new_zeros((0, src.shape[1], *out_hw))
-    levels = np.array([_antialias_level(float(s)) for s in affine_scale(m)])
+    levels = antialias_levels(m)
     out: torch.Tensor | None = None
     for level in np.unique(levels):
         sel = np.nonzero(levels == level)[0]

@@ -115,14 +115,16 @@ def samples_of_unit(values: torch.Tensor) -> torch.Tensor:
     return torch.round(v * _SAMPLE).to(torch.int64)
 
 
-def unpack_unit(raw: torch.Tensor, region: PackedRegion) -> torch.Tensor:
-    """(rows, words per line) int32 raw words -> the region's colour as (rows, x1 - x0, 3) float32 in [0, 1]."""
+def unpack_unit(raw: torch.Tensor, region: PackedRegion, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(rows, words per line) int32 raw words -> the region's colour as (rows, x1 - x0, 3) float32 in [0, 1]
+    (written into ``out``, a contiguous array of that shape, if given)."""
     if kernels_for(raw):
         from .packed_triton import unpack_unit as kernel
 
         return kernel(raw, _unit_table(raw.device), region.x0, region.x1, region.layout.channels,
-                      region.layout.big_endian)
-    return unit_of_samples(unpack_region(raw, region)[..., :3])
+                      region.layout.big_endian, out=out)
+    unit = unit_of_samples(unpack_region(raw, region)[..., :3])
+    return out.copy_(unit) if out is not None else unit
 
 
 def merge_unit(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, region: PackedRegion) -> None:

@@ -77,11 +77,15 @@ def _merge_kernel(raw_ptr, pasted_ptr, alpha_ptr, n, span, words_per_line, first
     tl.store(ptr, _native(value, big).to(tl.int32, bitcast=True), mask=live)
 
 
-def unpack_unit(raw: torch.Tensor, table: torch.Tensor, x0: int, x1: int, channels: int, big: bool) -> torch.Tensor:
+def unpack_unit(raw: torch.Tensor, table: torch.Tensor, x0: int, x1: int, channels: int, big: bool,
+                out: torch.Tensor | None = None) -> torch.Tensor:
     """(rows, words per line) int32 raw words -> the colour of pixels [x0, x1) as (rows, x1 - x0, 3) float32
-    values of ``table`` (indexed by 10-bit sample)."""
+    values of ``table`` (indexed by 10-bit sample), in ``out`` (contiguous, that shape) if given."""
     rows, words_per_line = raw.shape
-    out = torch.empty((rows, x1 - x0, 3), dtype=torch.float32, device=raw.device)
+    if out is None:
+        out = torch.empty((rows, x1 - x0, 3), dtype=torch.float32, device=raw.device)
+    elif out.shape != (rows, x1 - x0, 3) or not out.is_contiguous():
+        raise ValueError(f"unpack_unit: out must be a contiguous {(rows, x1 - x0, 3)} array, not {tuple(out.shape)}")
     n = out.numel()
     if n:
         _unpack_unit_kernel[(triton.cdiv(n, _BLOCK),)](raw, out, table, n, x1 - x0, words_per_line, x0 * channels,

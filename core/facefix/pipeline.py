@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,16 +27,23 @@ from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .composite import colour_match, paste_faces, polygon_sdf, soft_matte, template_ellipse
 from .errors import InputError
 from .faces import Face
-from .geometry import TEMPLATE_SIZE, crop_from_frame_matrix, frame_rois, invert_affine, warp_affine
+from .geometry import (
+    TEMPLATE_SIZE,
+    antialias_levels,
+    crop_from_frame_matrix,
+    frame_rois,
+    invert_affine,
+    warp_affine,
+)
 from .io.dpx import PackedFrame
 from .io.frames import codes_from_unit, unit_from_codes
 from .packed import PackedRegion, merge_unit, unpack_unit
 from .params import Settings
-from .tensors import to_device
+from .tensors import kernels_for, to_device
 
 __all__ = [
     "Engine", "FaceBatch", "PendingFrame", "StagedFrame", "restore_frame", "restore_batch", "queue_batch",
-    "stage_frame", "run_model", "BatchStats", "resolve_device",
+    "stage_frame", "face_regions", "run_model", "BatchStats", "resolve_device",
     "micro_batch_for", "frames_per_batch", "MODEL_MICRO_BATCH", "MODEL_MICRO_BATCH_CUDA",
 ]
 
@@ -135,6 +142,24 @@ class FaceBatch:
         """The faces of each of ``frames`` frames, as slices of the batch (faces are in frame order)."""
         starts = np.searchsorted(self.frame_index, np.arange(frames + 1))
         return [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def face_regions(faces: Mapping[int, Sequence[Face]], size: int = TEMPLATE_SIZE) -> dict[int, tuple[int, int, int, int]]:
+    """Each frame's faces' region (x0, y0, x1, y1) as ``stage_frame`` finds it, for a whole shot in one call (an
+    alignment does not depend on the others in the call), not yet clipped to the frame's right and bottom
+    edges (``stage_frame`` does that): the threads that read frames then skip the fit."""
+    flat = [f.landmarks for fs in faces.values() for f in fs]
+    if not flat:
+        return {}
+    edge = 1 << 30  # no right or bottom edge here
+    boxes = frame_rois(invert_affine(crop_from_frame_matrix(np.stack(flat), size)), size, (edge, edge))
+    ends = np.cumsum([len(fs) for fs in faces.values()])
+    out = {}
+    for (n, fs), end in zip(faces.items(), ends):
+        if fs:
+            box = boxes[end - len(fs) : end]
+            out[n] = (int(box[:, 0].min()), int(box[:, 1].min()), int(box[:, 2].max()), int(box[:, 3].max()))
+    return out
 
 
 @dataclass
@@ -264,15 +289,28 @@ def _indexed_copy_stream(index: int, direction: str) -> torch.cuda.Stream:
     return torch.cuda.Stream(torch.device("cuda", index))
 
 
-def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """``host`` (pinned) copied to ``dev`` on the upload stream; the compute stream must ``wait_stream`` it
-    before use (``_working_rois`` does, once per batch)."""
-    # copy=True: the paste writes into the result, never into the caller's staged buffer.
+def _upload(host: torch.Tensor, dev: torch.device, into: torch.Tensor | None = None) -> torch.Tensor:
+    """``host`` (pinned) copied to ``dev`` on the upload stream (into ``into``, a ``_device_buffer`` view, if
+    given); the compute stream must ``wait_stream`` it before use (``_working_rois`` does, once per batch)."""
+    # A copy, always: the paste writes into the result, never into the caller's staged buffer.
     if dev.type != "cuda":
-        return host.to(dev, copy=True)
+        return into.copy_(host) if into is not None else host.to(dev, copy=True)
     with torch.cuda.stream(_copy_stream(dev, "up")):
+        if into is not None:
+            return into.copy_(host, non_blocking=True)
         t = host.to(dev, non_blocking=True, copy=True)
     t.record_stream(torch.cuda.current_stream(dev))  # freed only after the compute stream is done with it
+    return t
+
+
+def _device_buffer(numel: int, dev: torch.device) -> torch.Tensor:
+    """A float32 buffer for ``_upload(..., into=)``: made on the upload stream (whose copies fill it without
+    waiting for the compute stream) and kept until the compute stream is done with it."""
+    if dev.type != "cuda":
+        return torch.empty(numel, device=dev)
+    with torch.cuda.stream(_copy_stream(dev, "up")):
+        t = torch.empty(numel, device=dev)
+    t.record_stream(torch.cuda.current_stream(dev))
     return t
 
 
@@ -429,12 +467,11 @@ def queue_batch(
     # 1. Working-space RGB of what the models see: per frame, the union of its face ROIs (or the whole
     #    frame when upscaling, since the upscaler sees everything).
     with stats.stage("to_working", dev):
-        work_frames, origins, device_words = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged,
-                                                           bits_each)
+        regions, device_words = _working_rois(images, faces_per_frame, ct, up, dev, stats, staged, bits_each)
 
     # 2. Align: crops of every face, from its frame's working ROI.
     with stats.stage("align", dev):
-        crops, crop_from_roi = _align(work_frames, origins, batch, size, dev)
+        crops, crop_from_roi = _align(regions, batch, size, dev)
     model_in = crops.clamp(0.0, 1.0)
     n = len(batch.faces)
 
@@ -458,41 +495,42 @@ def queue_batch(
         mattes = torch.zeros((0, 1, size, size), device=dev)
         strength = torch.zeros((0, 1, 1, 1), device=dev)
 
-    # 4. Upscale (whole frame, after the face pass) and paste each face at output resolution.
+    # 4. Paste each face at output resolution: without upscaling into its frame's region, every face's delta
+    #    against its own model input (the whole batch at once); else into its upscaled frame.
     pending: list[PendingFrame] = []
-    # Without upscaling every face's delta is against its own model input: one pair of kernels for the batch.
-    deltas = (restored - model_in) * strength if up == 1 else None
+    if up == 1:
+        with stats.stage("paste", dev):
+            alphas = _paste(regions, (restored - model_in) * strength, mattes, crop_from_roi, batch, dev)
     for b, (img, sel) in enumerate(zip(images, batch.frame_slices(len(images)))):
-        count = sel.stop - sel.start
-        base_frame = work_frames[b]  # this batch's own upload: pasted into in place
-        m = crop_from_roi[sel]
-        if up > 1:
+        if up == 1:
+            pasted, alpha = regions.chw(b), regions.pixels(alphas, b)
+        else:
             from .upscale.tile import upscale_tiled
 
+            count = sel.stop - sel.start
             with stats.stage("upscale", dev):
                 # HDR values outside [0, 1] are carried through the upscale (see upscale_tiled).
-                base_frame = upscale_tiled(engine.upscaler(), base_frame[None], up)[0]
-            m = m.copy()
+                base_frame = upscale_tiled(engine.upscaler(), regions.chw(b)[None], up)[0]
+            m = crop_from_roi[sel].copy()
             m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
             base_crops = (warp_affine(base_frame[None], m, (size, size), src_index=np.zeros(count, np.int64)).clamp(0, 1)
                           if count else crops[sel])
-        with stats.stage("paste", dev):
-            delta = deltas[sel] if deltas is not None else (restored[sel] - base_crops) * strength[sel]
-            if base_frame.numel() and count:
-                pasted, alpha = paste_faces(base_frame[None], delta, mattes[sel], invert_affine(m),
-                                            np.zeros(count, np.int64), inplace=True)
-                pasted, alpha = pasted[0], alpha[0, 0]
-            else:
-                pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
+            with stats.stage("paste", dev):
+                if base_frame.numel() and count:
+                    pasted, alpha = paste_faces(base_frame[None], (restored[sel] - base_crops) * strength[sel],
+                                                mattes[sel], invert_affine(m), np.zeros(count, np.int64), inplace=True)
+                    pasted, alpha = pasted[0], alpha[0, 0]
+                else:
+                    pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
         if isinstance(img, PackedFrame):
-            pending.append(_merge_packed(img, device_words[b], pasted, alpha, origins[b], stats, keep_mattes))
+            pending.append(_merge_packed(img, device_words[b], pasted, alpha, regions.origins[b], stats, keep_mattes))
             continue
         with stats.stage("download", dev):
             # Work frames are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so
             # this is the layout the host wants: without upscaling the copy goes straight out, with no
             # reordering on the GPU.
             (host_pasted, host_alpha), event = _download(pasted.permute(1, 2, 0), alpha)
-            pending.append(PendingFrame(img, host_pasted, host_alpha, event, origins[b], ct, up, inplace,
+            pending.append(PendingFrame(img, host_pasted, host_alpha, event, regions.origins[b], ct, up, inplace,
                                         bits_each[b]))
     return pending
 
@@ -540,11 +578,13 @@ class StagedFrame:
 
 
 def stage_frame(img: np.ndarray | PackedFrame, faces: Sequence[Face], ct: ColourTransform, up: int,
-                device: torch.device, size: int = TEMPLATE_SIZE, bits: int | None = None) -> StagedFrame:
+                device: torch.device, size: int = TEMPLATE_SIZE, bits: int | None = None,
+                region: tuple[int, int, int, int] | None = None) -> StagedFrame:
     """The CPU half of the working-space conversion, for one frame and its faces. Thread-safe: streaming
     callers run it on their decode threads, so the thread that feeds the GPU only uploads. ``img`` is
     float32 or integer codes of stored depth ``bits`` (only the region is converted), or a packed frame
-    (its region's words are picked out; the device unpacks them)."""
+    (its region's words are picked out; the device unpacks them). ``region``: the faces' region if the caller
+    has it already (``face_regions``)."""
     if isinstance(img, PackedFrame):
         if up > 1 or not ct.is_identity:
             raise InputError("packed 10-bit frames are restored without upscaling, in sRGB or raw only")
@@ -554,9 +594,8 @@ def stage_frame(img: np.ndarray | PackedFrame, faces: Sequence[Face], ct: Colour
     if up > 1:
         x0, y0, x1, y1 = 0, 0, w, h
     elif faces:
-        mats = crop_from_frame_matrix(np.stack([f.landmarks for f in faces]), size)
-        r = frame_rois(invert_affine(mats), size, (h, w))
-        x0, y0, x1, y1 = int(r[:, 0].min()), int(r[:, 1].min()), int(r[:, 2].max()), int(r[:, 3].max())
+        x0, y0, x1, y1 = region if region is not None else face_regions({0: faces}, size)[0]
+        x0, y0, x1, y1 = min(x0, w), min(y0, h), min(x1, w), min(y1, h)
     else:
         x0 = y0 = x1 = y1 = 0
     if x1 <= x0 or y1 <= y0:
@@ -578,53 +617,126 @@ def stage_frame(img: np.ndarray | PackedFrame, faces: Sequence[Face], ct: Colour
     return StagedFrame(staged, (x0, y0), nonfinite)
 
 
+@dataclass(frozen=True)
+class Regions:
+    """A batch's working-space regions on the device, one after another in ``flat`` (float32): frame b's is
+    an (h, w, 3) array from pixel ``starts[b]`` on, (h, w) = ``shapes[b]``, at ``origins[b]`` in its frame.
+    One buffer, so the CUDA warps (``facefix.warp_triton``) align and paste a whole batch in one launch."""
+
+    flat: torch.Tensor
+    starts: tuple[int, ...]
+    shapes: tuple[tuple[int, int], ...]
+    origins: tuple[tuple[int, int], ...]
+
+    def hwc(self, b: int) -> torch.Tensor:
+        """Frame b's region as an (h, w, 3) view of ``flat``."""
+        start, (h, w) = self.starts[b], self.shapes[b]
+        return self.flat[3 * start : 3 * (start + h * w)].view(h, w, 3)
+
+    def chw(self, b: int) -> torch.Tensor:
+        """Frame b's region as a (3, h, w) channels-last view (how the torch warps take it)."""
+        return self.hwc(b).permute(2, 0, 1)
+
+    def pixels(self, values: torch.Tensor, b: int) -> torch.Tensor:
+        """Frame b's (h, w) view of ``values``, one value per region pixel of the batch (a matte)."""
+        start, (h, w) = self.starts[b], self.shapes[b]
+        return values[start : start + h * w].view(h, w)
+
+    @property
+    def total(self) -> int:
+        return self.starts[-1] + self.shapes[-1][0] * self.shapes[-1][1] if self.starts else 0
+
+
 def _working_rois(images: Sequence[np.ndarray | PackedFrame], faces_per_frame: Sequence[Sequence[Face]],
                   ct: ColourTransform, up: int, dev: torch.device, stats: BatchStats,
                   staged: Sequence[StagedFrame] | None, bits: Sequence[int | None]
-                  ) -> tuple[list[torch.Tensor], list[tuple[int, int]], list[tuple[torch.Tensor, PackedRegion] | None]]:
-    """Per frame, the working-space RGB (3, h, w) of its faces' region on ``dev`` (uploaded without
-    waiting; a channels-last view of the (h, w, 3) upload, not reordered), and that region's origin;
-    frames not ``staged`` by the caller are staged here. Packed frames: their rows' words are uploaded and
-    unpacked here; they are returned too (with the region), for the result to be merged into."""
-    work_frames: list[torch.Tensor] = []
-    origins: list[tuple[int, int]] = []
-    words: list[tuple[torch.Tensor, PackedRegion] | None] = []
-    for b, img in enumerate(images):
-        st = staged[b] if staged is not None else stage_frame(img, faces_per_frame[b], ct, up, dev, bits=bits[b])
+                  ) -> tuple[Regions, list[tuple[torch.Tensor, PackedRegion] | None]]:
+    """The working-space RGB of each frame's faces' region on ``dev`` (uploaded without waiting), in one
+    ``Regions`` buffer; frames not ``staged`` by the caller are staged here. Packed frames: their rows' words
+    are uploaded and unpacked here; they are returned too (with the region), for the result to be merged into."""
+    stages = [staged[b] if staged is not None else stage_frame(img, faces_per_frame[b], ct, up, dev, bits=bits[b])
+              for b, img in enumerate(images)]
+    shapes: list[tuple[int, int]] = []
+    for st in stages:
         stats.nonfinite_pixels += st.nonfinite
+        if st.words is not None and st.region is not None:
+            shapes.append((st.words.shape[0], st.region.x1 - st.region.x0))
+        elif st.rgb is not None:
+            shapes.append((st.rgb.shape[0], st.rgb.shape[1]))
+        else:
+            shapes.append((0, 0))
+    starts = np.concatenate([[0], np.cumsum([h * w for h, w in shapes])]).tolist()
+    regions = Regions(_device_buffer(3 * starts[-1], dev), tuple(starts[:-1]), tuple(shapes),
+                      tuple(st.origin for st in stages))
+    words: list[tuple[torch.Tensor, PackedRegion] | None] = []
+    for b, st in enumerate(stages):
         words.append(None)
         if st.words is not None and st.region is not None:
             words[-1] = (_upload(torch.from_numpy(st.words.view(np.int32)), dev), st.region)
-            work_frames.append(torch.zeros((3, 0, 0), device=dev))  # unpacked below, once uploaded
-        elif st.rgb is None:
-            work_frames.append(torch.zeros((3, 0, 0), device=dev))
-        else:
-            work_frames.append(_upload(st.rgb, dev).permute(2, 0, 1))
-        origins.append(st.origin)
+        elif st.rgb is not None:
+            _upload(st.rgb, dev, into=regions.hwc(b))
     if dev.type == "cuda":
         torch.cuda.current_stream(dev).wait_stream(_copy_stream(dev, "up"))
     for b, packed in enumerate(words):
         if packed is not None:
-            # (h, w, 3) float32, used through a (3, h, w) view like an upload
-            work_frames[b] = unpack_unit(*packed).permute(2, 0, 1)
-    return work_frames, origins, words
+            unpack_unit(*packed, out=regions.hwc(b))
+    return regions, words
 
 
-def _align(work_frames: Sequence[torch.Tensor], origins: Sequence[tuple[int, int]], batch: FaceBatch, size: int,
-           dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+def _align(regions: Regions, batch: FaceBatch, size: int, dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
     """Aligned crops (N, 3, S, S) of every face, and each face's ``crop_from_roi`` (N, 2, 3)."""
     crop_from_roi = batch.crop_from_frame.copy()
     # crop_from_roi = crop_from_frame o frame_from_roi, with frame = roi + (ox, oy)
-    offsets = np.array([origins[int(b)] for b in batch.frame_index], np.float64).reshape(-1, 2)
+    offsets = np.array([regions.origins[int(b)] for b in batch.frame_index], np.float64).reshape(-1, 2)
     crop_from_roi[:, :, 2] += (crop_from_roi[:, :, :2] * offsets[:, None, :]).sum(-1)
-    # Each frame's crops are one slice of the batch, warped from that frame alone.
-    parts = [
-        warp_affine(frame[None], crop_from_roi[sel], (size, size), src_index=np.zeros(sel.stop - sel.start, np.int64))
-        for frame, sel in zip(work_frames, batch.frame_slices(len(work_frames))) if sel.stop > sel.start
-    ]
-    if not parts:
-        return torch.zeros((0, 3, size, size), device=dev), crop_from_roi
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)), crop_from_roi
+    n = len(batch.faces)
+    crops = torch.empty((n, 3, size, size), device=dev)
+    # On CUDA one kernel aligns every face that needs no antialiasing; the torch warps do the rest, a frame
+    # at a time (each frame's faces from that frame alone).
+    by_kernel = (antialias_levels(crop_from_roi) == 0) if kernels_for(regions.flat) else np.zeros(n, bool)
+    if by_kernel.any():
+        from .warp_triton import align_crops
+
+        idx = np.flatnonzero(by_kernel)
+        frames = batch.frame_index[idx]
+        table = np.stack([3 * np.array(regions.starts, np.int64)[frames]] +
+                         [np.array(regions.shapes, np.int64)[frames, k] for k in (0, 1)], axis=1)
+        got = align_crops(regions.flat, table, invert_affine(crop_from_roi[idx]), size)
+        if by_kernel.all():
+            return got, crop_from_roi
+        crops[to_device(idx, dev)] = got
+    for b, sel in enumerate(batch.frame_slices(len(regions.starts))):
+        rest = np.flatnonzero(~by_kernel[sel]) + sel.start
+        if len(rest):
+            warped = warp_affine(regions.chw(b)[None], crop_from_roi[rest], (size, size),
+                                 src_index=np.zeros(len(rest), np.int64))
+            if len(rest) == n:
+                return warped, crop_from_roi
+            crops[to_device(rest, dev)] = warped
+    return crops, crop_from_roi
+
+
+def _paste(regions: Regions, delta: torch.Tensor, mattes: torch.Tensor, crop_from_roi: np.ndarray,
+           batch: FaceBatch, dev: torch.device) -> torch.Tensor:
+    """Every face's ``delta`` added into its frame's region through its matte, in place (see ``paste_faces``);
+    returns the regions' composited mattes, one value per region pixel (``Regions.pixels``). On CUDA one
+    kernel pastes the whole batch; elsewhere the torch warps paste a frame at a time."""
+    alpha = torch.zeros(regions.total, device=dev)
+    slices = batch.frame_slices(len(regions.starts))
+    if kernels_for(regions.flat):
+        from .warp_triton import paste_regions
+
+        table = np.array([(start, h, w, sel.start, sel.stop)
+                          for start, (h, w), sel in zip(regions.starts, regions.shapes, slices)], np.int64)
+        paste_regions(regions.flat, alpha, delta, mattes, table.reshape(-1, 5), crop_from_roi)
+        return alpha
+    for b, sel in enumerate(slices):
+        frame = regions.chw(b)
+        if frame.numel() and sel.stop > sel.start:
+            _, frame_alpha = paste_faces(frame[None], delta[sel], mattes[sel], invert_affine(crop_from_roi[sel]),
+                                         np.zeros(sel.stop - sel.start, np.int64), inplace=True)
+            regions.pixels(alpha, b).copy_(frame_alpha[0, 0])
+    return alpha
 
 
 def _runs(flags: object) -> list[tuple[int, int]]:
