@@ -32,6 +32,7 @@ from .pipeline import (
     Engine,
     PendingFrame,
     StagedFrame,
+    face_regions,
     frames_per_batch,
     queue_batch,
     stage_frame,
@@ -271,6 +272,7 @@ def run_clip(
 
     finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
+    regions = face_regions(faces)
     packed = keeps_packed(full, dest, settings, ct, engine.device)
     words_into = host_words(engine.device)
     decode: Callable[[int], Frame | PackedFrame] = timed(  # type: ignore[assignment]
@@ -282,7 +284,7 @@ def run_clip(
         # plain 10-bit DPX stays the file's words, unpacked and packed on the device.
         frame = decode(n)
         return frame, stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
-                            bits=frame.format.bits_per_sample)
+                            bits=frame.format.bits_per_sample, region=regions.get(n))
 
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
         # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.

@@ -361,3 +361,24 @@ def test_packed_frames_restore_in_their_words_with_or_without_the_matte(tmp_path
         assert alpha.max() > 0.99
         with pytest.raises(Exception, match="without its matte"):
             without.matte()
+
+
+def test_face_regions_for_a_shot_equal_each_frames_own():
+    """run_clip finds every frame's face region once for the shot; staged with it, a frame is what it is when
+    staged alone, faces over the frame's edges included."""
+    from facefix.colour import colour_transform
+    from facefix.pipeline import face_regions, stage_frame
+
+    clip = synth.motion_clip(4, (96, 96), translate=(2, 1), rotate_deg=3)
+    faces = {n: [Face(box=(0, 0, 1, 1), landmarks=lm + (k * 40.0, k * 30.0)) for k in range(n % 3)]
+             for n, lm in enumerate(clip.landmarks)}
+    regions = face_regions(faces)
+    assert set(regions) == {n for n, fs in faces.items() if fs}
+    assert max(r[2] for r in regions.values()) > 96  # a face past the right edge
+    ct = colour_transform("srgb")
+    for n, fs in faces.items():
+        alone = stage_frame(clip.frames[n], fs, ct, 1, torch.device("cpu"))
+        given = stage_frame(clip.frames[n], fs, ct, 1, torch.device("cpu"), region=regions.get(n))
+        assert alone.origin == given.origin
+        assert (alone.rgb is None and given.rgb is None) or torch.equal(alone.rgb, given.rgb)
+    assert face_regions({0: [], 1: []}) == {}
