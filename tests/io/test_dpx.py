@@ -86,8 +86,9 @@ def test_write_frame_packs_10bit_and_keeps_header_and_pixels(tmp_path: Path, mon
     packed = []
     import facefix.io.sequence as sequence
 
-    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray, name: Path | None = None, words: object = None) -> bool:
-        packed.append(write_packed_10bit(path, spec, data, name, words=words))  # type: ignore[arg-type]
+    def spy(path: Path, spec: oiio.ImageSpec, data: np.ndarray, name: Path | None = None, words: object = None,
+            spec_key: str | None = None) -> bool:
+        packed.append(write_packed_10bit(path, spec, data, name, words=words, spec_key=spec_key))  # type: ignore[arg-type]
         return packed[-1]
 
     monkeypatch.setattr(sequence, "write_packed_10bit", spy)
@@ -227,3 +228,57 @@ def test_a_shots_frames_share_one_header_from_openimageio(tmp_path: Path, monkey
     assert write_packed_10bit(tmp_path / ".tmp.dpx", other, codes, name=tmp_path / "other.dpx")
     _oiio_write(tmp_path / "other.dpx", other, codes)
     assert (tmp_path / ".tmp.dpx").read_bytes() == (tmp_path / "other.dpx").read_bytes() and len(calls) == 2
+
+
+def test_a_shots_frames_are_parsed_by_openimageio_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames whose headers differ only in their file names share one FrameFormat (what read_frame gives each);
+    a frame with its own timecode gets its own."""
+    import facefix.io.sequence as sequence
+
+    opened = []
+    parse = sequence._packed_format
+    monkeypatch.setattr(sequence, "_packed_format", lambda *a: opened.append(a) or parse(*a))
+    monkeypatch.setattr(sequence, "_FORMATS", type(sequence._FORMATS)())
+    attrs = {**ATTRS, "DocumentName": "parsed_once"}
+    for i in range(3):
+        path = tmp_path / f"shot.{i:04d}.dpx"
+        _oiio_write(path, _spec(6, 4, 3, "little", attrs), (RNG.integers(0, 1024, (4, 6, 3)) * 64).astype(np.uint16))
+        packed = read_packed_frame(path, i)
+        assert packed is not None and packed.number == i
+        assert packed.format == read_frame(path, i).format
+        assert dict(packed.format.attributes) == dict(read_frame(path, i).format.attributes)
+    assert len(opened) == 1
+    other = tmp_path / "other.dpx"
+    _oiio_write(other, _spec(6, 4, 3, "little", {**attrs, "dpx:TimeCode": "02:00:00:00"}), np.zeros((4, 6, 3), np.uint16))
+    packed = read_packed_frame(other, 9)
+    assert len(opened) == 2 and packed is not None and packed.format.attributes["dpx:TimeCode"] == "02:00:00:00"
+    # A file OpenImageIO reads as another layout is remembered as such too.
+    _oiio_write(tmp_path / "b.dpx", _spec(6, 4, 3, "little", {"dpx:Packing": "Filled, method B"}),
+                np.zeros((4, 6, 3), np.uint16))
+    assert read_packed_frame(tmp_path / "b.dpx") is None and read_packed_frame(tmp_path / "b.dpx") is None
+
+
+def test_frames_sharing_a_format_share_one_spec_and_each_gets_its_file(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_frame makes the spec of packed frames with one FrameFormat once; every file is still the one the
+    frame's own spec gives (its name in the header)."""
+    import facefix.io.sequence as sequence
+
+    made = []
+    copy_attributes = sequence._copy_attributes
+    monkeypatch.setattr(sequence, "_copy_attributes", lambda *a: made.append(a) or copy_attributes(*a))
+    attrs = {**ATTRS, "DocumentName": "one_spec"}
+    frames = []
+    for i in range(3):
+        path = tmp_path / f"in.{i:04d}.dpx"
+        _oiio_write(path, _spec(7, 3, 3, "big", attrs), (RNG.integers(0, 1024, (3, 7, 3)) * 64).astype(np.uint16))
+        frames.append(read_packed_frame(path, i))
+    assert frames[0] is not None and all(f is not None and f.format is frames[0].format for f in frames)
+    for i, frame in enumerate(frames):
+        write_frame(tmp_path / f"out.{i:04d}.dpx", frame, frames[0].format, fps=24.0)  # type: ignore[arg-type]
+    assert len(made) == 1
+    for i in range(3):
+        write_frame(tmp_path / f"want.{i:04d}.dpx", read_frame(tmp_path / f"in.{i:04d}.dpx", i, codes=True), fps=24.0)
+        got, want = (tmp_path / f"out.{i:04d}.dpx").read_bytes(), (tmp_path / f"want.{i:04d}.dpx").read_bytes()
+        assert got[:36] == want[:36] and got[136:] == want[136:]  # all but the name field, which names each file
+        assert got[36:136] == str(tmp_path / f"out.{i:04d}.dpx").encode()[:100].ljust(100, b"\0")

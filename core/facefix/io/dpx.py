@@ -31,7 +31,7 @@ from ..errors import InputError
 from .frames import Frame, FrameFormat
 
 __all__ = ["byte_order", "pack_filled_10bit", "unpack_filled_10bit", "write_packed_10bit", "PackedLayout",
-           "plain_layout", "read_packed_10bit", "PackedFrame"]
+           "plain_layout", "read_packed_10bit", "header_key", "PackedFrame"]
 
 # Byte offsets of the DPX fields (SMPTE 268M) this module reads or sets.
 _MAGIC, _IMAGE_OFFSET, _FILE_SIZE, _FILE_NAME = 0, 4, 16, 36
@@ -113,22 +113,29 @@ def plain_layout(header: bytes) -> PackedLayout | None:
 
 
 def read_packed_10bit(path: Path, words_into: Callable[[tuple[int, int]], np.ndarray] | None = None
-                      ) -> tuple[PackedLayout, np.ndarray] | None:
-    """The layout and the pixels of a plain 10-bit DPX as its raw words: a (height, words per line) uint32
-    array holding the file's bytes as they are (``layout.word_dtype`` reads them). ``words_into(shape)``
-    gives the array to fill (e.g. memory the GPU copies from). None when the file is not that layout;
-    InputError when it is shorter than its header says."""
+                      ) -> tuple[PackedLayout, np.ndarray, bytes] | None:
+    """The layout, the pixels and the header of a plain 10-bit DPX, the pixels as its raw words: a (height,
+    words per line) uint32 array holding the file's bytes as they are (``layout.word_dtype`` reads them), the
+    header every byte before them. ``words_into(shape)`` gives the array to fill (e.g. memory the GPU copies
+    from). None when the file is not that layout; InputError when it is shorter than its header says."""
     with open(path, "rb") as f:
-        layout = plain_layout(f.read(_HEADER_FIELDS))
+        header = f.read(_HEADER_FIELDS)
+        layout = plain_layout(header)
         if layout is None:
             return None
+        header += f.read(layout.data_offset - len(header))
         shape = (layout.height, layout.words_per_line)
         words = words_into(shape) if words_into is not None else np.empty(shape, np.uint32)
-        f.seek(layout.data_offset)
-        got = f.readinto(words.reshape(-1).view(np.uint8).data)
+        got = f.readinto(words.reshape(-1).view(np.uint8).data) if len(header) == layout.data_offset else 0
     if got != layout.data_bytes:
         raise InputError(f"corrupt or truncated image {path}: {got} of {layout.data_bytes} bytes of pixels")
-    return layout, words
+    return layout, words, header
+
+
+def header_key(header: bytes) -> bytes:
+    """A DPX header without its file name: frames of a shot whose keys are equal say the same about their
+    images (size, layout, metadata, timecode), whatever their files are called."""
+    return header[:_FILE_NAME] + bytes(100) + header[_FILE_NAME + 100 :]
 
 
 def byte_order(path: Path) -> str:
@@ -171,11 +178,11 @@ _HEADERS: OrderedDict[str, bytes] = OrderedDict()  # one-line files by spec: the
 _HEADERS_LOCK = threading.Lock()
 
 
-def _header_for(path: Path, spec: oiio.ImageSpec) -> bytes | None:
+def _header_for(path: Path, spec: oiio.ImageSpec, key: str | None = None) -> bytes | None:
     """``_one_line_header`` for ``spec``, written once per spec: it depends on nothing else but the file's name,
     which the caller sets. Frames that share their metadata cost OpenImageIO one header; frames that carry
-    their own (a timecode each) still cost one each."""
-    key = spec.to_xml()
+    their own (a timecode each) still cost one each. ``key``: ``spec.to_xml()``, if the caller has it."""
+    key = key if key is not None else spec.to_xml()
     with _HEADERS_LOCK:
         known = _HEADERS.get(key)
         if known is not None:
@@ -209,16 +216,17 @@ def _one_line_header(path: Path, spec: oiio.ImageSpec) -> bytes | None:
 
 
 def write_packed_10bit(path: Path, spec: oiio.ImageSpec, codes: np.ndarray | None = None, name: Path | None = None,
-                       *, words: tuple[PackedLayout, np.ndarray] | None = None) -> bool:
+                       *, words: tuple[PackedLayout, np.ndarray] | None = None, spec_key: str | None = None) -> bool:
     """Write (H, W, C) uint16 full-range ``codes`` to ``path`` as the 10-bit DPX OpenImageIO would write
     for ``spec`` to ``name`` (default ``path``: the header keeps the file's name; a temporary file renamed into
     place later names its target). ``words``: the pixels already packed, as ``read_packed_10bit`` gives them,
     written as they are. False (``path`` left for another writer to replace) when OpenImageIO's header is not
-    the plain one-element, filled-method-A layout packed here, or not the layout of ``words``."""
+    the plain one-element, filled-method-A layout packed here, or not the layout of ``words``. ``spec_key``:
+    ``spec.to_xml()``, if the caller has it."""
     h, w, c = (codes.shape if codes is not None else (spec.height, spec.width, spec.nchannels))
     if c not in _CHANNELS_OF_DESCRIPTOR.values():
         return False
-    one_line = _header_for(path, spec)
+    one_line = _header_for(path, spec, spec_key)
     layout = plain_layout(one_line) if one_line is not None else None
     if (one_line is None or layout is None or (layout.width, layout.height, layout.channels) != (w, 1, c)
             or len(one_line) != layout.data_offset + 4 * layout.words_per_line):

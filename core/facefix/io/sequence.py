@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import OpenImageIO as oiio
 
 from ..errors import InputError, OutputError, SettingsError
 from .atomic import atomic_path
-from .dpx import PackedFrame, PackedLayout, byte_order, read_packed_10bit, write_packed_10bit
+from .dpx import PackedFrame, PackedLayout, byte_order, header_key, read_packed_10bit, write_packed_10bit
 from .frames import (
     CODE_TYPES,
     NUMPY_INT,
@@ -289,18 +291,45 @@ def read_packed_frame(path: str | os.PathLike[str], number: int = 0,
                       words_into: Callable[[tuple[int, int]], np.ndarray] | None = None) -> PackedFrame | None:
     """Frame ``number`` of a plain 10-bit RGB(A) DPX with its pixels kept as the file's words (see
     ``facefix.io.dpx``; ``words_into`` as there), or None for any other file (read it with ``read_frame``).
-    Only the header goes through OpenImageIO, for the same FrameFormat ``read_frame`` gives."""
+    Only the header goes through OpenImageIO, for the same FrameFormat ``read_frame`` gives, and only once for
+    frames whose headers differ in nothing but the file's name (``header_key``): a shot's frames usually."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"frame {number} is missing: {path}")
+    packed = read_packed_10bit(path, words_into)
+    if packed is None:
+        return None
+    layout, words, header = packed
+    key = header_key(header)
+    with _FORMATS_LOCK:
+        known = _FORMATS.get(key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            _FORMATS.move_to_end(key)
+    if known is _UNKNOWN:
+        known = _packed_format(path, number, layout)
+        with _FORMATS_LOCK:
+            _FORMATS[key] = known
+            while len(_FORMATS) > 16:
+                _FORMATS.popitem(last=False)
+    return PackedFrame(number, words, layout, known) if isinstance(known, FrameFormat) else None
+
+
+# FrameFormat of a packed frame by header_key (None: OpenImageIO reads it otherwise); FrameFormats are not
+# changed once made, so frames share them.
+_FORMATS: OrderedDict[bytes, FrameFormat | None] = OrderedDict()
+_FORMATS_LOCK = threading.Lock()
+_UNKNOWN = object()
+
+
+def _packed_format(path: Path, number: int, layout: PackedLayout) -> FrameFormat | None:
+    """The FrameFormat OpenImageIO gives for a file of the plain layout ``layout``, or None if it reads the file
+    as anything else (another depth, channel order or size)."""
     inp = _open_input(path, number)
     try:
         spec = inp.spec()
         file_format = inp.format_name()
         if file_format != "dpx" or _pixel_depth(spec) != ("uint16", 10):
             return None
-        packed = read_packed_10bit(path, words_into)
-        if packed is None:
-            return None
-        layout, words = packed
         fmt, order = _frame_format(spec, file_format, path, endian="big" if layout.big_endian else "little")
     finally:
         inp.close()
@@ -308,7 +337,7 @@ def read_packed_frame(path: str | os.PathLike[str], number: int = 0,
     if order != list(range(len(order))) or fmt.channel_names != rgba or (fmt.width, fmt.height) != (
             layout.width, layout.height):
         return None
-    return PackedFrame(number, words, layout, fmt)
+    return fmt
 
 
 def has_valid_header(path: str | os.PathLike[str]) -> bool:
@@ -458,32 +487,39 @@ def write_frame(
     h, w, c = ((frame.layout.height, frame.layout.width, len(names)) if isinstance(frame, PackedFrame)
                else frame.pixels.shape[:2] + (len(names),))
 
-    spec = oiio.ImageSpec(w, h, c, oiio.TypeDesc(ptype))
-    spec.channelnames = tuple(names)
-    spec.alpha_channel = alpha
-    if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.format.channels and pixel_type is None:
-        spec.channelformats = tuple(oiio.TypeDesc(src.channel_pixel_types[i]) for i in kept)
-    # A frame read from a file of the same format keeps its own metadata (each frame's timecode and frame
-    # position); ``like`` gives the rest, and the metadata of frames made in memory.
-    _copy_attributes(spec, frame.format if frame.format.file_format == src.file_format else src, same, compression)
-    if out_format == "png":
-        # Fast deflate (level 1, "sub" filter): ~6x faster to write than the library default for ~15-30 %
-        # more bytes -- the right trade for intermediate frames on a render farm.
-        spec.attribute("png:compressionLevel", 1)
-        spec.attribute("png:filter", 16)
-    if bits < native_bits(ptype):
-        spec.attribute("oiio:BitsPerSample", bits)
-    same_size = src.width == w and src.height == h
-    if same and same_size and src.data_window and src.display_window:
-        spec.x, spec.y = src.data_window[0], src.data_window[1]
-        spec.full_x, spec.full_y, spec.full_width, spec.full_height = src.display_window
-    if fps is not None and fps > 0 and "FramesPerSecond" not in src.attributes:
-        num, den = _rational(fps)
-        spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (num, den))
+    def make_spec() -> oiio.ImageSpec:
+        spec = oiio.ImageSpec(w, h, c, oiio.TypeDesc(ptype))
+        spec.channelnames = tuple(names)
+        spec.alpha_channel = alpha
+        if same and src.channel_pixel_types and len(src.channel_pixel_types) == frame.format.channels and pixel_type is None:
+            spec.channelformats = tuple(oiio.TypeDesc(src.channel_pixel_types[i]) for i in kept)
+        # A frame read from a file of the same format keeps its own metadata (each frame's timecode and frame
+        # position); ``like`` gives the rest, and the metadata of frames made in memory.
+        _copy_attributes(spec, frame.format if frame.format.file_format == src.file_format else src, same, compression)
+        if out_format == "png":
+            # Fast deflate (level 1, "sub" filter): ~6x faster to write than the library default for ~15-30 %
+            # more bytes -- the right trade for intermediate frames on a render farm.
+            spec.attribute("png:compressionLevel", 1)
+            spec.attribute("png:filter", 16)
+        if bits < native_bits(ptype):
+            spec.attribute("oiio:BitsPerSample", bits)
+        same_size = src.width == w and src.height == h
+        if same and same_size and src.data_window and src.display_window:
+            spec.x, spec.y = src.data_window[0], src.data_window[1]
+            spec.full_x, spec.full_y, spec.full_width, spec.full_height = src.display_window
+        if fps is not None and fps > 0 and "FramesPerSecond" not in src.attributes:
+            num, den = _rational(fps)
+            spec.attribute("FramesPerSecond", oiio.TypeDesc("rational2i"), (num, den))
+        return spec
+
+    # Frames of a shot kept as words share their FrameFormat (read_packed_frame): their spec is made once.
+    spec, spec_key = (_shared_spec((frame.format, src), (out_format, ptype, bits, pixel_type, compression, fps, w, h, c),
+                                   make_spec)
+                      if packed is not None else (make_spec(), None))
 
     with atomic_path(path) as tmp:
         if packed is not None:
-            if _write_dpx_words(tmp, path, spec, words=(packed.layout, packed.words)):
+            if _write_dpx_words(tmp, path, spec, words=(packed.layout, packed.words), spec_key=spec_key):
                 return
             frame = packed.unpacked()  # another byte order than the words': packed again below
         data = _data_to_write(_selected_pixels(frame, keep_rest, grey is not None), ptype, bits)  # type: ignore[arg-type]
@@ -509,12 +545,34 @@ def write_frame(
 
 
 def _write_dpx_words(tmp: Path, path: Path, spec: oiio.ImageSpec, codes: np.ndarray | None = None,
-                     words: tuple[PackedLayout, np.ndarray] | None = None) -> bool:
+                     words: tuple[PackedLayout, np.ndarray] | None = None, spec_key: str | None = None) -> bool:
     """``write_packed_10bit`` to ``tmp`` for the file ``path``, an OS error as the one-line OutputError."""
     try:
-        return write_packed_10bit(tmp, spec, codes, name=path, words=words)
+        return write_packed_10bit(tmp, spec, codes, name=path, words=words, spec_key=spec_key)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+
+
+_SPECS: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], oiio.ImageSpec, str]] = OrderedDict()
+_SPECS_LOCK = threading.Lock()
+
+
+def _shared_spec(objects: tuple[object, ...], values: tuple[object, ...], make: Callable[[], oiio.ImageSpec]
+                 ) -> tuple[oiio.ImageSpec, str]:
+    """``make()`` and its XML, made once for these very ``objects`` (by identity: FrameFormats are not changed
+    once made) and ``values``; the spec is only read after that, by any thread."""
+    key = tuple(id(o) for o in objects) + values
+    with _SPECS_LOCK:
+        known = _SPECS.get(key)
+    if known is not None and all(a is b for a, b in zip(known[0], objects)):
+        return known[1], known[2]
+    spec = make()
+    xml = spec.to_xml()
+    with _SPECS_LOCK:
+        _SPECS[key] = (objects, spec, xml)  # holds the objects, so their ids are not reused while cached
+        while len(_SPECS) > 8:
+            _SPECS.popitem(last=False)
+    return spec, xml
 
 
 def _data_to_write(px: np.ndarray, ptype: str, bits: int) -> np.ndarray:
