@@ -121,3 +121,85 @@ def test_cuda_kernels_are_the_torch_steps(channels, big, width, x0, x1):
     merge_unit(on_gpu, rgb.cuda(), torch.from_numpy(alpha).cuda(), region)
     assert on_gpu.cpu().numpy().tobytes() == on_cpu.numpy().tobytes()
     assert not torch.equal(on_cpu, raw)
+
+
+def batch_of_parts(device: str, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Several frames' regions of packed words in one buffer (both byte orders, RGB and RGBA, regions that
+    start and end inside a word), their colours and alphas in one buffer each, as the pipeline lays them."""
+    g = np.random.default_rng(seed)
+    specs = [(11, 5, 3, False, 1, 10), (7, 4, 4, True, 2, 5), (13, 3, 3, True, 0, 13), (9, 6, 4, False, 3, 4)]
+    raws, regions = [], []
+    for width, rows, channels, big, x0, x1 in specs:
+        layout = PackedLayout(width, rows, channels, big, 8192)
+        raws.append(g.integers(0, 2**32, (rows, layout.words_per_line), dtype=np.uint64).astype(np.uint32))
+        regions.append(PackedRegion(x0, x1, layout))
+    buffer = torch.from_numpy(np.concatenate([r.reshape(-1) for r in raws]).view(np.int32)).to(device)
+    sizes = [r.size for r in raws]
+    views = [buffer[a : a + n].view(r.shape) for a, n, r in zip(np.cumsum([0, *sizes[:-1]]), sizes, raws)]
+    pixels = [r.shape[0] * (reg.x1 - reg.x0) for r, reg in zip(raws, regions)]
+    starts = np.cumsum([0, *pixels[:-1]])
+    colours = torch.from_numpy(g.random(3 * sum(pixels), np.float32) * 1.2 - 0.1).to(device)
+    colours[::13] = float("nan")
+    alphas = torch.from_numpy(np.where(g.random(sum(pixels)) < 0.3, 0.0, g.random(sum(pixels))).astype(np.float32)).to(device)
+
+    def region_of(values: torch.Tensor, k: int, per_pixel: int) -> torch.Tensor:
+        rows, w = raws[k].shape[0], regions[k].x1 - regions[k].x0
+        a = int(starts[k]) * per_pixel
+        return values[a : a + rows * w * per_pixel].view(rows, w, per_pixel)
+
+    parts = [(views[k], regions[k]) for k in range(len(raws))]
+    rgb = [region_of(colours, k, 3) for k in range(len(raws))]
+    alpha = [region_of(alphas, k, 1)[..., 0] for k in range(len(raws))]
+    return buffer, parts, rgb, alpha
+
+
+def check_parts_equal_one_at_a_time(device: str) -> None:
+    """unpack_units / merge_units over a batch give what the torch steps give a region at a time."""
+    from facefix.packed import merge_unit_steps, merge_units, unpack_unit_steps, unpack_units
+
+    buffer, parts, rgb, alpha = batch_of_parts(device)
+    outs = torch.empty(sum(r.numel() for r in rgb), device=device)
+    sizes = [r.numel() for r in rgb]
+    out_views = [outs[a : a + n].view(r.shape) for a, n, r in zip(np.cumsum([0, *sizes[:-1]]), sizes, rgb)]
+    unpack_units(buffer, [(raw, region, out) for (raw, region), out in zip(parts, out_views)])
+    for (raw, region), out in zip(parts, out_views):
+        assert torch.equal(out.cpu(), unpack_unit_steps(raw.cpu(), region))
+    want = [raw.cpu().clone() for raw, _ in parts]
+    for w, (_, region), c, a in zip(want, parts, rgb, alpha):
+        merge_unit_steps(w, c.cpu(), a.cpu(), region)
+    merge_units(buffer, [(raw, region, c, a) for (raw, region), c, a in zip(parts, rgb, alpha)])
+    for w, (raw, _) in zip(want, parts):
+        assert raw.cpu().numpy().tobytes() == w.numpy().tobytes()
+    assert any(not torch.equal(w, raw.cpu()) for w, (raw, _) in zip(want, batch_of_parts("cpu")[1]))
+
+
+def test_batched_steps_on_the_cpu_are_the_steps_one_at_a_time():
+    check_parts_equal_one_at_a_time("cpu")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("triton") is None, reason="Triton is not installed")
+def test_batched_kernels_in_the_interpreter_are_the_torch_steps():
+    """The kernels, run by Triton's interpreter on the CPU (a subprocess: it is chosen at import), over a batch
+    of parts, against the torch steps a region at a time: the same values and the same words to the bit."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import facefix.packed as packed
+        packed.kernels_for = lambda t: True  # the kernels, on CPU tensors
+        from test_packed import check_parts_equal_one_at_a_time
+        check_parts_equal_one_at_a_time("cpu")
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@pytest.mark.gpu
+def test_batched_cuda_kernels_are_the_torch_steps():
+    check_parts_equal_one_at_a_time("cuda")
