@@ -13,7 +13,6 @@ CUDA each is one kernel (``facefix.packed_triton``), elsewhere the torch functio
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +22,8 @@ import torch.nn.functional as F
 from .io.dpx import PackedLayout
 from .tensors import kernels_for
 
-__all__ = ["PackedRegion", "unpack_unit", "merge_unit", "unpack_units", "merge_units", "unpack_unit_steps",
-           "merge_unit_steps", "unpack_region", "merge_region", "unit_of_samples", "samples_of_unit"]
+__all__ = ["PackedRegion", "unpack_unit", "merge_unit", "unpack_region", "merge_region", "unit_of_samples",
+           "samples_of_unit"]
 
 _SHIFTS = (22, 12, 2)  # first, second and third sample of a word, from the top (filled method A)
 _SAMPLE = 1023
@@ -124,13 +123,8 @@ def unpack_unit(raw: torch.Tensor, region: PackedRegion, out: torch.Tensor | Non
 
         return kernel(raw, _unit_table(raw.device), region.x0, region.x1, region.layout.channels,
                       region.layout.big_endian, out=out)
-    unit = unpack_unit_steps(raw, region)
+    unit = unit_of_samples(unpack_region(raw, region)[..., :3])
     return out.copy_(unit) if out is not None else unit
-
-
-def unpack_unit_steps(raw: torch.Tensor, region: PackedRegion) -> torch.Tensor:
-    """``unpack_unit`` in torch operations (any device): what the CUDA kernel is tested against."""
-    return unit_of_samples(unpack_region(raw, region)[..., :3])
 
 
 def merge_unit(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, region: PackedRegion) -> None:
@@ -141,11 +135,6 @@ def merge_unit(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, region
 
         kernel(raw, rgb, alpha, region.x0, region.x1, region.layout.channels, region.layout.big_endian)
         return
-    merge_unit_steps(raw, rgb, alpha, region)
-
-
-def merge_unit_steps(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, region: PackedRegion) -> None:
-    """``merge_unit`` in torch operations (any device): what the CUDA kernel is tested against."""
     touched = alpha > 0
     samples = unpack_region(raw, region)
     colour = samples[..., :3]
@@ -153,36 +142,3 @@ def merge_unit_steps(raw: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, 
     changed = torch.zeros_like(samples, dtype=torch.bool)
     changed[..., :3] = touched[..., None]
     merge_region(raw, samples, changed, region)
-
-
-def unpack_units(buffer: torch.Tensor, parts: Sequence[tuple[torch.Tensor, PackedRegion, torch.Tensor]]) -> None:
-    """``unpack_unit`` of several frames' regions: (raw words, region, out) each, the raw words contiguous views
-    of ``buffer`` and the outs of one float32 buffer. On CUDA one kernel does them all."""
-    if parts and kernels_for(buffer):
-        from .packed_triton import unpack_parts
-
-        unpack_parts(buffer, _unit_table(buffer.device), [_part(raw, region) for raw, region, _ in parts],
-                     [out for _, _, out in parts])
-        return
-    for raw, region, out in parts:
-        unpack_unit(raw, region, out=out)
-
-
-def merge_units(buffer: torch.Tensor, parts: Sequence[tuple[torch.Tensor, PackedRegion, torch.Tensor, torch.Tensor]]
-                ) -> None:
-    """``merge_unit`` of several frames' regions: (raw words, region, rgb, alpha) each, the raw words contiguous
-    views of ``buffer``, the colours of one float32 buffer and the alphas of another. On CUDA one kernel."""
-    if parts and kernels_for(buffer):
-        from .packed_triton import merge_parts
-
-        merge_parts(buffer, [_part(raw, region) for raw, region, _, _ in parts], [rgb for _, _, rgb, _ in parts],
-                    [alpha for _, _, _, alpha in parts])
-        return
-    for raw, region, rgb, alpha in parts:
-        merge_unit(raw, rgb, alpha, region)
-
-
-def _part(raw: torch.Tensor, region: PackedRegion):  # type: ignore[no-untyped-def]
-    from .packed_triton import Part
-
-    return Part(raw, region.x0, region.x1, region.layout.channels, region.layout.big_endian)

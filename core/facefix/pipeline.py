@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from .geometry import (
 )
 from .io.dpx import PackedFrame
 from .io.frames import codes_from_unit, unit_from_codes
-from .packed import PackedRegion, merge_units, unpack_units
+from .packed import PackedRegion, merge_unit, unpack_unit
 from .params import Settings
 from .tensors import kernels_for, to_device
 
@@ -49,8 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("facefix")
-
-_T = TypeVar("_T")
 
 # The model always sees batches of exactly this many crops (the last one padded), so its arithmetic, and
 # therefore the output, never depends on how many frames the caller groups together.
@@ -306,13 +303,13 @@ def _upload(host: torch.Tensor, dev: torch.device, into: torch.Tensor | None = N
     return t
 
 
-def _device_buffer(numel: int, dev: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A buffer for ``_upload(..., into=)``: made on the upload stream (whose copies fill it without waiting
-    for the compute stream) and kept until the compute stream is done with it."""
+def _device_buffer(numel: int, dev: torch.device) -> torch.Tensor:
+    """A float32 buffer for ``_upload(..., into=)``: made on the upload stream (whose copies fill it without
+    waiting for the compute stream) and kept until the compute stream is done with it."""
     if dev.type != "cuda":
-        return torch.empty(numel, device=dev, dtype=dtype)
+        return torch.empty(numel, device=dev)
     with torch.cuda.stream(_copy_stream(dev, "up")):
-        t = torch.empty(numel, device=dev, dtype=dtype)
+        t = torch.empty(numel, device=dev)
     t.record_stream(torch.cuda.current_stream(dev))
     return t
 
@@ -504,12 +501,6 @@ def queue_batch(
     if up == 1:
         with stats.stage("paste", dev):
             alphas = _paste(regions, (restored - model_in) * strength, mattes, crop_from_roi, batch, dev)
-        if regions.words is not None:
-            # Packed frames: their restored regions rounded to 10-bit samples and merged into their words
-            # where the matte touches, all at once.
-            with stats.stage("paste", dev):
-                merge_units(regions.words, [(raw, region, regions.hwc(b), regions.pixels(alphas, b))
-                                            for b, (raw, region) in _present(device_words)])
     for b, (img, sel) in enumerate(zip(images, batch.frame_slices(len(images)))):
         if up == 1:
             pasted, alpha = regions.chw(b), regions.pixels(alphas, b)
@@ -532,7 +523,7 @@ def queue_batch(
                 else:
                     pasted, alpha = base_frame, torch.zeros(base_frame.shape[-2:], device=dev)
         if isinstance(img, PackedFrame):
-            pending.append(_packed_pending(img, device_words[b], alpha, regions.origins[b], stats, keep_mattes))
+            pending.append(_merge_packed(img, device_words[b], pasted, alpha, regions.origins[b], stats, keep_mattes))
             continue
         with stats.stage("download", dev):
             # Work frames are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so
@@ -544,15 +535,19 @@ def queue_batch(
     return pending
 
 
-def _packed_pending(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion] | None, alpha: torch.Tensor,
-                    origin: tuple[int, int], stats: BatchStats, matte: bool) -> PendingFrame:
-    """A packed frame whose region's words (merged on the device) go back into the frame's own words on the
-    host, with the matte ``alpha`` if ``matte`` (else an empty one)."""
+def _merge_packed(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion] | None, pasted: torch.Tensor,
+                  alpha: torch.Tensor, origin: tuple[int, int], stats: BatchStats, matte: bool) -> PendingFrame:
+    """The restored region of a packed frame, rounded to 10-bit samples and merged into its rows' words on the
+    device where the matte ``alpha`` touches; those rows then go back into the frame's own words on the host,
+    with the matte if ``matte`` (else an empty one)."""
     empty = torch.zeros((0, 0))
     if words is None:
         return PendingFrame(None, empty, empty, None, origin, _IDENTITY, 1, True, packed=frame)
-    raw, _ = words
-    with stats.stage("download", raw.device):
+    raw, region = words
+    dev = raw.device
+    with stats.stage("paste", dev):
+        merge_unit(raw, pasted.permute(1, 2, 0), alpha, region)
+    with stats.stage("download", dev):
         y0 = origin[1]
         rows = torch.from_numpy(frame.words[y0 : y0 + raw.shape[0]].view(np.int32))
         if matte:
@@ -561,11 +556,6 @@ def _packed_pending(frame: PackedFrame, words: tuple[torch.Tensor, PackedRegion]
             host_alpha = empty
             _, event = _download(raw, into=[rows])
     return PendingFrame(None, empty, host_alpha, event, origin, _IDENTITY, 1, True, packed=frame, has_matte=matte)
-
-
-def _present(items: Sequence[_T | None]) -> Iterator[tuple[int, _T]]:
-    """(index, item) of the items that are not None."""
-    return ((i, item) for i, item in enumerate(items) if item is not None)
 
 
 _IDENTITY = ColourTransform("raw")  # packed frames are finished on the device
@@ -631,14 +621,12 @@ def stage_frame(img: np.ndarray | PackedFrame, faces: Sequence[Face], ct: Colour
 class Regions:
     """A batch's working-space regions on the device, one after another in ``flat`` (float32): frame b's is
     an (h, w, 3) array from pixel ``starts[b]`` on, (h, w) = ``shapes[b]``, at ``origins[b]`` in its frame.
-    One buffer, so the CUDA warps (``facefix.warp_triton``) align and paste a whole batch in one launch; packed
-    frames' words likewise lie in ``words``, for the packed steps (``facefix.packed``)."""
+    One buffer, so the CUDA warps (``facefix.warp_triton``) align and paste a whole batch in one launch."""
 
     flat: torch.Tensor
     starts: tuple[int, ...]
     shapes: tuple[tuple[int, int], ...]
     origins: tuple[tuple[int, int], ...]
-    words: torch.Tensor | None = None  # int32: packed frames' rows of words, one after another
 
     def hwc(self, b: int) -> torch.Tensor:
         """Frame b's region as an (h, w, 3) view of ``flat``."""
@@ -678,24 +666,20 @@ def _working_rois(images: Sequence[np.ndarray | PackedFrame], faces_per_frame: S
         else:
             shapes.append((0, 0))
     starts = np.concatenate([[0], np.cumsum([h * w for h, w in shapes])]).tolist()
-    packed = [st.words for st in stages if st.words is not None and st.region is not None]
     regions = Regions(_device_buffer(3 * starts[-1], dev), tuple(starts[:-1]), tuple(shapes),
-                      tuple(st.origin for st in stages),
-                      _device_buffer(sum(w.size for w in packed), dev, torch.int32) if packed else None)
+                      tuple(st.origin for st in stages))
     words: list[tuple[torch.Tensor, PackedRegion] | None] = []
-    first_word = 0
     for b, st in enumerate(stages):
         words.append(None)
-        if st.words is not None and st.region is not None and regions.words is not None:
-            into = regions.words[first_word : first_word + st.words.size].view(st.words.shape)
-            first_word += st.words.size
-            words[-1] = (_upload(torch.from_numpy(st.words.view(np.int32)), dev, into=into), st.region)
+        if st.words is not None and st.region is not None:
+            words[-1] = (_upload(torch.from_numpy(st.words.view(np.int32)), dev), st.region)
         elif st.rgb is not None:
             _upload(st.rgb, dev, into=regions.hwc(b))
     if dev.type == "cuda":
         torch.cuda.current_stream(dev).wait_stream(_copy_stream(dev, "up"))
-    if regions.words is not None:
-        unpack_units(regions.words, [(raw, region, regions.hwc(b)) for b, (raw, region) in _present(words)])
+    for b, packed in enumerate(words):
+        if packed is not None:
+            unpack_unit(*packed, out=regions.hwc(b))
     return regions, words
 
 
