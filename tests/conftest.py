@@ -38,3 +38,43 @@ def _isolated_model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     """Tests never touch the user's model cache."""
     if "FACEFIX_MODELS" not in os.environ or not os.environ["FACEFIX_MODELS"].startswith(str(tmp_path_factory.getbasetemp())):
         monkeypatch.setenv("FACEFIX_MODELS", str(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture
+def triton_interpreter():  # type: ignore[no-untyped-def]
+    """Run a script's kernels in Triton's interpreter on the CPU: in a subprocess, since the interpreter is
+    chosen when Triton is first imported. The script gets the calling test's folder as ``sys.argv[1]`` and
+    must print "ok" last; ``setup`` lines run first."""
+    import subprocess
+    import sys
+    import textwrap
+
+    def run(code: str, test_dir: str, setup: str = "", timeout: int = 600) -> None:
+        script = setup + textwrap.dedent(code)
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        done = subprocess.run([sys.executable, "-c", script, test_dir], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    return run
+
+
+@pytest.fixture
+def hopper_compile():  # type: ignore[no-untyped-def]
+    """Compile a Triton kernel for an sm_90 GPU here, without one (the compiler is stricter than the
+    interpreter: globals, types); skips where this Triton or platform cannot. Returns the compiled kernel."""
+    triton = pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip("this Triton has no ASTSource / GPUTarget")
+
+    def compile_(fn, signature: dict[str, str], constexprs: dict[str, int]):  # type: ignore[no-untyped-def]
+        source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+        try:
+            return triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        except (RuntimeError, FileNotFoundError) as err:  # no ptxas for this platform
+            if "ptxas" not in str(err):
+                raise
+            pytest.skip(f"no ptxas: {err}")
+    return compile_

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -94,35 +91,31 @@ def check_paste(size: int, device: str, shrink: float, atol: float) -> None:
     assert untouched > 0  # some pixels of the regions lie outside every face
 
 
-def in_interpreter(code: str) -> None:
-    # The interpreter runs one program at a time in numpy: big blocks (each lane is one pixel, whatever the
-    # block) keep it to seconds.
-    script = "import facefix.warp_triton\nfacefix.warp_triton._BLOCK = 8192\n" + textwrap.dedent(code) + '\nprint("ok")\n'
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+# The interpreter runs one program at a time in numpy: big blocks (each lane is one pixel, whatever the block)
+# keep it to seconds.
+BIG_BLOCKS = "import facefix.warp_triton\nfacefix.warp_triton._BLOCK = 8192\n"
 
 
 @needs_triton
-def test_kernels_equal_the_torch_warps_in_the_interpreter():
-    in_interpreter("""
+def test_kernels_equal_the_torch_warps_in_the_interpreter(triton_interpreter):
+    triton_interpreter("""
         import sys
         sys.path.insert(0, sys.argv[1])
         from test_warp_kernel import check_align, check_paste
         check_align(48, "cpu", atol=1e-4)
         check_paste(48, "cpu", shrink=1.0, atol=1e-4)
         check_paste(48, "cpu", shrink=3.5, atol=1e-4)  # faces shrunk 2-7x: pasted from antialiasing levels 1-3
-    """)
+        print("ok")
+    """, os.path.dirname(__file__), setup=BIG_BLOCKS)
 
 
 @needs_triton
-def test_pipeline_with_the_kernels_in_the_interpreter():
+def test_pipeline_with_the_kernels_in_the_interpreter(triton_interpreter):
     """restore_batch with the batch kernels (run by the interpreter on the CPU) against the torch warps: the
     same within float rounding, pixels outside the matte are the input's, and a frame's result is the same
     whatever batch it is in. One face is big enough that its crop needs antialiasing: the torch warp aligns
     it, in the same batch; the small ones are pasted from antialiasing levels."""
-    in_interpreter("""
+    triton_interpreter("""
         import sys
         import numpy as np
         sys.path.insert(0, sys.argv[1])
@@ -152,19 +145,14 @@ def test_pipeline_with_the_kernels_in_the_interpreter():
             assert np.array_equal(b, c) and np.array_equal(mb, mc)
         # The kernels did run: they round differently from the torch warps.
         assert any(not np.array_equal(a, b) for (a, _), (b, _) in zip(plain, fused))
-    """)
+        print("ok")
+    """, os.path.dirname(__file__), setup=BIG_BLOCKS)
 
 
 @needs_triton
 @pytest.mark.parametrize("name", ["_align_kernel", "_paste_kernel"])
-def test_kernels_compile_for_a_hopper_gpu(name):
+def test_kernels_compile_for_a_hopper_gpu(name, hopper_compile):
     """The interpreter runs Python; the compiler is stricter (globals, types). Compiled here without a GPU."""
-    triton = pytest.importorskip("triton")
-    try:
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-    except ImportError:
-        pytest.skip("this Triton has no ASTSource / GPUTarget")
     import facefix.warp_triton as kernels
 
     signature = {
@@ -173,13 +161,7 @@ def test_kernels_compile_for_a_hopper_gpu(name):
         "_paste_kernel": {"frames_ptr": "*fp32", "alpha_ptr": "*fp32", "src_ptr": "*fp32", "regions_ptr": "*i64",
                           "faces_ptr": "*i64", "mats_ptr": "*fp32", "BLOCK": "constexpr"},
     }[name]
-    source = ASTSource(fn=getattr(kernels, name), signature=signature, constexprs={"BLOCK": 256})
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
-    except (RuntimeError, FileNotFoundError) as err:  # no ptxas for this platform
-        if "ptxas" not in str(err):
-            raise
-        pytest.skip(f"no ptxas: {err}")
+    compiled = hopper_compile(getattr(kernels, name), signature, {"BLOCK": 256})
     assert "ptx" in compiled.asm
 
 
