@@ -14,6 +14,7 @@ import pytest
 
 from facefix.errors import InputError, OutputError
 from facefix.io import Frame, FrameFormat, read_frame, write_frame
+from facefix.io.sequence import read_format
 
 RNG = np.random.default_rng(7)
 H, W = 12, 16
@@ -297,6 +298,29 @@ def test_missing_and_truncated_files_name_the_file(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=name.replace(".", r"\.")) as info:
             read_frame(bad)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("ext", "fmt", "names", "bits"), [
+    ("exr", "half", ("R", "G", "B", "A"), None), ("exr", "float", ("Y",), None), ("dpx", "uint16", ("R", "G", "B"), 10),
+    ("tif", "uint16", ("R", "G", "B", "A"), None), ("png", "uint8", ("R", "G", "B"), None)])
+def test_format_from_the_header_alone(tmp_path: Path, ext: str, fmt: str, names: tuple[str, ...], bits: int | None
+                                      ) -> None:
+    """read_format gives read_frame's FrameFormat without reading pixels: it still does for a file whose pixels
+    were cut off after the header, which read_frame refuses."""
+    path = tmp_path / f"whole.{ext}"
+    data = RNG.random((64, 48, len(names))).astype(np.float32)
+    _oiio_write(path, data, fmt, names, {"FramesPerSecond": "24/1"} if ext == "exr" else None, bits)
+    want = read_frame(path).format
+    assert read_format(path) == want
+    if ext == "dpx":  # uncompressed, so cutting the pixels keeps a readable header
+        cut = tmp_path / "cut.dpx"
+        cut.write_bytes(path.read_bytes()[:4096])
+        with pytest.raises(InputError):
+            read_frame(cut)
+        assert read_format(cut).channel_names == want.channel_names
+        assert (read_format(cut).width, read_format(cut).height, read_format(cut).bits_per_sample) == (48, 64, 10)
+    with pytest.raises(InputError, match=r"frame 3 is missing"):
+        read_format(tmp_path / "nope.exr", 3)
 
 
 def test_unknown_extension_and_unwritable_folder(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "parse_pattern",
     "parse_frames",
     "read_frame",
+    "read_format",
     "read_packed_frame",
     "write_frame",
     "has_valid_header",
@@ -95,11 +96,13 @@ def parse_pattern(pattern: str) -> fileseq.FileSequence | None:
     """
     text = str(pattern)
     try:
-        seq = fileseq.FileSequence(text, pad_style=fileseq.PAD_STYLE_HASH4)
+        # Parsed once with the style its padding will most likely ask for (parsing costs milliseconds).
+        guess = fileseq.PAD_STYLE_HASH1 if "##" in text else fileseq.PAD_STYLE_HASH4
+        seq = fileseq.FileSequence(text, pad_style=guess)
         # Only written padding (#, @, %04d, $F4) makes a sequence: 'plate_v001.png' is one file.
         if not seq.padding() or seq.padding() not in text:
             return None
-        if _pad_style(seq) is not fileseq.PAD_STYLE_HASH4:
+        if _pad_style(seq) is not guess:
             seq = fileseq.FileSequence(text, pad_style=_pad_style(seq))
     except fileseq.FileSeqException as err:
         raise InputError(f"cannot parse the sequence pattern {text}: {str(err).splitlines()[0]}") from err
@@ -285,6 +288,16 @@ def read_frame(path: str | os.PathLike[str], number: int = 0, *, codes: bool = F
     if fmt.is_grey:
         pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
     return Frame(number=number, pixels=np.ascontiguousarray(pixels), format=fmt)
+
+
+def read_format(path: str | os.PathLike[str], number: int = 0) -> FrameFormat:
+    """The FrameFormat ``read_frame`` gives for ``path``, from its header alone (no pixels are read)."""
+    path = Path(path)
+    inp = _open_input(path, number)
+    try:
+        return _frame_format(inp.spec(), inp.format_name(), path)[0]
+    finally:
+        inp.close()
 
 
 def read_packed_frame(path: str | os.PathLike[str], number: int = 0,
@@ -671,9 +684,9 @@ class ImageSequenceSource:
 
     @property
     def format(self) -> FrameFormat:
-        """The format of the first frame (read once; only its format is kept)."""
+        """The format of the first frame (its header, read once)."""
         if self._format is None:
-            self._format = self.read(self.frame_numbers[0]).format
+            self._format = read_format(self.path_for(self.frame_numbers[0]), self.frame_numbers[0])
         return self._format
 
     @property
