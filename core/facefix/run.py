@@ -125,6 +125,25 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
     return out
 
 
+def batch_sizes(frames: int, per_batch: int) -> list[int]:
+    """How many of ``frames`` frames go to the GPU in each batch: ``per_batch``, but half that for the first
+    (the GPU starts after half as many reads) and at most that for the last (fewer frames left to write once
+    the GPU is done). A frame's result does not depend on the batch it is in, only the overlap does."""
+    if frames <= 0:
+        return []
+    half = max(1, per_batch // 2)
+    sizes = [min(half, frames)]
+    left = frames - sizes[0]
+    while left > per_batch:
+        sizes.append(per_batch)
+        left -= per_batch
+    if left > half:
+        sizes += [left - left // 2, left // 2]
+    elif left:
+        sizes.append(left)
+    return sizes
+
+
 class _Writer:
     """Writes frames on ``pool`` (bounded backlog); errors surface on the next put or on close.
 
@@ -314,16 +333,15 @@ def run_clip(
     ok = False
     try:
         batch: list[tuple[int, object]] = []
-        stream = prefetch(read, compute, depth=2 * per_batch, pool=read_pool)
-        for item in stream:
+        sizes = iter(batch_sizes(len(compute), per_batch))
+        size = next(sizes)
+        for item in prefetch(read, compute, depth=2 * per_batch, pool=read_pool):
             batch.append(item)
-            if len(batch) == per_batch:
+            if len(batch) == size:
                 done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
                                 done, bar, on_progress, len(todo), matte_sink is not None)
                 batch = []
-        if batch:
-            done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
-                            done, bar, on_progress, len(todo), matte_sink is not None)
+                size = next(sizes, 0)
         writer.close()
         ok = True
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from facefix.cli import main
 from facefix.errors import InputError, OutputError
 from facefix.io import Frame, FrameFormat, open_source, read_frame
 from facefix.io.sequence import write_frame
-from facefix.run import Interrupted, run_clip
+from facefix.run import Interrupted, batch_sizes, run_clip
 
 N = 4
 SIZE = (160, 192)
@@ -68,6 +68,34 @@ def test_exr_half_in_half_out_alpha_and_outside_untouched(shot, tmp_path):
         inside = ~outside
         mse = float(np.mean((a.pixels[inside][:, :3] - b.pixels[inside][:, :3]) ** 2))
         assert 10 * np.log10(1 / max(mse, 1e-30)) >= 45
+
+
+@pytest.mark.parametrize("per_batch", [1, 2, 3, 16, 32])
+def test_batch_sizes_start_and_end_small(per_batch):
+    for frames in range(0, 5 * per_batch + 3):
+        sizes = batch_sizes(frames, per_batch)
+        assert sum(sizes) == frames and all(s >= 1 for s in sizes)
+        if frames:
+            half = max(1, per_batch // 2)
+            assert sizes[0] == min(half, frames) and sizes[-1] <= half
+            assert max(sizes) <= per_batch and all(s == per_batch for s in sizes[1:-2])
+    assert batch_sizes(240, 32) == [16] + [32] * 6 + [16, 16]
+
+
+def test_run_sends_the_batches_batch_sizes_gives(shot, tmp_path, monkeypatch):
+    import facefix.run as run_module
+
+    root, tracks = shot
+    seen = []
+    queue = run_module.queue_batch
+
+    def counting(images, *a, **kw):
+        seen.append(len(images))
+        return queue(images, *a, **kw)
+    monkeypatch.setattr(run_module, "queue_batch", counting)
+    run_clip(str(root / "png.####.png"), str(tmp_path / "a.####.png"), _settings(batch=2), tracks=tracks,
+             progress=False)
+    assert seen == batch_sizes(N, 2) == [1, 2, 1]
 
 
 def test_png16_sequence_and_batch_size_does_not_change_output(shot, tmp_path):
