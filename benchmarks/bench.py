@@ -179,7 +179,6 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     from facefix.io import open_source
     from facefix.pipeline import queue_batch, stage_frame
     from facefix.run import faces_for_frames, host_words, keeps_packed, read_for_restore, restore_input
-    from facefix.temporal import ClipStabiliser
 
     settings = engine.settings
     src = open_source(pattern)
@@ -196,7 +195,7 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     bits = [f.format.bits_per_sample for f in decoded]
 
     def one_pass() -> float:
-        stab = ClipStabiliser(settings.temporal)
+        stab = engine.stabiliser(settings.temporal)
         sync(engine.device)
         t0 = time.perf_counter()
         last = []

@@ -111,6 +111,12 @@ class Engine:
             self._restorer = r
         return self._restorer
 
+    def stabiliser(self, strength: float):  # type: ignore[no-untyped-def]
+        """The temporal stage for a shot (``ClipStabiliser``); with ``compile`` on CUDA its flow is compiled too."""
+        from .temporal import ClipStabiliser
+
+        return ClipStabiliser(strength, compile=bool(self.compile) and self.accelerate and self.device.type == "cuda")
+
     def upscaler(self):  # type: ignore[no-untyped-def]
         if self._upscaler is None:
             from .upscale import load_upscaler

@@ -220,9 +220,7 @@ def run_clip(
     stabiliser = None
     preroll = 0
     if settings.temporal > 0:
-        from .temporal import ClipStabiliser
-
-        stabiliser = ClipStabiliser(settings.temporal)
+        stabiliser = engine.stabiliser(settings.temporal)
         preroll = stabiliser.preroll
 
     full = open_source(source) if preroll and frames is not None else src

@@ -198,3 +198,68 @@ def test_pipeline_stabiliser_equals_full_size_windows(aligned_clip, boil_clip, r
         w_in, w_rs, ok = hist.window(2, n)
         expected2.append(stabilise_window(w_in[None], w_rs[None], ok[None], STRENGTH)[0])
     assert torch.equal(torch.stack(got[2]), torch.stack(expected2))
+
+
+def _pipeline_stabiliser(clip, restored, per_batch, device, compile=False):
+    """ClipStabiliser over a clip's frames in batches of ``per_batch``, as the pipeline feeds it: two tracks
+    (the second sees the clip mirrored) in each batch; returns the stabilised crops in frame order."""
+    import numpy as np
+
+    from facefix.faces import Face
+    from facefix.pipeline import FaceBatch
+    from facefix.temporal import ClipStabiliser
+
+    lm = np.array([[60.0, 80], [120, 80], [90, 110], [65, 140], [115, 140]])
+    stab = ClipStabiliser(STRENGTH, compile=compile)
+    frames = clip.inputs.shape[0]
+    out = []
+    for start in range(0, frames, per_batch):
+        numbers = list(range(start, min(frames, start + per_batch)))
+        faces = [[Face(box=(0, 0, 1, 1), landmarks=lm, track_id=t) for t in (1, 2)] for _ in numbers]
+        pick = lambda x, n, t: (x[n] if t == 1 else x[n].flip(-1)).to(device)  # noqa: E731
+        rows = [(n, t) for n in numbers for t in (1, 2)]
+        out.append(stab.stabilise(FaceBatch.build(faces, 256), numbers,
+                                  torch.stack([pick(clip.inputs, n, t) for n, t in rows]),
+                                  torch.stack([pick(restored, n, t) for n, t in rows])))
+    return torch.cat(out)
+
+
+def test_flow_weights_trace_as_one_graph(aligned_clip, boil_clip):
+    """What compiled_flow_weights compiles is one graph (no break falls back to small launches), and tracing
+    it changes nothing: torch.compile's eager backend gives the eager result bit for bit."""
+    from facefix.temporal.stabilise import flow_weights, reduce_for_flow
+
+    clip = aligned_clip(4, 256, drift=(1.0, 0.5), jitter=0.5, seed=2)
+    lo = reduce_for_flow(clip.inputs)
+    ref, past, prior = lo[1:], lo[:-1], torch.tensor([0.5, 0.0, 1.0]).view(3, 1, 1, 1)
+    traced = torch.compile(flow_weights, backend="eager", fullgraph=True)
+    for got, want in zip(traced(ref, past, prior), flow_weights(ref, past, prior)):
+        assert torch.equal(got, want)
+
+
+def test_the_flow_is_compiled_only_with_compile_on_cuda():
+    from facefix import Settings
+    from facefix.pipeline import Engine
+    from facefix.temporal.stabilise import flow_weights
+
+    engine = Engine(Settings(model="passthrough", device="cpu"), compile=True)
+    assert engine.stabiliser(STRENGTH)._weights is flow_weights
+    assert engine.stabiliser(STRENGTH).preroll == preroll_frames(STRENGTH)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_flow_on_cuda_is_batch_safe_and_close_to_eager(aligned_clip, boil_clip):
+    """The pipeline's stabiliser with its flow compiled (--compile on CUDA): the same bits however the frames
+    are batched, and within the GPU/CPU tolerance of the eager steps."""
+    from facefix.temporal.stabilise import compiled_flow_weights
+
+    clip = aligned_clip(10, 256, drift=(1.5, 0.5), rotate_deg=0.4, jitter=0.8, seed=5)
+    restored = boil_clip(clip, amplitude=0.05)
+    runs = [_pipeline_stabiliser(clip, restored, per_batch, "cuda", compile=True) for per_batch in (4, 3, 10)]
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    eager = _pipeline_stabiliser(clip, restored, 4, "cuda")
+    diff = (runs[0] - eager).abs()
+    print(f"compiled vs eager stabiliser on CUDA: mean {float(diff.mean()):.2e}, max {float(diff.max()):.2e}")
+    assert float((runs[0] - eager).abs().mean()) < 1e-4 and float((runs[0] - eager).abs().max()) < 2e-2
+    assert compiled_flow_weights.cache_info().currsize == 1  # one compiled function for every batch

@@ -16,6 +16,8 @@ from .metrics import flicker, identity_step, landmark_jitter
 from .stabilise import (
     MAX_PREROLL,
     TrackHistory,
+    compiled_flow_weights,
+    flow_weights,
     preroll_frames,
     reduce_for_flow,
     stabilise_reduced,
@@ -50,8 +52,10 @@ class ClipStabiliser:
     (track_id < 0) are returned as restored.
     """
 
-    def __init__(self, strength: float) -> None:
+    def __init__(self, strength: float, compile: bool = False) -> None:
         self.strength = float(strength)
+        # compile: the flow and weights through torch.compile (CUDA; see compiled_flow_weights).
+        self._weights = compiled_flow_weights() if compile else flow_weights
         self.preroll = preroll_frames(self.strength)
         self.history = TrackHistory(self.preroll)
         self._newest: dict[int, int] = {}
@@ -78,7 +82,8 @@ class ClipStabiliser:
                 self._newest[face.track_id] = max(frame, self._newest.get(face.track_id, frame))
                 windows.append(self.history.entries(face.track_id, frame))
             out = restored.clone()
-            out[to_device(rows, restored.device)] = stabilise_reduced(*stack_windows(windows), self.strength)
+            out[to_device(rows, restored.device)] = stabilise_reduced(*stack_windows(windows), self.strength,
+                                                                      weights=self._weights)
         # Forget tracks no later frame can reach, so memory stays flat over long shots.
         latest = max(int(frame_numbers[int(j)]) for j in batch.frame_index) if len(batch.frame_index) else 0
         for tid in [t for t, f in self._newest.items() if f < latest - self.preroll - 1]:

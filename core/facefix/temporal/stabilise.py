@@ -34,7 +34,8 @@ track does not have (a gap, or before its first frame / a shot cut).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,8 @@ from .flow import (
     warp_by_flow,
 )
 
-__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "stabilise_reduced", "blend_past",
-           "blend_past_steps", "TrackHistory", "FLOW_SIZE", "reduce_for_flow"]
+__all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "stabilise_reduced", "flow_weights",
+           "compiled_flow_weights", "blend_past", "blend_past_steps", "TrackHistory", "FLOW_SIZE", "reduce_for_flow"]
 
 MAX_PREROLL = 6
 
@@ -132,14 +133,16 @@ def reduce_for_flow(crops: torch.Tensor, flow_size: int = FLOW_SIZE) -> torch.Te
     return downsample(crops, (min(flow_size, h), min(flow_size, w)))
 
 
-def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor, strength: float
-                      ) -> torch.Tensor:
+def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torch.Tensor, strength: float,
+                      weights: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
     """``stabilise_window`` with the input crops already area-reduced to the flow's resolution
     (``downsample`` of each crop; the same numbers, so the same result). The pipeline keeps only these
     small crops of past frames: the full-size inputs are never read again.
 
-    reduced: (B, K+1, 3, fh, fw); restored: (B, K+1, 3, S, S); valid: (B, K+1) bool.
+    reduced: (B, K+1, 3, fh, fw); restored: (B, K+1, 3, S, S); valid: (B, K+1) bool. ``weights``:
+    ``flow_weights`` (the default) or ``compiled_flow_weights()``.
     """
+    weights = weights or flow_weights
     if reduced.ndim != 5 or reduced.shape[:3] != restored.shape[:3]:
         raise InputError(f"stabilise_reduced: reduced inputs {tuple(reduced.shape)} do not match restored "
                          f"{tuple(restored.shape)}")
@@ -159,9 +162,21 @@ def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torc
     lo_cur = reduced[:, -1]  # (B, 3, fh, fw)
     lo_past = reduced[:, -k - 1:-1].reshape(b * k, c, fh, fw)
     lo_ref = lo_cur.unsqueeze(1).expand(b, k, c, fh, fw).reshape(b * k, c, fh, fw)
+    prior = ok.reshape(b * k, 1, 1, 1) * ages.repeat(b).view(b * k, 1, 1, 1)
+    flow_tj, weight_lo = weights(lo_ref, lo_past, prior)
+    return blend_past(cur_restored, past_rs, flow_tj, weight_lo)
+
+
+def flow_weights(lo_ref: torch.Tensor, lo_past: torch.Tensor, prior: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1 and 3 at the flow's resolution: for N (current, past) pairs of reduced input crops (N, 3, fh,
+    fw), the flows t -> j (N, 2, fh, fw) and each past pixel's weight (N, 1, fh, fw), ``prior`` (N, 1, 1, 1:
+    age weight, 0 for a missing frame) times flow consistency and input agreement. Per-pixel steps only,
+    several hundred small ones: ``compiled_flow_weights`` fuses them."""
+    n = lo_ref.shape[0]
     # Forward (t -> j) and backward (j -> t) flows in one batched call.
     flows = estimate_flow(torch.cat([lo_ref, lo_past]), torch.cat([lo_past, lo_ref]))
-    flow_tj, flow_jt = flows[: b * k], flows[b * k:]
+    flow_tj, flow_jt = flows[:n], flows[n:]
 
     conf = fb_confidence(flow_tj, flow_jt, rel=0.05, abs_px=0.75)
     # Input agreement: blur the signed difference (averages noise away, keeps real change), then dilate
@@ -170,8 +185,21 @@ def stabilise_reduced(reduced: torch.Tensor, restored: torch.Tensor, valid: torc
     diff = F.max_pool2d(diff, kernel_size=3, stride=1, padding=1)
     agree = torch.exp(-(diff / _AGREE_TAU).square())
     weight_lo = conf * agree * inside_mask(flow_tj)
-    weight_lo = weight_lo * (ok.reshape(b * k, 1, 1, 1) * ages.repeat(b).view(b * k, 1, 1, 1))
-    return blend_past(cur_restored, past_rs, flow_tj, weight_lo)
+    return flow_tj, weight_lo * prior
+
+
+@functools.lru_cache(maxsize=1)
+def compiled_flow_weights() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``flow_weights`` through ``torch.compile`` (made once per process, for any number of pairs): a few fused
+    kernels instead of several hundred launches a batch, which on CUDA cost the thread that feeds the GPU more
+    than the GPU spends on them. Still per-pixel, so a face's result does not depend on its batch."""
+    compiled = torch.compile(flow_weights)
+
+    def run(lo_ref: torch.Tensor, lo_past: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for t in (lo_ref, lo_past, prior):  # one graph for any number of pairs; sizes and constants fixed
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        return compiled(lo_ref, lo_past, prior)  # type: ignore[no-any-return]
+    return run
 
 
 def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor, weight_lo: torch.Tensor
