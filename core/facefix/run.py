@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -44,11 +45,13 @@ __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_
 
 log = logging.getLogger("facefix")
 
-# I/O threads of a run whose frames stay their files' words (``keeps_packed``). A frame then costs a file read
-# and a write, a few ms of mostly interpreter work, so more threads only compete with the thread that feeds
-# the GPU for the interpreter lock. 1080p 10-bit DPX, 4 faces a frame, H100 host with 16 cores: 15 threads
-# (one per core but one) 98.5 fps, 6: 100.8, 3: 108.8 (medians of 3 passes); H200 host: 2-4 threads alike.
-PACKED_IO_THREADS = 3
+# I/O threads of a run whose frames stay their files' words (``keeps_packed``; at most one per core but one). A
+# frame then costs a file read and a write, mostly copies in the kernel, but each thread's interpreter work
+# competes with the thread that feeds the GPU for the interpreter lock. 1080p 10-bit DPX, H100 host with 16
+# cores, two processes, medians of 4 passes: 1 face a frame, 3 threads 372 / 357 fps, 4: 450 / 406, 5: 453 / 460
+# (the writes had kept the GPU waiting once the feeding thread got lighter); with a heavier feeding thread
+# (4 faces, earlier code) 15 threads had given 98.5 fps, 6: 100.8, 3: 108.8.
+PACKED_IO_THREADS = 5
 
 
 class Interrupted(FaceFixError):
@@ -123,6 +126,11 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
             faces.append(f)
         out[n] = faces
     return out
+
+
+def packed_io_threads() -> int:
+    """I/O threads for a run of packed frames: ``PACKED_IO_THREADS``, fewer where there are fewer cores."""
+    return min(PACKED_IO_THREADS, max(2, (os.cpu_count() or 2) - 1))
 
 
 def batch_sizes(frames: int, per_batch: int) -> list[int]:
@@ -319,7 +327,7 @@ def run_clip(
     # One pool serves decode, finishing and encode of independent files, so the threads go where the work
     # is (a PNG encodes ~3x slower than it decodes; an EXR about as fast); movies read and write in order.
     # One core is left to the thread that feeds the GPU. Packed frames need no codec: a few threads keep up.
-    io_pool = io_threads(PACKED_IO_THREADS if packed else None, "facefix-io")
+    io_pool = io_threads(packed_io_threads() if packed else None, "facefix-io")
     read_pool = io_pool if full.kind == "sequence" else io_threads(1, "facefix-read")
     write_pool = io_pool if not is_movie(dest) else io_threads(1, "facefix-write")
     per_batch = frames_per_batch(settings, engine.device)

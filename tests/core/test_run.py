@@ -185,7 +185,8 @@ def test_dpx_frames_stay_their_words_and_write_what_the_codes_path_writes(shot, 
     run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "p" / "o.####.dpx"), s, tracks=some, progress=False,
              engine=engine, matte=str(tmp_path / "p" / "m.####.exr"))
     assert len(reads) == N and all(r is not None for r in reads)
-    assert run.PACKED_IO_THREADS in pools and None not in pools  # no codec work: a few I/O threads, not one a core
+    assert run.packed_io_threads() in pools and None not in pools  # no codec work: a few I/O threads, not one a core
+    assert 2 <= run.packed_io_threads() <= run.PACKED_IO_THREADS
     monkeypatch.setattr(run, "keeps_packed", lambda *a: False)
     pools.clear()
     run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "c" / "o.####.dpx"), s, tracks=some, progress=False,
