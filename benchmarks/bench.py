@@ -21,6 +21,7 @@ Writes a JSON result (see --out) with the figures, the stage breakdown, GPU and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -51,6 +52,24 @@ from facefix.io.sequence import write_frame  # noqa: E402
 
 def host_rss_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_run_rss_peak() -> None:
+    """Start a new process RSS peak (Linux: /proc/self/clear_refs), so a run's own peak is read apart from
+    what came before it in the process (the clip's generation, another run); elsewhere nothing happens."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def run_rss_peak_mb() -> float | None:
+    """The process's RSS peak since ``reset_run_rss_peak`` (VmHWM), or None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def sync(device: torch.device) -> None:
@@ -158,13 +177,15 @@ def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.de
     out_dir = work / f"out-{time.monotonic_ns()}"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    reset_run_rss_peak()
     t0 = time.perf_counter()
     summary = run_clip(pattern, str(out_dir / ("out.####" + Path(pattern).suffix)), settings, tracks=tracks,
                        frames=frames, progress=False, engine=engine, profile=profile)
     wall = time.perf_counter() - t0
     shutil.rmtree(out_dir, ignore_errors=True)
     res = {"frames": summary.frames_written, "seconds": wall, "fps": summary.frames_written / wall,
-           "faces_restored": summary.faces_restored, "timings_s": summary.timings}
+           "faces_restored": summary.faces_restored, "timings_s": summary.timings,
+           "host_rss_peak_mb": run_rss_peak_mb()}  # the process during this run (model and CUDA state included)
     if device.type == "cuda":
         res["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return res, engine

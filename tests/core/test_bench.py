@@ -60,3 +60,17 @@ def test_results_name_the_sources_they_measured(tmp_path):
     (pkg / "pipeline.py").write_text("x = 2\n")
     assert bench.source_digest(tmp_path) != first
     assert len(bench.source_digest()) == 12  # this checkout
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_a_runs_rss_peak_is_its_own():
+    """The e2e runs' host RAM figure is the peak since the run began, not the process's lifetime peak."""
+    bench.reset_run_rss_peak()
+    before = bench.run_rss_peak_mb()
+    big = np.ones(200 * 2**20 // 8)  # 200 MB, touched
+    during = bench.run_rss_peak_mb()
+    del big
+    bench.reset_run_rss_peak()
+    after = bench.run_rss_peak_mb()
+    assert before is not None and during is not None and after is not None
+    assert during - before > 150 and during - after > 150
