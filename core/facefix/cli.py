@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--matte", help="Also write the face alpha matte to this image-sequence pattern.")
     r.add_argument("--model-path", help="Use this weights file instead of the installed model.")
     r.add_argument("--compile", action="store_true",
-                   help="CUDA: compile the face model first (about a minute), then run it ~2x faster. For long shots.")
+                   help="CUDA: compile the face model (about a minute) and the stabiliser's flow first, then run "
+                        "~2x faster. For long shots.")
     add_param_options(r)
 
     t = sub.add_parser("track", help="Detect and track faces; write FaceTracks JSON.")
