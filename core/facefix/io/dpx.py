@@ -18,8 +18,6 @@ file exactly as it came, with no full-frame unpacking or packing on the CPU.
 from __future__ import annotations
 
 import struct
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import OpenImageIO as oiio
 
 from ..errors import InputError
 from .frames import Frame, FrameFormat
+from .lru import LruCache
 
 __all__ = ["byte_order", "pack_filled_10bit", "unpack_filled_10bit", "write_packed_10bit", "PackedLayout",
            "plain_layout", "read_packed_10bit", "header_key", "PackedFrame"]
@@ -174,8 +173,7 @@ def unpack_filled_10bit(words: np.ndarray, layout: PackedLayout) -> np.ndarray:
     return codes.reshape(layout.height, layout.width, layout.channels)
 
 
-_HEADERS: OrderedDict[str, bytes] = OrderedDict()  # one-line files by spec: the frames of a shot share one
-_HEADERS_LOCK = threading.Lock()
+_HEADERS: LruCache[str, bytes] = LruCache(8)  # one-line files by spec: the frames of a shot share one
 
 
 def _header_for(path: Path, spec: oiio.ImageSpec, key: str | None = None) -> bytes | None:
@@ -183,17 +181,12 @@ def _header_for(path: Path, spec: oiio.ImageSpec, key: str | None = None) -> byt
     which the caller sets. Frames that share their metadata cost OpenImageIO one header; frames that carry
     their own (a timecode each) still cost one each. ``key``: ``spec.to_xml()``, if the caller has it."""
     key = key if key is not None else spec.to_xml()
-    with _HEADERS_LOCK:
-        known = _HEADERS.get(key)
-        if known is not None:
-            _HEADERS.move_to_end(key)
-            return known
+    known = _HEADERS.get(key)
+    if known is not None:
+        return known
     one_line = _one_line_header(path, spec)
     if one_line is not None:
-        with _HEADERS_LOCK:
-            _HEADERS[key] = one_line
-            while len(_HEADERS) > 8:
-                _HEADERS.popitem(last=False)
+        _HEADERS.put(key, one_line)
     return one_line
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from .frames import (
     native_bits,
     unit_from_codes,
 )
+from .lru import LruCache
 
 __all__ = [
     "ImageSequenceSource",
@@ -314,23 +313,16 @@ def read_packed_frame(path: str | os.PathLike[str], number: int = 0,
         return None
     layout, words, header = packed
     key = header_key(header)
-    with _FORMATS_LOCK:
-        known = _FORMATS.get(key, _UNKNOWN)
-        if known is not _UNKNOWN:
-            _FORMATS.move_to_end(key)
+    known = _FORMATS.get(key, _UNKNOWN)
     if known is _UNKNOWN:
         known = _packed_format(path, number, layout)
-        with _FORMATS_LOCK:
-            _FORMATS[key] = known
-            while len(_FORMATS) > 16:
-                _FORMATS.popitem(last=False)
+        _FORMATS.put(key, known)
     return PackedFrame(number, words, layout, known) if isinstance(known, FrameFormat) else None
 
 
 # FrameFormat of a packed frame by header_key (None: OpenImageIO reads it otherwise); FrameFormats are not
 # changed once made, so frames share them.
-_FORMATS: OrderedDict[bytes, FrameFormat | None] = OrderedDict()
-_FORMATS_LOCK = threading.Lock()
+_FORMATS: LruCache[bytes, FrameFormat | None] = LruCache(16)
 _UNKNOWN = object()
 
 
@@ -566,8 +558,7 @@ def _write_dpx_words(tmp: Path, path: Path, spec: oiio.ImageSpec, codes: np.ndar
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
 
 
-_SPECS: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], oiio.ImageSpec, str]] = OrderedDict()
-_SPECS_LOCK = threading.Lock()
+_SPECS: LruCache[tuple[object, ...], tuple[tuple[object, ...], oiio.ImageSpec, str]] = LruCache(8)
 
 
 def _shared_spec(objects: tuple[object, ...], values: tuple[object, ...], make: Callable[[], oiio.ImageSpec]
@@ -575,16 +566,12 @@ def _shared_spec(objects: tuple[object, ...], values: tuple[object, ...], make: 
     """``make()`` and its XML, made once for these very ``objects`` (by identity: FrameFormats are not changed
     once made) and ``values``; the spec is only read after that, by any thread."""
     key = tuple(id(o) for o in objects) + values
-    with _SPECS_LOCK:
-        known = _SPECS.get(key)
+    known = _SPECS.get(key)
     if known is not None and all(a is b for a, b in zip(known[0], objects)):
         return known[1], known[2]
     spec = make()
     xml = spec.to_xml()
-    with _SPECS_LOCK:
-        _SPECS[key] = (objects, spec, xml)  # holds the objects, so their ids are not reused while cached
-        while len(_SPECS) > 8:
-            _SPECS.popitem(last=False)
+    _SPECS.put(key, (objects, spec, xml))  # holds the objects, so their ids are not reused while cached
     return spec, xml
 
 
