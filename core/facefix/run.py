@@ -7,8 +7,8 @@ are read ahead and written behind on worker threads through bounded queues, a ba
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -38,7 +38,7 @@ from .pipeline import (
     queue_batch,
     stage_frame,
 )
-from .streaming import io_threads, prefetch
+from .streaming import io_thread_count, io_threads, prefetch
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os", "keeps_packed",
            "host_words", "read_for_restore", "restore_input"]
@@ -130,7 +130,7 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
 
 def packed_io_threads() -> int:
     """I/O threads for a run of packed frames: ``PACKED_IO_THREADS``, fewer where there are fewer cores."""
-    return min(PACKED_IO_THREADS, max(2, (os.cpu_count() or 2) - 1))
+    return io_thread_count(PACKED_IO_THREADS)
 
 
 def batch_sizes(frames: int, per_batch: int) -> list[int]:
@@ -338,16 +338,11 @@ def run_clip(
     done = 0
     ok = False
     try:
-        batch: list[tuple[int, object]] = []
-        sizes = iter(batch_sizes(len(compute), per_batch))
-        size = next(sizes)
-        for item in prefetch(read, compute, depth=2 * per_batch, pool=read_pool):
-            batch.append(item)
-            if len(batch) == size:
+        with contextlib.closing(prefetch(read, compute, depth=2 * per_batch, pool=read_pool)) as stream:
+            for size in batch_sizes(len(compute), per_batch):
+                batch = list(itertools.islice(stream, size))
                 done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
                                 done, bar, on_progress, len(todo), matte_sink is not None)
-                batch = []
-                size = next(sizes, 0)
         writer.close()
         ok = True
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["prefetch", "io_thread_priority", "io_threads", "read_pool"]
+__all__ = ["prefetch", "io_thread_priority", "io_thread_count", "io_threads", "read_pool"]
 
 
 def prefetch(read: Callable[[int], Any], numbers: Sequence[int], depth: int, pool: Executor
@@ -51,10 +51,15 @@ def io_thread_priority(step: int = 5) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
 
 
+def io_thread_count(at_most: int | None = None) -> int:
+    """One I/O thread per core but the one that feeds the GPU (at least two), and no more than ``at_most``."""
+    count = max(2, (os.cpu_count() or 2) - 1)
+    return count if at_most is None else min(at_most, count)
+
+
 def io_threads(workers: int | None, name: str) -> ThreadPoolExecutor:
-    """I/O threads that give way to the GPU feeder: ``workers`` of them, or one per core but the one
-    that feeds the GPU (at least two) for None."""
-    count = workers if workers is not None else max(2, (os.cpu_count() or 2) - 1)
+    """I/O threads that give way to the GPU feeder: ``workers`` of them, or ``io_thread_count()`` for None."""
+    count = workers if workers is not None else io_thread_count()
     return ThreadPoolExecutor(max_workers=count, thread_name_prefix=name, initializer=io_thread_priority)
 
 
