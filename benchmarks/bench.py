@@ -45,7 +45,8 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from facefix import Face, FaceTracks, Settings, synth  # noqa: E402
+from facefix import Face, FaceTracks, Settings  # noqa: E402
+from facefix.demo import synth  # noqa: E402
 from facefix.io import Frame, FrameFormat  # noqa: E402
 from facefix.io.sequence import write_frame  # noqa: E402
 
@@ -169,7 +170,7 @@ def model_figures(weights: Path, device: torch.device, micro: int, quick: bool) 
 # -- end to end ---------------------------------------------------------------------------------------
 def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.device, batch: int, work: Path,
         engine=None, profile: bool = False, frames: str | None = None) -> tuple[dict, object]:  # type: ignore[no-untyped-def]
-    from facefix.pipeline import Engine
+    from facefix.engine import Engine
     from facefix.run import run_clip
 
     settings = Settings(model="gfpgan-1.4", device=device.type, batch=batch, temporal=0.5, mask="mesh")
@@ -198,8 +199,9 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     what end to end would reach with free decode and encode. Best of ``passes``."""
     from facefix.colour import colour_transform, resolve_colorspace
     from facefix.io import open_source
+    from facefix.io.regions import frame_reader, restore_input
     from facefix.pipeline import queue_batch, stage_frame
-    from facefix.run import faces_for_frames, host_words, keeps_packed, read_for_restore, restore_input
+    from facefix.run import faces_for_frames
 
     settings = engine.settings
     src = open_source(pattern)
@@ -207,9 +209,8 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
     ct = colour_transform(resolve_colorspace(settings.colorspace, src.is_float))
     faces = faces_for_frames(tracks, numbers, settings)
     # Read as run_clip reads them: 10-bit DPX written to DPX stays the file's words.
-    packed = keeps_packed(src, pattern, settings, ct, engine.device)
-    words_into = host_words(engine.device)
-    decoded = [read_for_restore(src, n, packed, words_into) for n in numbers]
+    reader = frame_reader(src, pattern, settings.upscale, ct, engine.device)
+    decoded = [reader.read(n) for n in numbers]
     images = [restore_input(f) for f in decoded]
     staged = [stage_frame(img, faces[n], ct, 1, engine.device, bits=f.format.bits_per_sample)
               for n, img, f in zip(numbers, images, decoded)]
@@ -226,8 +227,7 @@ def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frame
                                frame_numbers=numbers[sl], colorspace=ct, stabilise=stab.stabilise,
                                staged=staged[sl], bits=bits[sl])
         for p in last:
-            if p.event is not None:
-                p.event.synchronize()
+            p.wait()
         sync(engine.device)
         return time.perf_counter() - t0
 
@@ -347,11 +347,11 @@ def main() -> int:
     args = ap.parse_args()
 
     device = torch.device(args.device)
-    from facefix.run import return_frames_to_the_os
+    from facefix.hostmem import return_frames_to_the_os
 
     return_frames_to_the_os()  # as the command line does
     w, h = (int(v) for v in args.size.lower().split("x"))
-    from facefix.pipeline import micro_batch_for
+    from facefix.engine import micro_batch_for
 
     micro = micro_batch_for(device)
     result: dict = {

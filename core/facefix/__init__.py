@@ -1,6 +1,7 @@
 """FaceFix: face restoration for compositors.
 
-``import facefix`` is light: it imports neither torch nor any host. The heavy stages load lazily.
+The public API is ``facefix.api`` (``Session``, ``schema``) and the exchange types exported here.
+``import facefix`` is light: it imports neither torch nor any host; ``facefix.Session`` loads the core lazily.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from .errors import (
     SettingsError,
 )
 from .faces import Face, FaceTrack, FaceTracks
-from .params import PARAMS, Param, Settings
+from .params import PARAMS, Param, Settings, schema
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .api import RestoredFrame, Session
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "Session",
+    "RestoredFrame",
+    "schema",
     "Face",
     "FaceTrack",
     "FaceTracks",
@@ -35,3 +43,12 @@ __all__ = [
     "DownloadError",
     "SettingsError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The API module imports numpy and, on use, torch: only when asked for.
+    if name in ("Session", "RestoredFrame"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'facefix' has no attribute {name!r}")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .colour import colour_transform, resolve_colorspace
+from .engine import frames_per_batch
 from .faces import Face, FaceTracks
 from .params import Settings
-from .pipeline import frames_per_batch
 from .streaming import prefetch, read_pool
 
 __all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]

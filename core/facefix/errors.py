@@ -10,6 +10,8 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "SettingsError",
+    "Interrupted",
+    "Cancelled",
 ]
 
 
@@ -39,3 +41,18 @@ class ChecksumError(ModelError):
 
 class DownloadError(ModelError):
     """A model download failed."""
+
+
+class Interrupted(FaceFixError):
+    """The run was stopped (Ctrl-C / SIGTERM); finished frames are on disk and --resume continues."""
+
+    def __init__(self, done: int | None = None, total: int | None = None) -> None:
+        where = f" after {done} of {total} frames" if done is not None and total is not None else ""
+        super().__init__(f"interrupted{where}; finished frames are kept: run again with --resume to continue")
+
+
+class Cancelled(FaceFixError):
+    """A host cancelled the run between batches; finished frames are on disk and a resumed run continues."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"cancelled after {done} of {total} frames; finished frames are kept (resume to continue)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Face", "FaceTrack", "FaceTracks", "FACETRACKS_VERSION", "Source"]
+__all__ = ["Face", "FaceTrack", "FaceTracks", "FaceBatch", "face_regions", "FACETRACKS_VERSION", "Source"]
 
 FACETRACKS_VERSION = "facefix.FaceTracks.1"
 
@@ -171,3 +171,48 @@ class FaceTracks:
                     tid, next_free = next_free, next_free + 1
                 grouped.setdefault(tid, {})[n] = f
         return cls(tracks=tuple(FaceTrack(id=k, faces=v) for k, v in sorted(grouped.items())))
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Faces of a batch of frames, flattened in frame order: face n belongs to frame ``frame_index[n]``
+    (non-decreasing, so each frame's faces are one slice), with its crop-from-frame similarity (N, 2, 3)."""
+
+    faces: tuple[Face, ...]
+    frame_index: np.ndarray  # (N,) int
+    crop_from_frame: np.ndarray  # (N, 2, 3)
+
+    @classmethod
+    def build(cls, faces_per_frame: Sequence[Sequence[Face]], size: int = 512) -> FaceBatch:
+        from .geometry import crop_from_frame_matrix
+
+        flat = [(i, f) for i, fs in enumerate(faces_per_frame) for f in fs]
+        if not flat:
+            return cls((), np.zeros(0, np.int64), np.zeros((0, 2, 3)))
+        mats = crop_from_frame_matrix(np.stack([f.landmarks for _, f in flat]), size)
+        return cls(tuple(f for _, f in flat), np.array([i for i, _ in flat], np.int64), mats)
+
+    def frame_slices(self, frames: int) -> list[slice]:
+        """The faces of each of ``frames`` frames, as slices of the batch (faces are in frame order)."""
+        starts = np.searchsorted(self.frame_index, np.arange(frames + 1))
+        return [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def face_regions(faces: Mapping[int, Sequence[Face]], size: int = 512) -> dict[int, tuple[int, int, int, int]]:
+    """Each frame's faces' region (x0, y0, x1, y1): the box around every pixel their aligned crops read or
+    paste, for a whole shot in one call (an alignment does not depend on the others in the call), not yet
+    clipped to the frame's right and bottom edges (staging does that): reading threads then skip the fit."""
+    from .geometry import crop_from_frame_matrix, frame_rois, invert_affine
+
+    flat = [f.landmarks for fs in faces.values() for f in fs]
+    if not flat:
+        return {}
+    edge = 1 << 30  # no right or bottom edge here
+    boxes = frame_rois(invert_affine(crop_from_frame_matrix(np.stack(flat), size)), size, (edge, edge))
+    ends = np.cumsum([len(fs) for fs in faces.values()])
+    out = {}
+    for (n, fs), end in zip(faces.items(), ends):
+        if fs:
+            box = boxes[end - len(fs) : end]
+            out[n] = (int(box[:, 0].min()), int(box[:, 1].min()), int(box[:, 2].max()), int(box[:, 3].max()))
+    return out

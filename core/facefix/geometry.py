@@ -206,3 +206,11 @@ def frame_rois(frame_from_crop: np.ndarray, crop_size: int, frame_hw: tuple[int,
     x1 = np.clip(np.ceil(pts[..., 0].max(1)) + pad, 0, w)
     y1 = np.clip(np.ceil(pts[..., 1].max(1)) + pad, 0, h)
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
+
+
+def index_space(src_from_dst: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) maps between pixel coordinates (centres at +0.5) as maps between pixel indices (centres at
+    integers), (N, 6) float32: what the kernels evaluate, the half-pixel shifts folded in in float64."""
+    m = np.asarray(src_from_dst, np.float64).reshape(-1, 2, 3).copy()
+    m[:, :, 2] += 0.5 * (m[:, :, 0] + m[:, :, 1]) - 0.5
+    return m.reshape(-1, 6).astype(np.float32)

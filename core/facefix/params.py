@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from .errors import SettingsError
 
-__all__ = ["Param", "PARAMS", "Settings", "param", "RESTORER_CHOICES", "COLORSPACE_CHOICES"]
+__all__ = ["Param", "PARAMS", "RUN_PARAMS", "Settings", "param", "schema", "SCHEMA_VERSION", "RESTORER_CHOICES",
+           "COLORSPACE_CHOICES", "CODEC_CHOICES"]
 
 Kind = Literal["float", "int", "bool", "choice", "str"]
 
@@ -22,6 +23,8 @@ RESTORER_CHOICES = ("gfpgan-1.4", "gfpgan-1.3", "restoreformer", "codeformer", "
 UPSCALER_CHOICES = ("x4plus", "x4plus-anime", "animevideov3")
 COLORSPACE_CHOICES = ("auto", "srgb", "linear", "acescg", "rec709", "raw")
 DETECTOR_CHOICES = ("blazeface", "retinaface")
+CODEC_CHOICES = ("auto", "h264", "h264-10", "h265", "prores", "dnxhr", "mjpeg", "ffv1")
+SCHEMA_VERSION = "facefix.Schema.2"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,21 @@ PARAMS: tuple[Param, ...] = (
           "depend on it).", minimum=0, maximum=256, group="compute"),
 )
 
+# Run-level options: not part of a frame's look (``Settings``) but of a job; hosts offer them as their own group.
+RUN_PARAMS: tuple[Param, ...] = (
+    Param("frames", "str", "", "Frame range, e.g. 1001-1100, 1001-1100x2 or 1,5,9-12 (empty: every frame found).",
+          group="run"),
+    Param("tracks", "str", "", "FaceTracks JSON to use instead of detecting (from `facefix track` or a host).",
+          group="run"),
+    Param("matte", "str", "", "Also write the face alpha matte to this image-sequence pattern.", group="run"),
+    Param("codec", "choice", "auto", "Movie codec (auto: by container: .mov ProRes 422 HQ, .mp4/.mkv H.264).",
+          choices=CODEC_CHOICES, group="run"),
+    Param("resume", "bool", False, "Skip frames already written (image sequences); the result equals one "
+          "uninterrupted run.", group="run"),
+    Param("compile", "bool", False, "CUDA: compile the face model (about a minute) and the stabiliser's flow "
+          "first, then run ~2x faster. For long shots.", group="run"),
+)
+
 _BY_NAME = {p.name: p for p in PARAMS}
 
 
@@ -208,6 +226,20 @@ def _interpolate(curve: Mapping[int, float], frame: int) -> float:
             t = (frame - a) / (b - a)
             return float(curve[a]) * (1 - t) + float(curve[b]) * t
     raise AssertionError("unreachable")
+
+
+def _describe(p: Param) -> dict[str, Any]:
+    return {"name": p.name, "label": p.display_label, "type": p.kind, "default": p.default, "help": p.help,
+            "min": p.minimum, "max": p.maximum, "choices": list(p.choices), "animatable": p.animatable,
+            "group": p.group, "flag": p.cli_flag}
+
+
+def schema() -> dict[str, Any]:
+    """The node's controls as JSON-ready data: ``params`` (the look: every ``Settings`` field, animatable ones
+    marked) and ``run`` (the job's options: frames, tracks, matte, codec, resume, compile). The CLI options,
+    the Nuke knobs and the Resolve inputs are all built from this."""
+    return {"version": SCHEMA_VERSION, "params": [_describe(p) for p in PARAMS],
+            "run": [_describe(p) for p in RUN_PARAMS]}
 
 
 def params_in(groups: Sequence[str] | None = None) -> tuple[Param, ...]:

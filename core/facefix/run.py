@@ -19,47 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .colour import ColourTransform, colour_transform, resolve_colorspace
-from .errors import FaceFixError, InputError, OutputError, SettingsError
-from .faces import Face, FaceTracks
-from .hostmem import return_frames_to_the_os
-from .io import Source
-from .io.dpx import PackedFrame
+from .colour import colour_transform, resolve_colorspace
+from .engine import Engine, frames_per_batch
+from .errors import Cancelled, FaceFixError, InputError, Interrupted, OutputError, SettingsError
+from .faces import Face, FaceTracks, face_regions
 from .io.frames import Frame, FrameFormat
-from .io.sequence import read_packed_frame
+from .io.regions import PendingFrame, StagedFrame, frame_reader, restore_input
 from .params import Settings
-from .pipeline import (
-    BatchStats,
-    Engine,
-    PendingFrame,
-    StagedFrame,
-    face_regions,
-    frames_per_batch,
-    queue_batch,
-    stage_frame,
-)
-from .streaming import io_thread_count, io_threads, prefetch
+from .pipeline import BatchStats, queue_batch, stage_frame
+from .streaming import io_threads, prefetch
 
-__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "return_frames_to_the_os", "keeps_packed",
-           "host_words", "read_for_restore", "restore_input"]
+__all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "Cancelled", "batch_sizes",
+           "tracks_sidecar"]
 
 log = logging.getLogger("facefix")
-
-# I/O threads of a run whose frames stay their files' words (``keeps_packed``; at most one per core but one). A
-# frame then costs a file read and a write, mostly copies in the kernel, but each thread's interpreter work
-# competes with the thread that feeds the GPU for the interpreter lock. 1080p 10-bit DPX, H100 host with 16
-# cores, two processes, medians of 4 passes: 1 face a frame, 3 threads 372 / 357 fps, 4: 450 / 406, 5: 453 / 460
-# (the writes had kept the GPU waiting once the feeding thread got lighter); with a heavier feeding thread
-# (4 faces, earlier code) 15 threads had given 98.5 fps, 6: 100.8, 3: 108.8.
-PACKED_IO_THREADS = 5
-
-
-class Interrupted(FaceFixError):
-    """The run was stopped (Ctrl-C / SIGTERM); finished frames are on disk and --resume continues."""
 
 
 @dataclass
 class RunSummary:
+    output: str = ""
     frames_written: int = 0
     frames_resumed: int = 0
     frames_preroll: int = 0
@@ -80,7 +58,7 @@ class RunSummary:
 
     def line(self) -> str:
         parts = [
-            f"{self.frames_written} frames written",
+            f"{self.frames_written} frames written" + (f" to {self.output}" if self.output else ""),
             f"{self.faces_restored} faces restored",
             f"{self.frames_without_faces} frames without faces",
         ]
@@ -126,11 +104,6 @@ def faces_for_frames(tracks: FaceTracks, numbers: Sequence[int], settings: Setti
             faces.append(f)
         out[n] = faces
     return out
-
-
-def packed_io_threads() -> int:
-    """I/O threads for a run of packed frames: ``PACKED_IO_THREADS``, fewer where there are fewer cores."""
-    return io_thread_count(PACKED_IO_THREADS)
 
 
 def batch_sizes(frames: int, per_batch: int) -> list[int]:
@@ -203,20 +176,24 @@ def run_clip(
     engine: Engine | None = None,
     restorer_path: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
     profile: bool = False,
 ) -> RunSummary:
     """Restore every selected face of ``source`` (frames ``frames``) and write ``dest``.
 
-    tracks: FaceTracks to use; None = detect and track first (the analysis pass).
-    resume: skip frames already written to ``dest`` (image sequences), recomputing only the temporal
-    pre-roll they need. matte: optional image-sequence pattern for the face alpha matte.
-    on_progress(done, total): for hosts that draw their own progress. profile: fill ``summary.timings``
-    (synchronises the GPU between stages, so it is slower).
+    tracks: FaceTracks to use; None = detect and track first (the analysis pass, over every requested frame
+    and its pre-roll, whatever is already written), keeping them in a sidecar next to the output
+    (``tracks_sidecar``) that a resumed run reuses. resume: skip frames already written to ``dest`` (image
+    sequences), recomputing only the temporal pre-roll they need: the result equals one uninterrupted run.
+    matte: optional image-sequence pattern for the face alpha matte. on_progress(done, total): for hosts that
+    draw their own progress. cancel(): asked between batches; True stops the run (``Cancelled``), finished
+    frames kept. profile: fill ``summary.timings`` (synchronises the GPU between stages, so it is slower).
+    An output that would overwrite one of the input files is refused before anything is written.
     """
     from .io import is_movie, open_sink, open_source
 
     t0 = time.perf_counter()
-    summary = RunSummary()
+    summary = RunSummary(output=dest)
     src = open_source(source, frames)
     numbers = list(src.frame_numbers)
     if not numbers:
@@ -233,6 +210,7 @@ def run_clip(
 
     full = open_source(source) if preroll and frames is not None else src
     all_numbers = list(full.frame_numbers)
+    _refuse_overwriting_inputs(full, all_numbers, [(dest, numbers), (matte, numbers)])
 
     for target in (dest, matte):
         if target:
@@ -244,6 +222,9 @@ def run_clip(
     todo = [n for n in numbers if not (resume and sink.is_done(n) and (matte_sink is None or matte_sink.is_done(n)))]
     summary.frames_resumed = len(numbers) - len(todo)
     if not todo:
+        sink.abort()
+        if matte_sink is not None:
+            matte_sink.abort()
         summary.seconds = time.perf_counter() - t0
         summary.notes.append("nothing to do: every frame is already written")
         return summary
@@ -251,27 +232,13 @@ def run_clip(
     # Frames to compute: every frame to write, plus up to `preroll` frames before each written run
     # (they only warm the temporal history, so a chunk or a resumed run equals one uninterrupted run).
     index = {n: i for i, n in enumerate(all_numbers)}
+    compute = _with_preroll(todo, all_numbers, index, preroll)
     todo_set = set(todo)
-    compute: list[int] = []
-    seen: set[int] = set()
-    for n in todo:
-        i = index.get(n)
-        lo = max(0, i - preroll) if i is not None else 0
-        for m in (all_numbers[lo:i] if i is not None else []) + [n]:
-            if m not in seen:
-                seen.add(m)
-                compute.append(m)
-    compute.sort(key=lambda m: index.get(m, m))
     summary.frames_preroll = len([m for m in compute if m not in todo_set])
 
     if tracks is None:
-        from .analyse import AnalysisStats, track_clip
-
-        t_analyse = time.perf_counter()
-        analysis = AnalysisStats()
-        tracks = track_clip(full, compute, settings, device=engine.device, progress=progress, stats=analysis)
-        summary.timings["analyse"] = time.perf_counter() - t_analyse
-        summary.timings.update({f"analyse_{k}": v for k, v in analysis.timings.items()})
+        tracks = _analysed_tracks(full, source, dest, _with_preroll(numbers, all_numbers, index, preroll), settings,
+                                  engine, progress, summary)
     faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
@@ -295,18 +262,17 @@ def run_clip(
                     summary.timings[name] = summary.timings.get(name, 0.0) + time.perf_counter() - t
         return run
 
-    finish: Callable[[PendingFrame], tuple[np.ndarray, np.ndarray]] = timed("finish", PendingFrame.result)  # type: ignore[assignment]
+    finish: Callable[[PendingFrame, int, FrameFormat], Frame] = timed(  # type: ignore[assignment]
+        "finish", lambda pending, n, fmt: pending.output(n, fmt))
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
     regions = face_regions(faces)
-    packed = keeps_packed(full, dest, settings, ct, engine.device)
-    words_into = host_words(engine.device)
-    decode: Callable[[int], Frame | PackedFrame] = timed(  # type: ignore[assignment]
-        "decode", lambda n: read_for_restore(full, n, packed, words_into))
+    reader = frame_reader(full, dest, settings.upscale, ct, engine.device)
+    decode: Callable[[int], Frame] = timed("decode", reader.read)  # type: ignore[assignment]
 
-    def read(n: int) -> tuple[Frame | PackedFrame, StagedFrame]:
+    def read(n: int) -> tuple[Frame, StagedFrame]:
         # Decoded and converted for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
-        # Integer files stay integer codes: only the face regions are converted, here and after the GPU; a
-        # plain 10-bit DPX stays the file's words, unpacked and packed on the device.
+        # Integer files stay integer codes (only the face regions are converted, here and after the GPU), or
+        # the file's words where the reader keeps them.
         frame = decode(n)
         return frame, stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
                             bits=frame.format.bits_per_sample, region=regions.get(n))
@@ -314,20 +280,15 @@ def run_clip(
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
         # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.
         n, fmt, pending = item
-        if pending.packed is not None:
-            out: Frame | PackedFrame = pending.packed_result()
-            alpha = pending.matte() if matte_sink is not None else None
-        else:
-            img, alpha = finish(pending)
-            out = Frame(number=n, pixels=img, format=fmt)
-        sink.write(out)  # type: ignore[arg-type]
-        if matte_sink is not None and alpha is not None:
+        sink.write(finish(pending, n, fmt))
+        if matte_sink is not None:
+            alpha = pending.matte()
             matte_sink.write(Frame(number=n, pixels=np.repeat(alpha[..., None], 3, axis=2), format=_matte_format(fmt)))
 
     # One pool serves decode, finishing and encode of independent files, so the threads go where the work
     # is (a PNG encodes ~3x slower than it decodes; an EXR about as fast); movies read and write in order.
-    # One core is left to the thread that feeds the GPU. Packed frames need no codec: a few threads keep up.
-    io_pool = io_threads(packed_io_threads() if packed else None, "facefix-io")
+    # One core is left to the thread that feeds the GPU.
+    io_pool = io_threads(reader.io_threads, "facefix-io")
     read_pool = io_pool if full.kind == "sequence" else io_threads(1, "facefix-read")
     write_pool = io_pool if not is_movie(dest) else io_threads(1, "facefix-write")
     per_batch = frames_per_batch(settings, engine.device)
@@ -340,13 +301,16 @@ def run_clip(
     try:
         with contextlib.closing(prefetch(read, compute, depth=2 * per_batch, pool=read_pool)) as stream:
             for size in batch_sizes(len(compute), per_batch):
+                if cancel is not None and cancel():
+                    writer.close()  # the frames already queued are finished and kept
+                    raise Cancelled(done, len(todo))
                 batch = list(itertools.islice(stream, size))
                 done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
                                 done, bar, on_progress, len(todo), matte_sink is not None)
         writer.close()
         ok = True
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {done} of {len(todo)} frames; run again with --resume to continue") from None
+        raise Interrupted(done, len(todo)) from None
     finally:
         if bar is not None:
             bar.close()
@@ -372,48 +336,110 @@ def run_clip(
     return summary
 
 
+def _with_preroll(wanted: Sequence[int], all_numbers: Sequence[int], index: dict[int, int], preroll: int) -> list[int]:
+    """``wanted`` frames, each with up to ``preroll`` frames of the clip before it, in clip order."""
+    seen: set[int] = set()
+    out: list[int] = []
+    for n in wanted:
+        i = index.get(n)
+        for m in (list(all_numbers[max(0, i - preroll) : i]) if i is not None else []) + [n]:
+            if m not in seen:
+                seen.add(m)
+                out.append(m)
+    out.sort(key=lambda m: index.get(m, m))
+    return out
+
+
+def _refuse_overwriting_inputs(source: object, numbers: Sequence[int],
+                               outputs: Sequence[tuple[str | None, Sequence[int]]]) -> None:
+    """One-line ``OutputError`` if any output file would be one of the source's files (the same path, a link
+    to it or another name of the same file), before anything is written: a run never overwrites its plate."""
+    import os
+
+    from .io import output_paths
+
+    inputs: set[str] = set()
+    inodes: set[tuple[int, int]] = set()
+    for path in {source.path_for(n) for n in numbers}:  # type: ignore[attr-defined]
+        inputs.add(os.path.realpath(path))
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            inodes.add((st.st_dev, st.st_ino))
+    for dest, wanted in outputs:
+        if not dest:
+            continue
+        for out in output_paths(dest, wanted):
+            clash = os.path.realpath(out) in inputs
+            if not clash and os.path.exists(out):
+                st = os.stat(out)
+                clash = (st.st_dev, st.st_ino) in inodes
+            if clash:
+                raise OutputError(f"{out}: is one of the input files; refusing to overwrite the source "
+                                  "(choose another output path)")
+
+
+def tracks_sidecar(dest: str) -> Path:
+    """Where a run keeps the tracks it analysed, next to its output (``out/shot.####.exr`` ->
+    ``out/shot.facefix-tracks.json``): a resumed run reuses them, so its frames equal an uninterrupted run's."""
+    from .io import is_movie
+
+    path = Path(dest)
+    stem = path.stem if is_movie(dest) else path.name.split("#")[0].split("%")[0].split("@")[0]
+    stem = stem.rstrip("._-") or "output"
+    if stem == path.name:  # a still: drop the extension
+        stem = path.stem
+    return path.parent / f"{stem}.facefix-tracks.json"
+
+
+def _analysis_key(source: str, numbers: Sequence[int], settings: Settings, device: object) -> str:
+    """What an analysis depends on: the same key means the same tracks."""
+    import hashlib
+    import json
+    import os
+
+    key = {"source": os.path.realpath(source), "frames": list(numbers), "detector": settings.detector,
+           "min_face": settings.min_face, "colorspace": settings.colorspace,
+           "device": getattr(device, "type", str(device))}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _analysed_tracks(full: object, source: str, dest: str, numbers: Sequence[int], settings: Settings,
+                     engine: Engine, progress: bool, summary: RunSummary) -> FaceTracks:
+    """Tracks of ``numbers`` (every requested frame with its pre-roll): the sidecar's when it was made for the
+    same analysis (a resumed run), else detected and tracked now and written to the sidecar."""
+    from dataclasses import replace as replace_tracks
+
+    sidecar = tracks_sidecar(dest)
+    key = _analysis_key(source, numbers, settings, engine.device)
+    if sidecar.is_file():
+        with contextlib.suppress(FaceFixError, OSError, ValueError):
+            kept = FaceTracks.load(sidecar)
+            if kept.metadata.get("analysis") == key:
+                summary.notes.append(f"tracks reused from {sidecar}")
+                return kept
+    from .analyse import AnalysisStats, track_clip
+
+    t_analyse = time.perf_counter()
+    analysis = AnalysisStats()
+    tracks = track_clip(full, numbers, settings, device=engine.device, progress=progress, stats=analysis)
+    summary.timings["analyse"] = time.perf_counter() - t_analyse
+    summary.timings.update({f"analyse_{k}": v for k, v in analysis.timings.items()})
+    # The run uses the tracks as the sidecar holds them (FaceTracks JSON rounds to 1e-4 px): a resumed run, or
+    # `facefix track` followed by `restore --tracks`, then gives exactly the frames of this run.
+    tracks = FaceTracks.from_json(replace_tracks(tracks, metadata={**tracks.metadata, "analysis": key}).to_json())
+    try:
+        tracks.save(sidecar)
+    except (FaceFixError, OSError) as err:
+        log.warning("could not keep the tracks next to the output (%s): a resumed run will analyse again", err)
+    return tracks
+
+
 def _make_folder(folder: Path) -> None:
     """Create the output folder (as a Write node's "create directories" does); one-line error if impossible."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
-
-
-def keeps_packed(source: object, dest: str, settings: Settings, ct: ColourTransform, device: object) -> bool:
-    """Whether frames are read as their file's words (``read_packed_frame``): a 10-bit DPX sequence written to
-    DPX, restored on a GPU in its own colourspace (sRGB or raw) without upscaling. Frames that turn out not to
-    be the plain layout are read as usual. (On the CPU the packed steps cost more than they save: a 720p,
-    4-face shot took 1.07x the time; there frames are read as integer codes.)"""
-    fmt = getattr(source, "format", None)
-    return (getattr(device, "type", "cpu") == "cuda" and getattr(source, "kind", "") == "sequence"
-            and fmt is not None and fmt.file_format == "dpx" and (fmt.pixel_type, fmt.bits_per_sample) == ("uint16", 10)
-            and Path(dest).suffix.lower() == ".dpx" and settings.upscale == 1 and ct.is_identity)
-
-
-def read_for_restore(source: Source, number: int, packed: bool,
-                     words_into: Callable[[tuple[int, int]], np.ndarray] | None = None) -> Frame | PackedFrame:
-    """Frame ``number`` as a run reads it: as the file's words where ``packed`` (``keeps_packed``) and the file
-    is the plain layout, else with integer files as their codes."""
-    frame = read_packed_frame(source.path_for(number), number, words_into) if packed else None
-    return frame if frame is not None else source.read(number, codes=True)
-
-
-def restore_input(frame: Frame | PackedFrame) -> np.ndarray | PackedFrame:
-    """What ``stage_frame`` and ``queue_batch`` take for a frame ``read_for_restore`` gave."""
-    return frame if isinstance(frame, PackedFrame) else frame.pixels
-
-
-def host_words(device: object) -> Callable[[tuple[int, int]], np.ndarray]:
-    """Allocator of a packed frame's words: pinned memory for CUDA (the face rows upload and download from it
-    without a staging copy), else plain memory."""
-    import torch
-
-    pinned = getattr(device, "type", "cpu") == "cuda"
-
-    def words_into(shape: tuple[int, int]) -> np.ndarray:
-        return torch.empty(shape, dtype=torch.int32, pin_memory=pinned).numpy().view(np.uint32)
-    return words_into
 
 
 def _output_format(fmt: FrameFormat, upscale: int) -> FrameFormat:
@@ -435,12 +461,11 @@ def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo
     numbers = [n for n, _ in batch]
     frames = [f for _, (f, _) in batch]
     staged = [st for _, (_, st) in batch]
-    images = [restore_input(f) for f in frames]
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
     # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
-    pending = queue_batch(images, per_frame, settings, engine, frame_numbers=numbers, colorspace=ct,
-                          stabilise=stab, stats=stats, inplace=True, staged=staged,
+    pending = queue_batch([restore_input(f) for f in frames], per_frame, settings, engine, frame_numbers=numbers,
+                          colorspace=ct, stabilise=stab, stats=stats, inplace=True, staged=staged,
                           bits=[f.format.bits_per_sample for f in frames], keep_mattes=mattes)
     for n, src_frame, fs, frame_pending in zip(numbers, frames, per_frame, pending):
         if n not in todo_set:

@@ -19,11 +19,12 @@ def test_clip_gpu_side_figure_and_reference_reader(tmp_path, fmt, monkeypatch):
     import torch
 
     import facefix.run as run
-    from facefix.pipeline import Engine
+    from facefix.engine import Engine
 
     if fmt == "dpx-words":  # DPX kept as its words, as on a GPU (the torch steps on the CPU here)
-        on_gpu = run.keeps_packed
-        monkeypatch.setattr(run, "keeps_packed", lambda *a: on_gpu(*a[:4], torch.device("cuda")))
+        on_gpu = run.frame_reader
+        monkeypatch.setattr(run, "frame_reader", lambda src, dest, up, ct, dev: on_gpu(src, dest, up, ct,
+                                                                                     torch.device("cuda")))
         fmt = "dpx"
 
     pattern, tracks = bench.make_clip(tmp_path, (192, 128), faces=1, frames=3, fmt=fmt)

@@ -50,7 +50,7 @@ def test_allocator_setting_only_for_gpu_runs():
 
     import torch
 
-    from facefix.cli import _uses_cuda
+    from facefix.cli.main import _uses_cuda
 
     assert not _uses_cuda(argparse.Namespace(device="cpu"))
     assert _uses_cuda(argparse.Namespace(device="cuda")) == torch.cuda.is_available()

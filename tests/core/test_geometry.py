@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from facefix.demo.synth import similarity
 from facefix.errors import InputError
 from facefix.geometry import (
     FFHQ_TEMPLATE_512,
@@ -13,7 +14,6 @@ from facefix.geometry import (
     umeyama_similarity,
     warp_affine,
 )
-from facefix.synth import similarity
 
 
 def test_umeyama_recovers_a_known_similarity():

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, Settings, synth
-from facefix.pipeline import Engine, restore_batch
+from facefix import Face, Settings
+from facefix.demo import synth
+from facefix.engine import Engine
+from facefix.pipeline import restore_batch
 
 pytestmark = pytest.mark.gpu
 
@@ -81,6 +83,7 @@ def test_packed_dpx_on_gpu_writes_what_the_codes_path_writes(tmp_path, monkeypat
     """10-bit DPX kept as words (unpacked and merged on the GPU) gives the same files, byte for byte, as the
     path that reads integer codes and finishes on the CPU; at every batch size; and agrees with the CPU run
     within the tolerance above, with every word outside the matte the input's."""
+    import facefix.io.regions as regions
     import facefix.run as run
     from facefix import FaceTracks
     from facefix.io import Frame, FrameFormat, read_frame, write_frame
@@ -102,7 +105,7 @@ def test_packed_dpx_on_gpu_writes_what_the_codes_path_writes(tmp_path, monkeypat
     restore("packed", "cuda", 4)
     restore("packed1", "cuda", 1)
     restore("cpu", "cpu", 4)
-    monkeypatch.setattr(run, "keeps_packed", lambda *a: False)
+    monkeypatch.setattr(run, "frame_reader", lambda src, dest, up, ct, dev: regions.FrameReader(src, False))
     restore("codes", "cuda", 4)
     for i in range(1, 7):
         name = f"o.{i:04d}.dpx"

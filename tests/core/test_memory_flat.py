@@ -8,10 +8,11 @@ import tracemalloc
 import pytest
 import torch
 
-from facefix import Face, FaceTracks, Settings, synth
+from facefix import Face, FaceTracks, Settings
+from facefix.demo import synth
+from facefix.engine import Engine
 from facefix.io import Frame, FrameFormat
 from facefix.io.sequence import write_frame
-from facefix.pipeline import Engine
 from facefix.run import run_clip
 
 
@@ -50,7 +51,7 @@ import os, sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 if sys.argv[1] == "fixed":
-    from facefix.run import return_frames_to_the_os
+    from facefix.hostmem import return_frames_to_the_os
     assert return_frames_to_the_os()
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,4 +1,4 @@
-"""10-bit DPX words unpacked and merged on the device (facefix.packed): the same samples the CPU reader and
+"""10-bit DPX words unpacked and merged on the device (facefix.io.packed): the same samples the CPU reader and
 writer give, and every bit the restore does not change left as it was."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from facefix.io.dpx import PackedLayout, pack_filled_10bit, unpack_filled_10bit
 from facefix.io.frames import _widen_table, codes_from_unit, unit_from_codes
-from facefix.packed import PackedRegion, merge_region, samples_of_unit, unit_of_samples, unpack_region
+from facefix.io.packed import PackedRegion, merge_region, samples_of_unit, unit_of_samples, unpack_region
 
 RNG = np.random.default_rng(5)
 
@@ -102,7 +102,7 @@ def test_unit_values_and_rounding_are_the_cpu_conversions():
 def test_cuda_kernels_are_the_torch_steps(channels, big, width, x0, x1):
     """On CUDA each step is one kernel: the same values, and the same words to the bit, as the torch steps
     (run on the CPU), for random words (unused bits set), NaN, Inf, half codes and values outside [0, 1]."""
-    from facefix.packed import merge_unit, unpack_unit
+    from facefix.io.packed import merge_unit, unpack_unit
 
     layout = PackedLayout(width, 9, channels, big, 8192)
     raw = torch.from_numpy(_raw_words(layout).view(np.int32))

@@ -54,7 +54,7 @@ def test_track_ids_parse():
 def test_batch_auto_depends_on_the_device():
     import torch
 
-    from facefix.pipeline import frames_per_batch
+    from facefix.engine import frames_per_batch
 
     assert Settings().batch == 0
     assert frames_per_batch(Settings(), torch.device("cpu")) == 4

@@ -4,9 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, Settings, synth
+from facefix import Face, Settings
+from facefix.demo import synth
+from facefix.engine import Engine
 from facefix.geometry import crop_from_frame_matrix, invert_affine, warp_affine
-from facefix.pipeline import Engine, queue_batch, restore_batch, restore_frame, stage_frame
+from facefix.pipeline import queue_batch, restore_batch, stage_frame
+
+
+def restore_frame(image, faces, settings, engine, *, colorspace="srgb"):
+    """One frame through ``restore_batch`` (sRGB unless told), faces below --min-face left alone."""
+    from facefix.colour import colour_transform, resolve_colorspace
+
+    keep = [f for f in faces if f.size >= settings.min_face]
+    ct = colour_transform(resolve_colorspace(colorspace, is_float=False))
+    (out,) = restore_batch([np.asarray(image, np.float32)], [keep], settings, engine, colorspace=ct)
+    return out
+
 
 
 def _face(landmarks):
@@ -200,7 +213,7 @@ def test_two_faces_in_one_frame():
 
 
 def test_out_of_gpu_memory_backs_off_and_goes_on():
-    from facefix.pipeline import run_model
+    from facefix.engine import run_model
 
     calls = []
 
@@ -300,7 +313,8 @@ def test_compositing_back_converts_each_faces_box_and_gives_the_same_frame():
     and the frame is the same as converting that one box: bit for bit, float and integer codes."""
     from facefix.colour import colour_transform
     from facefix.io.frames import codes_from_unit
-    from facefix.pipeline import _finish_frame, touched_boxes
+    from facefix.io.regions import finish_frame as _finish_frame
+    from facefix.io.regions import touched_boxes
 
     rng = np.random.default_rng(8)
     alpha = np.zeros((60, 90), np.float32)
@@ -355,7 +369,8 @@ def test_packed_frames_restore_in_their_words_with_or_without_the_matte(tmp_path
     for w, with_matte, without in zip(want, results[True], results[False]):
         image, alpha = w.result()
         for p in (with_matte, without):
-            out = p.packed_result()
+            out = p.output(0, fmt)
+            assert isinstance(out, PackedFrame)
             np.testing.assert_array_equal(unpack_filled_10bit(out.words, out.layout) >> 6, image >> 6)
         np.testing.assert_array_equal(with_matte.matte(), alpha)
         assert alpha.max() > 0.99
@@ -367,7 +382,8 @@ def test_face_regions_for_a_shot_equal_each_frames_own():
     """run_clip finds every frame's face region once for the shot; staged with it, a frame is what it is when
     staged alone, faces over the frame's edges included."""
     from facefix.colour import colour_transform
-    from facefix.pipeline import face_regions, stage_frame
+    from facefix.faces import face_regions
+    from facefix.pipeline import stage_frame
 
     clip = synth.motion_clip(4, (96, 96), translate=(2, 1), rotate_deg=3)
     faces = {n: [Face(box=(0, 0, 1, 1), landmarks=lm + (k * 40.0, k * 30.0)) for k in range(n % 3)]

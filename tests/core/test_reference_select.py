@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from facefix import synth
 from facefix.cli import main
+from facefix.demo import synth
 from facefix.io import Frame, FrameFormat, open_source
 from facefix.io.sequence import write_frame
 

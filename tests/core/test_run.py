@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, FaceTracks, Settings, synth
+from facefix import Face, FaceTracks, Settings
 from facefix.cli import main
+from facefix.demo import synth
 from facefix.errors import InputError, OutputError
 from facefix.io import Frame, FrameFormat, open_source, read_frame
 from facefix.io.sequence import write_frame
@@ -115,8 +116,9 @@ def test_integer_sequence_writes_what_the_float_core_gives(shot, tmp_path, ext, 
     """Integer files stay integer codes through run_clip (no full-frame float round trip): the written
     codes are restore_batch's float result rounded at the file's depth, and outside the matte the input's."""
     from facefix.colour import colour_transform
+    from facefix.engine import Engine
     from facefix.io import read_frame
-    from facefix.pipeline import Engine, restore_batch
+    from facefix.pipeline import restore_batch
 
     root, tracks = shot
     clip = open_source(str(root / "png.####.png"))
@@ -157,9 +159,11 @@ def test_dpx_frames_stay_their_words_and_write_what_the_codes_path_writes(shot, 
     """A 10-bit DPX sequence is read as its words and restored on the device: the files (and the matte) are
     byte for byte those of the path that reads integer codes, and frames without faces are their input's
     words exactly."""
+    import facefix.io.regions as regions
+    import facefix.io.sequence as sequence
     import facefix.run as run
+    from facefix.engine import Engine
     from facefix.io.dpx import byte_order
-    from facefix.pipeline import Engine
 
     root, tracks = shot
     clip = open_source(str(root / "exr.####.exr" if channels == 4 else root / "png.####.png"))
@@ -174,20 +178,22 @@ def test_dpx_frames_stay_their_words_and_write_what_the_codes_path_writes(shot, 
     engine = Engine(s)
     engine._restorer = _Brighten()
     # Packed frames are a GPU run's; the same steps run on the CPU here (torch's, not the CUDA kernels).
-    on_gpu = run.keeps_packed
-    monkeypatch.setattr(run, "keeps_packed", lambda *a: on_gpu(*a[:4], torch.device("cuda")))
+    on_gpu = run.frame_reader
+    monkeypatch.setattr(run, "frame_reader", lambda src, dest, up, ct, dev: on_gpu(src, dest, up, ct,
+                                                                                 torch.device("cuda")))
     reads = []
-    packed_read = run.read_packed_frame
-    monkeypatch.setattr(run, "read_packed_frame", lambda *a: reads.append(packed_read(*a)) or reads[-1])
+    packed_read = sequence.read_packed_frame
+    monkeypatch.setattr(sequence, "read_packed_frame", lambda *a: reads.append(packed_read(*a)) or reads[-1])
     pools = []
     make_pool = run.io_threads
     monkeypatch.setattr(run, "io_threads", lambda workers, name: pools.append(workers) or make_pool(workers, name))
     run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "p" / "o.####.dpx"), s, tracks=some, progress=False,
              engine=engine, matte=str(tmp_path / "p" / "m.####.exr"))
     assert len(reads) == N and all(r is not None for r in reads)
-    assert run.packed_io_threads() in pools and None not in pools  # no codec work: a few I/O threads, not one a core
-    assert 2 <= run.packed_io_threads() <= run.PACKED_IO_THREADS
-    monkeypatch.setattr(run, "keeps_packed", lambda *a: False)
+    words_threads = regions.FrameReader(clip, True).io_threads
+    assert words_threads in pools and None not in pools  # no codec work: a few I/O threads, not one a core
+    assert words_threads is not None and 2 <= words_threads <= regions.WORD_IO_THREADS
+    monkeypatch.setattr(run, "frame_reader", lambda src, dest, up, ct, dev: regions.FrameReader(src, False))
     pools.clear()
     run_clip(str(tmp_path / "in.####.dpx"), str(tmp_path / "c" / "o.####.dpx"), s, tracks=some, progress=False,
              engine=engine, matte=str(tmp_path / "c" / "m.####.exr"))

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from facefix import Face, FaceTracks, synth
+from facefix import Face, FaceTracks
+from facefix.demo import synth
 from facefix.io import Frame, FrameFormat
 from facefix.io.sequence import write_frame
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, FaceTracks, Settings, synth
+from facefix import Face, FaceTracks, Settings
+from facefix.demo import synth
+from facefix.engine import Engine
 from facefix.geometry import crop_from_frame_matrix, warp_affine
 from facefix.io import Frame, FrameFormat, open_source
 from facefix.io.sequence import write_frame
-from facefix.pipeline import Engine
 from facefix.run import run_clip
 from facefix.temporal import flicker
 

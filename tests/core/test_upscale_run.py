@@ -2,8 +2,21 @@
 
 import numpy as np
 
-from facefix import Face, Settings, synth
-from facefix.pipeline import Engine, restore_frame
+from facefix import Face, Settings
+from facefix.demo import synth
+from facefix.engine import Engine
+from facefix.pipeline import restore_batch
+
+
+def restore_frame(image, faces, settings, engine, *, colorspace="srgb"):
+    """One frame through ``restore_batch`` (sRGB unless told), faces below --min-face left alone."""
+    from facefix.colour import colour_transform, resolve_colorspace
+
+    keep = [f for f in faces if f.size >= settings.min_face]
+    ct = colour_transform(resolve_colorspace(colorspace, is_float=False))
+    (out,) = restore_batch([np.asarray(image, np.float32)], [keep], settings, engine, colorspace=ct)
+    return out
+
 
 
 def test_upscale_2_keeps_alpha_and_pastes_faces_at_output_resolution():

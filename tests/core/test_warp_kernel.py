@@ -1,4 +1,4 @@
-"""Align and paste for a whole batch as one CUDA kernel each (facefix.warp_triton) against the torch warps.
+"""Align and paste for a whole batch as one CUDA kernel each (facefix.align.warp_triton, facefix.composite.paste_triton) against the torch warps.
 
 On the CPU the kernels run in Triton's interpreter (a subprocess: the interpreter is chosen when Triton is
 first imported): their indexing, tables, padding and antialiasing levels are checked without a GPU, alone
@@ -50,7 +50,7 @@ def region(flat: torch.Tensor, starts: np.ndarray, b: int) -> torch.Tensor:
 
 
 def check_align(size: int, device: str, atol: float) -> None:
-    from facefix.warp_triton import align_crops
+    from facefix.align.warp_triton import align_crops
 
     flat, starts, frames, crop_from_region, _, _ = batch(size, device)
     table = np.stack([3 * starts[frames], np.array(SHAPES)[frames, 0], np.array(SHAPES)[frames, 1]], axis=1)
@@ -66,7 +66,7 @@ def check_align(size: int, device: str, atol: float) -> None:
 
 
 def check_paste(size: int, device: str, shrink: float, atol: float) -> None:
-    from facefix.warp_triton import paste_regions
+    from facefix.composite.paste_triton import paste_regions
 
     flat, starts, _, crop_from_region, delta, matte = batch(size, device, shrink, seed=1)
     out, alpha = flat.clone(), torch.zeros(int(starts[-1]), device=device)
@@ -93,7 +93,8 @@ def check_paste(size: int, device: str, shrink: float, atol: float) -> None:
 
 # The interpreter runs one program at a time in numpy: big blocks (each lane is one pixel, whatever the block)
 # keep it to seconds.
-BIG_BLOCKS = "import facefix.warp_triton\nfacefix.warp_triton._BLOCK = 8192\n"
+BIG_BLOCKS = ("import facefix.align.warp_triton, facefix.composite.paste_triton\n"
+              "facefix.align.warp_triton._BLOCK = 8192\nfacefix.composite.paste_triton._BLOCK = 8192\n")
 
 
 @needs_triton
@@ -119,9 +120,11 @@ def test_pipeline_with_the_kernels_in_the_interpreter(triton_interpreter):
         import sys
         import numpy as np
         sys.path.insert(0, sys.argv[1])
-        import facefix.pipeline as pipeline
-        from facefix import Face, Settings, synth
-        from facefix.pipeline import Engine, restore_batch
+        import facefix.align, facefix.composite
+        from facefix import Face, Settings
+        from facefix.demo import synth
+        from facefix.engine import Engine
+        from facefix.pipeline import restore_batch
         from test_pipeline import Sharpen
 
         frames, faces = [], []
@@ -133,7 +136,7 @@ def test_pipeline_with_the_kernels_in_the_interpreter(triton_interpreter):
         engine = Engine(s)
         engine._restorer = Sharpen()
         plain = restore_batch(frames, faces, s, engine)
-        pipeline.kernels_for = lambda t: True
+        facefix.align.kernels_for = facefix.composite.kernels_for = lambda t: True
         fused = restore_batch(frames, faces, s, engine)
         alone = [restore_batch([f], [fs], s, engine)[0] for f, fs in zip(frames, faces)]
         for (a, ma), (b, mb), (c, mc), src in zip(plain, fused, alone, frames):
@@ -153,8 +156,10 @@ def test_pipeline_with_the_kernels_in_the_interpreter(triton_interpreter):
 @pytest.mark.parametrize("name", ["_align_kernel", "_paste_kernel"])
 def test_kernels_compile_for_a_hopper_gpu(name, hopper_compile):
     """The interpreter runs Python; the compiler is stricter (globals, types). Compiled here without a GPU."""
-    import facefix.warp_triton as kernels
+    import importlib
 
+    kernels = importlib.import_module("facefix.align.warp_triton" if name == "_align_kernel"
+                                      else "facefix.composite.paste_triton")
     signature = {
         "_align_kernel": {"src_ptr": "*fp32", "regions_ptr": "*i64", "mats_ptr": "*fp32", "out_ptr": "*fp32",
                           "S": "i32", "BLOCK": "constexpr"},
@@ -177,7 +182,7 @@ def test_cuda_kernels_equal_the_torch_warps():
 def test_tables_fold_the_pixel_centres():
     """index_space: a map of pixel coordinates (centres at +0.5) evaluated at indices (centres at 0)."""
     pytest.importorskip("triton")
-    from facefix.warp_triton import index_space
+    from facefix.geometry import index_space
 
     m = np.array([[[0.8, -0.3, 5.0], [0.3, 0.8, -2.0]]])
     got = index_space(m).reshape(2, 3).astype(np.float64)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.detect import BlazeFaceDetector, Detector, DetectResult, load_detector, tile_grid
 from facefix.detect.mesh import five_points
 from facefix.errors import InputError, SettingsError

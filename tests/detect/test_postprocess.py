@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.detect import BlazeFaceDetector
 from facefix.detect.blazeface import (
     BlazeFace,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.detect import load_detector
 
 

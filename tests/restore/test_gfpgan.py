@@ -72,7 +72,7 @@ def test_safetensors_and_v13_load_the_same_weights(gfpgan_files) -> None:  # typ
 def test_synth_random_gfpgan_has_the_release_layout(gfpgan_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The stand-in weights the GPU tests and the benchmark use: the release's keys and shapes, loadable as
     gfpgan-1.4, and the same file for the same seed."""
-    from facefix import synth
+    from facefix.demo import synth
 
     _, _, state = gfpgan_files
     path = synth.random_gfpgan(tmp_path / "a.safetensors", seed=3)

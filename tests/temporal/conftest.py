@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.geometry import FFHQ_TEMPLATE_512 as FFHQ_512
 from facefix.geometry import umeyama_similarity as _fit_similarity
 

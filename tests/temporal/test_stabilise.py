@@ -166,8 +166,7 @@ def test_pipeline_stabiliser_equals_full_size_windows(aligned_clip, boil_clip, r
     windows of full-size crops (run_track), for two tracks batched together, one with a missing frame."""
     import numpy as np
 
-    from facefix.faces import Face
-    from facefix.pipeline import FaceBatch
+    from facefix.faces import Face, FaceBatch
     from facefix.temporal import ClipStabiliser
 
     clip = aligned_clip(10, 256, drift=(1.0, 0.5), jitter=0.5, seed=11)
@@ -205,8 +204,7 @@ def _pipeline_stabiliser(clip, restored, per_batch, device, compile=False):
     (the second sees the clip mirrored) in each batch; returns the stabilised crops in frame order."""
     import numpy as np
 
-    from facefix.faces import Face
-    from facefix.pipeline import FaceBatch
+    from facefix.faces import Face, FaceBatch
     from facefix.temporal import ClipStabiliser
 
     lm = np.array([[60.0, 80], [120, 80], [90, 110], [65, 140], [115, 140]])
@@ -239,7 +237,7 @@ def test_flow_weights_trace_as_one_graph(aligned_clip, boil_clip):
 
 def test_the_flow_is_compiled_only_with_compile_on_cuda():
     from facefix import Settings
-    from facefix.pipeline import Engine
+    from facefix.engine import Engine
     from facefix.temporal.stabilise import flow_weights
 
     engine = Engine(Settings(model="passthrough", device="cpu"), compile=True)

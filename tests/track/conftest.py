@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.faces import Face
 
 

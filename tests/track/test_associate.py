@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.errors import InputError, SettingsError
 from facefix.faces import Face
 from facefix.track.associate import (

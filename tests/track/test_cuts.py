@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.errors import InputError, SettingsError
 from facefix.track import appearance_descriptors, build_tracks
 from facefix.track.cuts import cut_score, cut_scores, find_cuts, thumbnail

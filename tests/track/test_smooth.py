@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facefix import synth
+from facefix.demo import synth
 from facefix.errors import InputError, SettingsError
 from facefix.faces import Face, FaceTrack
 from facefix.track import appearance_descriptors, build_tracks

@@ -7,7 +7,7 @@ extension; both stream one frame at a time, so memory stays flat whatever the cl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -38,6 +38,7 @@ __all__ = [
     "parse_pattern",
     "read_frame",
     "write_frame",
+    "output_paths",
 ]
 
 
@@ -108,3 +109,11 @@ def open_sink(
     if is_movie(path):
         return MovieSink(path, fps, codec=codec, audio_from=audio_from)
     return ImageSequenceSink(path, like, fps=fps)
+
+
+def output_paths(path: str | os.PathLike[str], numbers: Iterable[int]) -> list[str]:
+    """The files a sink for ``path`` would write for frames ``numbers`` (a movie or a still: the one file)."""
+    if is_movie(path):
+        return [str(path)]
+    seq = parse_pattern(str(path))
+    return [str(path)] if seq is None else [str(seq.frame(int(n))) for n in numbers]

@@ -26,7 +26,7 @@ from .stabilise import (
 )
 
 if TYPE_CHECKING:
-    from ..pipeline import FaceBatch
+    from ..faces import FaceBatch
 
 __all__ = [
     "ClipStabiliser",

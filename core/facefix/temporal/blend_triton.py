@@ -15,10 +15,11 @@ import torch
 import triton
 import triton.language as tl
 
+from ..interp_triton import cubic_weights
+
 __all__ = ["blend_past"]
 
 _BLOCK = 256
-_A = tl.constexpr(-0.75)  # torch's bicubic (Keys) coefficient
 
 
 @triton.jit
@@ -33,19 +34,6 @@ def _bilinear(base, sy, sx, fh, fw):
     top = (1.0 - lx) * tl.load(base + y0 * fw + x0) + lx * tl.load(base + y0 * fw + x1)
     bottom = (1.0 - lx) * tl.load(base + y1 * fw + x0) + lx * tl.load(base + y1 * fw + x1)
     return (1.0 - ly) * top + ly * bottom
-
-
-@triton.jit
-def _cubic_weights(t):
-    """Keys' cubic convolution weights of the four taps around a point at fraction ``t``."""
-    u = t + 1.0
-    w0 = ((_A * u - 5.0 * _A) * u + 8.0 * _A) * u - 4.0 * _A
-    w1 = ((_A + 2.0) * t - (_A + 3.0)) * t * t + 1.0
-    v = 1.0 - t
-    w2 = ((_A + 2.0) * v - (_A + 3.0)) * v * v + 1.0
-    u = v + 1.0
-    w3 = ((_A * u - 5.0 * _A) * u + 8.0 * _A) * u - 4.0 * _A
-    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -87,8 +75,8 @@ def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, h, w, fh, fw
         iy = yf + fy
         ix0 = tl.floor(ix)
         iy0 = tl.floor(iy)
-        wx0, wx1, wx2, wx3 = _cubic_weights(ix - ix0)
-        wy0, wy1, wy2, wy3 = _cubic_weights(iy - iy0)
+        wx0, wx1, wx2, wx3 = cubic_weights(ix - ix0)
+        wy0, wy1, wy2, wy3 = cubic_weights(iy - iy0)
         last_x = (w - 1).to(tl.float32)
         last_y = (h - 1).to(tl.float32)
         c0 = tl.minimum(tl.maximum(ix0 - 1.0, 0.0), last_x).to(tl.int32)

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
+from ..errors import OutputError
 
 __all__ = ["write_demo"]
 
 
 def write_demo(folder: str | Path, n_frames: int = 8, size: tuple[int, int] = (384, 512), first: int = 1001) -> list[str]:
     """Write ``plate.####.png`` (16-bit sRGB) and ``plate.####.exr`` (half, linear, with alpha) into ``folder``."""
+    from ..colour import colour_transform
+    from ..io import Frame, FrameFormat
+    from ..io.sequence import write_frame
     from . import synth
-    from .colour import colour_transform
-    from .io import Frame, FrameFormat
-    from .io.sequence import write_frame
 
     out = Path(folder)
     try:

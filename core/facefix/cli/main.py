@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .errors import FaceFixError
-from .params import PARAMS, Param, Settings
+from .. import __version__
+from ..errors import FaceFixError, Interrupted
+from ..params import PARAMS, RUN_PARAMS, Param, Settings, schema
 
 __all__ = ["main", "build_parser", "add_param_options", "settings_from_args"]
 
@@ -22,10 +22,11 @@ def _arg_type(p: Param) -> Any:
     return str  # coerced (with a one-line error naming the flag) by Settings
 
 
-def add_param_options(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None) -> None:
+def add_param_options(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None,
+                      params: Sequence[Param] = PARAMS) -> None:
     """Add one option per schema parameter (optionally only some groups)."""
     by_group: dict[str, argparse._ArgumentGroup] = {}
-    for p in PARAMS:
+    for p in params:
         if groups is not None and p.group not in groups:
             continue
         g = by_group.get(p.group) or parser.add_argument_group(f"{p.group} controls")
@@ -35,7 +36,11 @@ def add_param_options(parser: argparse.ArgumentParser, groups: Sequence[str] | N
             help_text += f" Choices: {', '.join(str(c) for c in p.choices)}."
         if p.minimum is not None and p.maximum is not None:
             help_text += f" Range {p.minimum:g}..{p.maximum:g}."
-        help_text += f" Default: {p.default}."
+        if p.kind == "bool" and p.default is False:  # a switch: present = on
+            g.add_argument(p.cli_flag, dest=p.name, action="store_true", help=help_text)
+            continue
+        if p.default not in ("", None):
+            help_text += f" Default: {p.default}."
         g.add_argument(p.cli_flag, dest=p.name, default=None, type=_arg_type(p), metavar=p.kind.upper(), help=help_text)
 
 
@@ -56,16 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="Restore faces in an image sequence or movie.")
     r.add_argument("input", help="Input: shot.####.exr, shot.%%04d.exr, shot.1001-1100#.exr, a still, or a movie.")
     r.add_argument("-o", "--output", required=True, help="Output pattern or movie file.")
-    r.add_argument("--frames", help="Frame range, e.g. 1001-1100 or 1001-1100x2 (default: all frames found).")
-    r.add_argument("--tracks", help="FaceTracks JSON to use instead of detecting (from `facefix track` or a host).")
-    r.add_argument("--resume", action="store_true", help="Skip frames already written (image sequences).")
     r.add_argument("--quiet", action="store_true", help="No progress bar; errors only.")
-    r.add_argument("--codec", default="auto", help="Movie codec: auto, h264, prores (default: by container).")
-    r.add_argument("--matte", help="Also write the face alpha matte to this image-sequence pattern.")
     r.add_argument("--model-path", help="Use this weights file instead of the installed model.")
-    r.add_argument("--compile", action="store_true",
-                   help="CUDA: compile the face model (about a minute) and the stabiliser's flow first, then run "
-                        "~2x faster. For long shots.")
+    add_param_options(r, params=RUN_PARAMS)
     add_param_options(r)
 
     t = sub.add_parser("track", help="Detect and track faces; write FaceTracks JSON.")
@@ -83,32 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="Print the parameter schema as JSON (what hosts build their controls from).")
     s.add_argument("--indent", type=int, default=1)
 
-    from .cli_models import add_models_parser
+    from .models import add_models_parser
 
     add_models_parser(sub)
     return parser
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from .faces import FaceTracks
-    from .run import run_clip
+    from ..api import Session
 
     settings = settings_from_args(args)
-    tracks = FaceTracks.load(args.tracks) if args.tracks else None
-    from .pipeline import Engine
-
-    engine = Engine(settings, restorer_path=args.model_path, compile=bool(args.compile))
-    summary = run_clip(
-        args.input, args.output, settings, frames=args.frames, tracks=tracks, resume=args.resume,
-        progress=not args.quiet, codec=args.codec, matte=args.matte, engine=engine,
-    )
+    with Session(settings, model_path=args.model_path, compile=bool(args.compile)) as session:
+        summary = session.run(args.input, args.output, frames=args.frames, tracks=args.tracks, resume=args.resume,
+                              progress=not args.quiet, codec=args.codec or "auto", matte=args.matte)
     if not args.quiet:
         print(f"facefix: {summary.line()}", file=sys.stderr)
     return 0
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from .track_cli import run_track
+    from .track import run_track
 
     settings = settings_from_args(args)
     line = run_track(args.input, args.output, settings, frames=args.frames, progress=not args.quiet,
@@ -119,7 +111,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import write_demo
+    from ..demo import write_demo
 
     for path in write_demo(args.folder, n_frames=args.frames):
         print(path)
@@ -127,13 +119,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    rows = [
-        {"name": p.name, "label": p.display_label, "type": p.kind, "default": p.default, "help": p.help,
-         "min": p.minimum, "max": p.maximum, "choices": list(p.choices), "animatable": p.animatable,
-         "group": p.group, "flag": p.cli_flag}
-        for p in PARAMS
-    ]
-    print(json.dumps({"version": "facefix.Schema.1", "params": rows}, indent=args.indent))
+    print(json.dumps(schema(), indent=args.indent))
     return 0
 
 
@@ -154,7 +140,7 @@ def _stop_cleanly_on_sigterm() -> None:
 
 def _uses_cuda(args: argparse.Namespace) -> bool:
     try:
-        from .pipeline import resolve_device
+        from ..engine import resolve_device
 
         return resolve_device(getattr(args, "device", None) or "auto").type == "cuda"
     except FaceFixError:
@@ -170,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _stop_cleanly_on_sigterm()
     if argv is None and args.command in ("restore", "track"):
-        from .hostmem import fast_pinned_memory, return_frames_to_the_os
+        from ..hostmem import fast_pinned_memory, return_frames_to_the_os
 
         # The process is ours: process-wide settings, for GPU runs. Pinned memory first: it must precede CUDA
         # (and means nothing on the CPU). The frames' allocator setting only on the GPU: on the CPU the models'
@@ -186,9 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except FaceFixError as err:
         print(f"facefix: error: {err}", file=sys.stderr)
-        return 130 if type(err).__name__ == "Interrupted" else 1
-    except KeyboardInterrupt:
-        print("facefix: interrupted", file=sys.stderr)
+        return 130 if isinstance(err, Interrupted) else 1
+    except KeyboardInterrupt:  # before or after the frames' loop (analysis, model loading): the same message
+        print(f"facefix: error: {Interrupted()}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         import os

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io.dpx import PackedLayout
-from .tensors import kernels_for
+from ..tensors import kernels_for
+from .dpx import PackedLayout
 
 __all__ = ["PackedRegion", "unpack_unit", "merge_unit", "unpack_region", "merge_region", "unit_of_samples",
            "samples_of_unit"]

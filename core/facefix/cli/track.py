@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
-from .faces import Face
-from .params import Settings
+from ..errors import OutputError
+from ..faces import Face
+from ..params import Settings
 
 __all__ = ["run_track", "draw_overlay"]
 
@@ -44,9 +44,9 @@ def draw_overlay(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
 def run_track(source_path: str, output: str, settings: Settings, *, frames: str | None = None,
               progress: bool = True, debug_overlay: str | None = None) -> str:
     """Detect and track faces in ``source_path``, write FaceTracks JSON to ``output``; returns a summary line."""
-    from .analyse import AnalysisStats, track_clip, working_rgb
-    from .io import Frame, FrameFormat, open_source
-    from .io.sequence import write_frame
+    from ..analyse import AnalysisStats, track_clip, working_rgb
+    from ..io import Frame, FrameFormat, open_source
+    from ..io.sequence import write_frame
 
     src = open_source(source_path, frames)
     overlay_dir = Path(debug_overlay) if debug_overlay else None
@@ -71,6 +71,6 @@ def run_track(source_path: str, output: str, settings: Settings, *, frames: str 
 
 
 def _device(settings: Settings) -> str:
-    from .pipeline import resolve_device
+    from ..engine import resolve_device
 
     return str(resolve_device(settings.device))

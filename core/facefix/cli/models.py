@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from .errors import FaceFixError
+from ..errors import FaceFixError
 
 __all__ = ["add_models_parser", "cmd_list", "cmd_pull", "cmd_import", "cmd_verify"]
 
 
-def _fail(err: FaceFixError) -> int:
-    print(f"facefix models: {err}", file=sys.stderr)
+def _fail(err: FaceFixError | str) -> int:
+    """Print the CLI's one-line error (``facefix: error: ...``) on stderr; the exit status is 1."""
+    print(f"facefix: error: {err}", file=sys.stderr)
     return 1
 
 
@@ -37,8 +38,8 @@ def _size(n: int | None) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every model: name, role, architecture, licence (commercial or not), installed, size."""
-    from .models import CATALOG, models_dir
-    from .models.manager import verify
+    from ..models import CATALOG, models_dir
+    from ..models.manager import verify
 
     try:
         status = dict(verify(None, rehash=False))
@@ -59,7 +60,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """Download a model (resumable, sha256-checked)."""
-    from .models import get_card, pull
+    from ..models import get_card, pull
 
     try:
         card = get_card(args.name)
@@ -74,7 +75,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Install a model file copied from elsewhere (air-gapped machines)."""
-    from .models import import_file
+    from ..models import import_file
 
     try:
         path = import_file(args.path, args.name)
@@ -85,20 +86,38 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Re-hash installed models; exit 1 if any named (or any installed) model is not ok."""
-    from .models import verify
+    """Re-hash installed models; exit 1 if any named (or any installed) model is not ok.
+
+    Without names, a model never pulled is not a failure, but nothing installed at all is: a verify
+    that checked nothing must not pass.
+    """
+    from ..models import models_dir, verify
 
     try:
         results = verify(args.names or None)
     except FaceFixError as err:
         return _fail(err)
-    failed = False
+    folder = models_dir()
+    if not args.names and not any(status in ("ok", "bad-checksum") for _, status in results):
+        return _fail(
+            f"no model files are installed in {folder}; nothing to verify "
+            "(run `facefix models pull NAME` or `facefix models import FILE` first)"
+        )
     for name, status in results:
         print(f"{name}: {status}")
-        # Without names, a model never pulled is not a failure; a damaged one is.
-        if status == "bad-checksum" or (args.names and status not in ("ok", "embedded")):
-            failed = True
-    return 1 if failed else 0
+    bad = [name for name, status in results if status == "bad-checksum"]
+    absent = [name for name, status in results if args.names and status in ("missing", "partial")]
+    problems = []
+    if bad:
+        problems.append(
+            f"{', '.join(bad)}: sha256 does not match the catalogue (`facefix models pull NAME` replaces it)"
+        )
+    if absent:
+        problems.append(
+            f"{', '.join(absent)}: not installed in {folder} "
+            "(`facefix models pull NAME` or `facefix models import FILE`)"
+        )
+    return _fail("; ".join(problems)) if problems else 0
 
 
 def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:

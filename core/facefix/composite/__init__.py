@@ -10,17 +10,29 @@ at template resolution the result equals the restored face exactly.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .filters import gaussian_blur
-from .geometry import FFHQ_TEMPLATE_512, frame_rois, warp_affine
-from .tensors import to_device
+from ..filters import gaussian_blur
+from ..geometry import FFHQ_TEMPLATE_512, TEMPLATE_SIZE, frame_rois, invert_affine, warp_affine
+from ..tensors import kernels_for, to_device
 
-__all__ = ["gaussian_blur", "polygon_sdf", "soft_matte", "template_ellipse", "colour_match", "paste_faces"]
+if TYPE_CHECKING:
+    from ..faces import FaceBatch
+    from ..gpu import Regions
+    from ..params import Settings
+
+__all__ = ["gaussian_blur", "polygon_sdf", "soft_matte", "template_ellipse", "colour_match", "paste_faces",
+           "face_mattes", "match_colours", "per_face", "paste_regions", "no_new_negatives", "TEMPLATE_FACE_PX"]
+
+# Face width in the 512 template, in px (about 2.2x the eye distance): the unit of expand/feather.
+TEMPLATE_FACE_PX = 280.0
 
 
 def polygon_sdf(polygons: torch.Tensor, size: int, factor: int = 4) -> torch.Tensor:
@@ -162,3 +174,85 @@ def paste_faces(
             out[b, :, y0:y1, x0:x1].addcmul_(a, d)
             alpha[b, :, y0:y1, x0:x1].lerp_(one, a)
     return out, alpha
+
+
+def per_face(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    """One value per face as an (N, 1, 1, 1) tensor on ``device`` (animated controls vary per face)."""
+    return to_device([float(v) for v in values], device, torch.float32).view(-1, 1, 1, 1)
+
+
+def match_colours(restored: torch.Tensor, reference: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
+    """``colour_match`` with a per-face amount (N, 1, 1, 1): restored + amount * (matched - restored)."""
+    return restored + amounts * (colour_match(restored, reference, 1.0) - restored)
+
+
+@functools.lru_cache(maxsize=8)
+def _template_sdf(size: int, device: torch.device) -> torch.Tensor:
+    """Signed distance (1, 1, S, S) to the template ellipse: the same for every face without a mesh, so
+    computed once per size and device (it is a few hundred small kernels)."""
+    return polygon_sdf(template_ellipse(size).to(device)[None], size)
+
+
+def face_mattes(batch: FaceBatch, settings_per_face: Sequence[Settings], size: int, device: torch.device) -> torch.Tensor:
+    """Soft mattes (N, 1, S, S) in crop space: the mesh face-oval where a mesh is known, else the template ellipse."""
+    n = len(batch.faces)
+    sdf = _template_sdf(size, device).expand(n, -1, -1, -1)
+    use_mesh = [i for i, (f, s) in enumerate(zip(batch.faces, settings_per_face)) if s.mask == "mesh" and f.mesh is not None]
+    if use_mesh:
+        from ..detect.mesh import FACE_OVAL
+
+        ovals = np.stack([
+            batch.faces[i].mesh[FACE_OVAL, :2] @ batch.crop_from_frame[i, :, :2].T + batch.crop_from_frame[i, :, 2]  # type: ignore[index]
+            for i in use_mesh
+        ])
+        sdf = sdf.clone()
+        sdf[to_device(use_mesh, device)] = polygon_sdf(to_device(ovals, device), size)
+    unit = TEMPLATE_FACE_PX * size / TEMPLATE_SIZE
+    expand = per_face([s.mask_expand * unit for s in settings_per_face], device)
+    soft = per_face([s.mask_feather * unit for s in settings_per_face], device)
+    mattes = soft_matte(sdf, expand, soft)
+    # Never reach the crop border, so no square edge can ever show.
+    border = max(2, size // 64)
+    coords = torch.arange(size, device=device, dtype=torch.float32) + 0.5
+    edge_d = torch.minimum(coords, size - coords)
+    edge = ((torch.minimum(edge_d[:, None], edge_d[None, :]) - border) / border).clamp(0, 1)
+    return mattes * edge
+
+
+def paste_regions(regions: Regions, delta: torch.Tensor, mattes: torch.Tensor, crop_from_roi: np.ndarray,
+                  batch: FaceBatch) -> torch.Tensor:
+    """Every face's ``delta`` added into its frame's region through its matte, in place (see ``paste_faces``);
+    returns the regions' composited mattes, one value per region pixel (``Regions.pixels``). On CUDA one
+    kernel pastes the whole batch (``paste_triton``); elsewhere the torch warps paste a frame at a time."""
+    dev = regions.flat.device
+    alpha = torch.zeros(regions.total, device=dev)
+    slices = batch.frame_slices(len(regions.starts))
+    if kernels_for(regions.flat):
+        from .paste_triton import paste_regions as kernel
+
+        table = np.array([(start, h, w, sel.start, sel.stop)
+                          for start, (h, w), sel in zip(regions.starts, regions.shapes, slices)], np.int64)
+        kernel(regions.flat, alpha, delta, mattes, table.reshape(-1, 5), crop_from_roi)
+        return alpha
+    for b, sel in enumerate(slices):
+        frame = regions.chw(b)
+        if frame.numel() and sel.stop > sel.start:
+            _, frame_alpha = paste_faces(frame[None], delta[sel], mattes[sel], invert_affine(crop_from_roi[sel]),
+                                         np.zeros(sel.stop - sel.start, np.int64), inplace=True)
+            regions.pixels(alpha, b).copy_(frame_alpha[0, 0])
+    return alpha
+
+
+def no_new_negatives(result: np.ndarray | torch.Tensor, original: np.ndarray | torch.Tensor) -> None:
+    """In place: ``result`` never goes below ``min(original, 0)``.
+
+    A face pass adds a restored delta through interpolating warps, whose overshoot can take a dark pixel a
+    little below zero (-0.004 on the example shot). A compositor's float plate keeps its own negative
+    values (they may be meaningful: a grade, a key), but the fix must not add any: negative RGB breaks the
+    log, power and divide operations of a grade downstream.
+    """
+    if isinstance(result, torch.Tensor):
+        assert isinstance(original, torch.Tensor)
+        torch.maximum(result, original.clamp(max=0.0), out=result)
+    else:
+        np.maximum(result, np.minimum(original, 0.0), out=result)

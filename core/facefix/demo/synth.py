@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "ASTRONAUT_LANDMARKS",
@@ -43,7 +43,7 @@ def astronaut() -> np.ndarray:
     """A real portrait (NASA, public domain; the one scikit-image ships) as float32 sRGB (512, 512, 3)."""
     import OpenImageIO as oiio
 
-    path = Path(__file__).parent / "assets" / "examples" / "astronaut.png"
+    path = Path(__file__).parent.parent / "assets" / "examples" / "astronaut.png"
     buf = oiio.ImageBuf(str(path))
     pixels = buf.get_pixels(oiio.FLOAT)
     if buf.has_error or pixels is None:
