@@ -82,6 +82,52 @@ def test_frames_option_with_step_and_list(tmp_path: Path) -> None:
         parse_frames("ten")
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("1005-1001", "--frames 1005-1001: the range runs backwards; write 1001-1005"),
+        ("1005-1001x2", "--frames 1005-1001x2: the range runs backwards; write 1001-1005x2"),
+        # The suggestion names the same frames (1006, 1004, 1002), in order.
+        ("1006-1001x2", "--frames 1006-1001x2: the range runs backwards; write 1002-1006x2"),
+        ("1005-1001x-1", "--frames 1005-1001x-1: the range runs backwards; write 1001-1005"),
+        ("-1--5", "--frames -1--5: the range runs backwards; write -5--1"),
+        ("1,12-9", "--frames 1,12-9: the range 12-9 runs backwards; write 1,9-12"),
+        ("1 , 1005 - 1001", "--frames 1,1005-1001: the range 1005-1001 runs backwards; write 1,1001-1005"),
+    ],
+)
+def test_backwards_frame_range_is_refused(spec: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_frames(spec)
+    assert str(info.value) == message
+
+
+def test_backwards_frame_range_refused_by_sources(tmp_path: Path) -> None:
+    _make_sequence(tmp_path, list(range(1001, 1006)))
+    with pytest.raises(SettingsError, match="runs backwards; write 1001-1005"):
+        open_source(str(tmp_path / "shot.####.exr"), frames="1005-1001")
+    with pytest.raises(SettingsError, match=r"^--in 9-3: the range runs backwards; write 3-9$"):
+        parse_frames("9-3", "--in")
+
+
+@pytest.mark.parametrize(
+    ("spec", "frames"),
+    [
+        ("1001-1005", [1001, 1002, 1003, 1004, 1005]),
+        ("1001-1009x2", [1001, 1003, 1005, 1007, 1009]),
+        ("1,5,9-12", [1, 5, 9, 10, 11, 12]),
+        ("1001", [1001]),
+        ("1001-1001", [1001]),
+        ("-5--3", [-5, -4, -3]),
+        ("-2-1", [-2, -1, 0, 1]),
+        ("-3", [-3]),
+        ("1-10y3", [2, 3, 5, 6, 8, 9]),
+        ("1001 - 1003", [1001, 1002, 1003]),
+    ],
+)
+def test_forward_frame_specs_still_parse(spec: str, frames: list[int]) -> None:
+    assert parse_frames(spec) == frames
+
+
 def test_no_frames_match(tmp_path: Path) -> None:
     _make_sequence(tmp_path, [1, 2], name="other")
     with pytest.raises(InputError, match="no frames match"):

@@ -85,7 +85,7 @@ def test_pull_checksum_mismatch_leaves_nothing(file_server, tiny_model_file, tmp
     assert "tiny_rf.pth" in message
     assert tiny_model_file.sha256 in message
     assert hashlib.sha256(bytes(tampered)).hexdigest() in message
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no .part, no lock file
 
 
 def test_interrupted_pull_resumes_with_range(file_server, tiny_model_file, tmp_path) -> None:
@@ -104,6 +104,94 @@ def test_interrupted_pull_resumes_with_range(file_server, tiny_model_file, tmp_p
     assert path.read_bytes() == tiny_model_file.data
     assert file_server.requests == [("/tiny_rf.pth", None), ("/tiny_rf.pth", f"bytes={half}-")]
     assert not part.exists()
+
+
+def _lock_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".lock"))
+
+
+@pytest.mark.parametrize("failure", ["checksum", "http-404", "refused", "cut", "install-refused"])
+def test_failed_pull_leaves_no_lock_file(failure, file_server, tiny_model_file, tmp_path, monkeypatch) -> None:
+    file_server.files["/tiny_rf.pth"] = tiny_model_file.data
+    url = file_server.url("/tiny_rf.pth")
+    if failure == "checksum":
+        file_server.files["/tiny_rf.pth"] = b"the wrong bytes"
+    elif failure == "http-404":
+        url = file_server.url("/nope.pth")
+    elif failure == "refused":
+        url = f"http://127.0.0.1:{_free_port()}/tiny_rf.pth"
+    elif failure == "cut":
+        file_server.cut_after["/tiny_rf.pth"] = 100
+    else:  # the download is fine, but the file cannot be renamed into place
+
+        def refuse(src: object, dst: object) -> None:
+            raise PermissionError(13, "Permission denied", str(dst))
+
+        monkeypatch.setattr(manager.os, "replace", refuse)
+    card = tiny_model_file.card(url=url)
+    with pytest.raises(ModelError) as info:
+        manager.pull_card(card, progress=False, directory=tmp_path)
+    assert "\n" not in str(info.value)
+    assert _lock_files(tmp_path) == []
+    assert not (tmp_path / "tiny_rf.pth").exists()
+
+
+def test_successful_pull_leaves_no_lock_file(file_server, tiny_model_file, tmp_path) -> None:
+    # A lock file left behind by an older FaceFix is taken over and removed as well.
+    (tmp_path / ".tiny_rf.pth.lock").write_bytes(b"")
+    file_server.files["/tiny_rf.pth"] = tiny_model_file.data
+    card = tiny_model_file.card(url=file_server.url("/tiny_rf.pth"))
+    manager.pull_card(card, progress=False, directory=tmp_path)
+    assert _lock_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [manager.VERIFY_CACHE_NAME, "tiny_rf.pth"]
+
+
+def test_concurrent_pull_is_refused_and_keeps_the_holders_lock(file_server, tiny_model_file, tmp_path) -> None:
+    pytest.importorskip("fcntl")
+    file_server.files["/tiny_rf.pth"] = tiny_model_file.data
+    card = tiny_model_file.card(url=file_server.url("/tiny_rf.pth"))
+    with manager._exclusive(tmp_path / "tiny_rf.pth.part", "holder"):
+        with pytest.raises(DownloadError, match="another pull of this model .* is under way"):
+            manager.pull_card(card, progress=False, directory=tmp_path)
+        assert _lock_files(tmp_path) == [".tiny_rf.pth.lock"]  # the refused pull left the holder's lock alone
+    assert _lock_files(tmp_path) == []
+    assert file_server.requests == []
+    assert manager.pull_card(card, progress=False, directory=tmp_path).read_bytes() == tiny_model_file.data
+    assert _lock_files(tmp_path) == []
+
+
+def test_pull_that_locked_a_removed_lock_file_locks_the_new_one(
+    file_server, tiny_model_file, tmp_path, monkeypatch
+) -> None:
+    """Pull B opens the lock file; pull A, finishing, removes it; pull C creates and holds a new one.
+
+    B then gets the lock on the removed file; it must notice and contend for C's lock instead of
+    downloading beside C.
+    """
+    fcntl = pytest.importorskip("fcntl")
+    file_server.files["/tiny_rf.pth"] = tiny_model_file.data
+    card = tiny_model_file.card(url=file_server.url("/tiny_rf.pth"))
+    lock_path = tmp_path / ".tiny_rf.pth.lock"
+    real_open = os.open
+    held: list[int] = []
+
+    def open_then_race(path, flags, mode=0o777):  # type: ignore[no-untyped-def]
+        fd = real_open(path, flags, mode)
+        if Path(path) == lock_path and not held:
+            os.unlink(lock_path)  # A finished and removed it
+            held.append(real_open(lock_path, os.O_CREAT | os.O_RDWR, 0o644))  # C starts
+            fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+
+    monkeypatch.setattr(manager.os, "open", open_then_race)
+    try:
+        with pytest.raises(DownloadError, match="under way"):
+            manager.pull_card(card, progress=False, directory=tmp_path)
+        assert file_server.requests == []
+        assert lock_path.exists()  # C's lock is C's to remove
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def test_resume_of_a_wrong_part_is_refused_and_cleaned(file_server, tiny_model_file, tmp_path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,45 @@ def parse_pattern(pattern: str) -> fileseq.FileSequence | None:
     return seq
 
 
+# One range of a FrameSet string: start-end, optionally with a step (x), fill (y) or stagger (:) modifier.
+_RANGE = re.compile(r"(-?\d+)-(-?\d+)(?:([xy:])(-?\d+))?")
+
+
+def _backwards_ranges(text: str) -> tuple[list[str], str]:
+    """The ranges of ``text`` that run backwards (``1005-1001``), and ``text`` with each turned around.
+
+    A stepped range keeps its frames: ``1006-1001x2`` (1006, 1004, 1002) becomes ``1002-1006x2``.
+    """
+    backwards: list[str] = []
+    fixed: list[str] = []
+    for chunk in text.split(","):
+        match = _RANGE.fullmatch(chunk)
+        if match is not None and int(match.group(1)) > int(match.group(2)):
+            backwards.append(chunk)
+            start, end, modifier = int(match.group(1)), int(match.group(2)), match.group(3)
+            step = abs(int(match.group(4))) if modifier else 1
+            if modifier == "x" and step > 1:
+                end = start - (start - end) // step * step  # the last frame the step lands on
+            suffix = f"{modifier}{step}" if modifier and (modifier != "x" or step > 1) else ""
+            chunk = f"{end}-{start}{suffix}"
+        fixed.append(chunk)
+    return backwards, ",".join(fixed)
+
+
 def parse_frames(frames: str, option: str = "--frames") -> list[int]:
-    """Frame numbers of a FrameSet string (``1001-1100``, ``1001-1100x2``, ``1,5,9-12``), in order."""
+    """Frame numbers of a FrameSet string (``1001-1100``, ``1001-1100x2``, ``1,5,9-12``), in order.
+
+    A range that runs backwards (``1005-1001``) is refused rather than read as a reversed order.
+    """
+    text = str(frames).replace(" ", "")
+    backwards, fixed = _backwards_ranges(text)
+    if backwards:
+        what = "the range runs" if [text] == backwards else f"the range {', '.join(backwards)} runs"
+        if len(backwards) > 1:
+            what = f"the ranges {', '.join(backwards)} run"
+        raise SettingsError(f"{option} {text}: {what} backwards; write {fixed}")
     try:
-        fs = fileseq.FrameSet(str(frames).replace(" ", ""))
+        fs = fileseq.FrameSet(text)
     except (fileseq.FileSeqException, ValueError) as err:
         raise SettingsError(f"{option} {frames!r} is not a frame range (e.g. 1001-1100, 1001-1100x2, 1,5,9-12)") from err
     numbers = [int(f) for f in fs]

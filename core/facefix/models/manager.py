@@ -166,25 +166,49 @@ def file_sha256(path: Path | str, *, use_cache: bool = True) -> str:
 # -- download ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _exclusive(part: Path, label: str) -> Iterator[None]:
-    """Hold an advisory lock beside ``part`` so two pulls of one model into one folder never interleave."""
-    # Hidden and never deleted: unlinking a lock file others may have opened would let two pulls in.
+    """Hold an advisory lock beside ``part`` so two pulls of one model into one folder never interleave.
+
+    The lock file is removed when the pull ends, however it ends. Removing it is safe because a pull
+    that obtained the lock checks that the file it locked is still the one at ``lock_path``; if
+    another pull removed it in between, it opens the new file and locks that instead.
+    """
     lock_path = part.with_name("." + part.name.removesuffix(".part") + ".lock")
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; a concurrent pull there is the user's call
+        fcntl = None  # type: ignore[assignment]
+    while True:
         try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; a concurrent pull there is the user's call
-            fcntl = None  # type: ignore[assignment]
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise DownloadError(
-                    f"{label}: another pull of this model into {part.parent} is under way"
-                ) from None
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as err:
+            raise ModelError(
+                f"{part.parent}: cannot write to the models folder ({err.strerror or err})"
+            ) from None
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DownloadError(f"{label}: another pull of this model into {part.parent} is under way") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except OSError:  # removed by the pull that held it until now
+            same = False
+        if same:
+            break
+        os.close(fd)  # we locked a file that is no longer there: lock the current one instead
+    try:
         yield
     finally:
-        os.close(fd)
+        # Unlink while still holding the lock, then release: a pull that opened this file before the
+        # unlink and locks it now sees it gone and starts over. (Windows cannot unlink an open file.)
+        if fcntl is None:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        if fcntl is not None:
+            os.close(fd)
 
 
 def _content_range_start(value: str | None) -> int | None:
@@ -298,7 +322,10 @@ def pull_card(
                 f"(downloaded from {src}; the partial file was deleted)"
             )
         give_default_permissions(part)
-        os.replace(part, target)
+        try:
+            os.replace(part, target)
+        except OSError as err:
+            raise ModelError(f"{target}: cannot install the model file ({err.strerror or err})") from None
     _write_cache_entry(target, got)
     return target
 
@@ -326,7 +353,10 @@ def _check_architecture(path: Path, card: ModelCard, origin: Path) -> None:
         raise ModelError(
             f"{origin}: not a model file (the safe loader could not read weights from it)"
         ) from None
-    arch = detect_architecture(state_dict)
+    try:
+        arch = detect_architecture(state_dict)
+    except Exception:  # a detector tripping over odd tensors: the file is of no architecture we know
+        arch = None
     if arch is None:
         raise ModelError(
             f"{origin}: unrecognised model architecture (expected {card.architecture} for {card.name})"
@@ -350,6 +380,8 @@ def import_file(
     ChecksumError) and nothing is left in the models folder. Returns the installed path.
     """
     src = Path(path)
+    if src.is_dir():
+        raise ModelError(f"{src}: is a folder, not a model file")
     if not src.is_file():
         raise ModelError(f"{src}: file not found")
     wanted = get_card(name, catalog) if name else None
@@ -364,8 +396,12 @@ def import_file(
     tmp = Path(tmp_name)
     try:
         # Copy and hash in one pass; the check then applies to exactly the bytes installed.
-        with os.fdopen(fd, "wb") as out, src.open("rb") as f:
-            got = _hash_stream(f, out)
+        try:
+            with os.fdopen(fd, "wb") as out, src.open("rb") as f:
+                got = _hash_stream(f, out)
+        except OSError as err:
+            doing = "cannot read it" if err.filename == str(src) else f"cannot copy it into {folder}"
+            raise ModelError(f"{src}: {doing} ({err.strerror or err})") from None
         card = wanted if wanted is not None else find_card_by_sha256(got, catalog)
         if card is None:
             raise ChecksumError(
@@ -378,7 +414,10 @@ def import_file(
         _check_architecture(tmp, card, src)
         target = folder / _downloadable(card)
         give_default_permissions(tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as err:
+            raise ModelError(f"{target}: cannot install the model file ({err.strerror or err})") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
