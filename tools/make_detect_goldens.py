@@ -36,7 +36,7 @@ def build_images() -> None:
     from PIL import Image
     from skimage import data
 
-    from facefix import synth
+    from facefix.demo import synth
 
     GOLDEN.mkdir(parents=True, exist_ok=True)
     still = synth.astronaut()
