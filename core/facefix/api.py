@@ -28,6 +28,9 @@ __all__ = ["Session", "RestoredFrame", "schema", "Settings", "FaceTracks", "Face
 
 Cancel = Callable[[], bool] | threading.Event
 
+# The controls that decide which models a session loads: other settings may vary from call to call.
+_MODEL_KEYS = ("model", "upscale", "upscale_model", "device")
+
 
 class RestoredFrame(NamedTuple):
     """One frame out of ``Session.restore``: the image (the input's shape and type; float32 when
@@ -126,7 +129,8 @@ class Session:
     # -- frame in, frame out ----------------------------------------------------------------------------
     def restore(self, frames: Sequence[np.ndarray], faces: FaceTracks | Sequence[Sequence[Face]],
                 frame_numbers: Sequence[int] | None = None, *, colorspace: str | None = None,
-                bits: int | Sequence[int | None] | None = None) -> list[RestoredFrame]:
+                bits: int | Sequence[int | None] | None = None,
+                masks: Sequence[np.ndarray | None] | None = None) -> list[RestoredFrame]:
         """Restore a batch of frames with their tracked faces; returns one ``RestoredFrame`` per frame.
 
         frames: (H, W, C>=3) arrays, float32 in ``colorspace`` or a file's uint8/uint16 integer codes (of
@@ -135,7 +139,8 @@ class Session:
         frame's faces (then ``largest`` and ``reference`` see only the frames given). frame_numbers: the
         frames' numbers (default 0, 1, ...): animated controls and the temporal state key on them.
         colorspace: the frames' colourspace (default: the settings'; ``auto`` = scene-linear for float32
-        frames, sRGB for integer codes, as the command line decides for float and integer files).
+        frames, sRGB for integer codes, as the command line decides for float and integer files). masks: per
+        frame the host's mask (H, W) in [0, 1] or None: the fix applies only where it is above 0, in proportion.
 
         Called frame by frame (or batch by batch) in frame order, the result equals what ``facefix restore``
         writes for the same frames and settings (for frame t, given frames t-``preroll``..t-1 of its tracks
@@ -163,8 +168,15 @@ class Session:
         if self.settings.temporal > 0 and self._stabiliser is None:
             self._stabiliser = engine.stabiliser(self.settings.temporal)
         stabilise = self._stabiliser.stabilise if self._stabiliser is not None else None
+        if masks is not None:
+            if len(masks) != len(images):
+                raise InputError(f"restore: {len(images)} frames but {len(masks)} masks")
+            for n, img, m in zip(numbers, images, masks):
+                if m is not None and np.shape(m) != img.shape[:2]:
+                    raise InputError(f"restore: frame {n}: the mask is {np.shape(m)}, the frame {img.shape[:2]}")
         pending = queue_batch(images, [per_frame[n] for n in numbers], self.settings, engine, frame_numbers=numbers,
-                              colorspace=ct, stabilise=stabilise, bits=bits)
+                              colorspace=ct, stabilise=stabilise, bits=bits,
+                              masks=[None if m is None else np.asarray(m, np.float32) for m in masks] if masks else None)
         return [RestoredFrame(*p.result()) for p in pending]
 
     def _tracks_of(self, faces: Sequence[Sequence[Face]], numbers: Sequence[int]) -> FaceTracks:
@@ -189,28 +201,48 @@ class Session:
 
     # -- whole shots ------------------------------------------------------------------------------------
     def run(self, source: str, dest: str, *, frames: str | None = None, tracks: FaceTracks | str | None = None,
-            matte: str | None = None, codec: str = "auto", resume: bool = False,
+            matte: str | None = None, mask: str | None = None, codec: str = "auto", resume: bool = False,
             on_progress: Callable[[int, int], None] | None = None, cancel: Cancel | None = None,
-            progress: bool = False) -> Any:
+            progress: bool = False, settings: Settings | Mapping[str, Any] | None = None) -> Any:
         """Restore a whole shot from ``source`` to ``dest`` (image sequences in VFX notation, stills, movies),
         as ``facefix restore`` does; returns its ``RunSummary`` (frames written, faces, seconds, ``line()``).
 
-        tracks: FaceTracks (or a FaceTracks JSON path) to use instead of detecting. on_progress(done, total)
-        after each frame is queued for writing. cancel: a ``threading.Event`` or a callable, checked between
-        batches: the run stops with ``facefix.errors.Cancelled``, finished frames kept (``resume`` continues).
+        tracks: FaceTracks (or a FaceTracks JSON path) to use instead of detecting. matte: where to write the
+        face matte (an image-sequence pattern). mask: the host's mask (an image sequence of the plate's size:
+        its alpha, else its first channel) limiting where the fix applies. on_progress(done, total) after each
+        frame is queued for writing. cancel: a ``threading.Event`` or a callable, checked between batches: the
+        run stops with ``facefix.errors.Cancelled``, finished frames kept (``resume`` continues). settings:
+        this run's controls instead of the session's, with the same models (``for_settings``).
         """
         from .run import run_clip
 
-        engine = self._open()
+        engine = self._engine_for(settings)
         if isinstance(tracks, str):
             tracks = FaceTracks.load(tracks)
-        return run_clip(source, dest, self.settings, frames=frames or None, tracks=tracks, resume=resume,
-                        progress=progress, codec=codec, matte=matte or None, engine=engine,
+        return run_clip(source, dest, engine.settings, frames=frames or None, tracks=tracks, resume=resume,
+                        progress=progress, codec=codec, matte=matte or None, mask=mask or None, engine=engine,
                         on_progress=on_progress, cancel=_cancel_check(cancel))
+
+    def uses_models_of(self, settings: Settings | Mapping[str, Any]) -> bool:
+        """Whether ``settings`` need the models this session holds (same model, upscaler and device)."""
+        other = _settings(_keyframes(settings))
+        return all(getattr(other, k) == getattr(self.settings, k) for k in _MODEL_KEYS)
+
+    def _engine_for(self, settings: Settings | Mapping[str, Any] | None) -> Any:
+        """The session's engine, or for other settings with the same models a view of it that shares them."""
+        engine = self._open()
+        if settings is None:
+            return engine
+        other = _settings(_keyframes(settings))
+        if not self.uses_models_of(other):
+            changed = ", ".join(k for k in _MODEL_KEYS if getattr(other, k) != getattr(self.settings, k))
+            raise SettingsError(f"these settings need other models than this session holds ({changed}): "
+                                "open another Session")
+        return engine.sharing_models(other)
 
     def track(self, source: str, *, frames: str | None = None, output: str | None = None,
               on_progress: Callable[[int, int], None] | None = None, cancel: Cancel | None = None,
-              progress: bool = False) -> FaceTracks:
+              progress: bool = False, settings: Settings | Mapping[str, Any] | None = None) -> FaceTracks:
         """Detect and track every face of ``source`` (frames ``frames``): the shot's ``FaceTracks``, also
         written to ``output`` (JSON, atomically) if given. on_progress(done, total) after each frame analysed;
         cancel is checked after each frame."""
@@ -218,7 +250,7 @@ class Session:
         from .errors import Cancelled
         from .io import open_source
 
-        engine = self._open()
+        engine = self._engine_for(settings)
         src = open_source(source, frames or None)
         numbers = list(src.frame_numbers)
         if not numbers:
@@ -234,7 +266,7 @@ class Session:
                 on_progress(count[0], len(numbers))
 
         try:
-            tracks = track_clip(src, numbers, self.settings, device=engine.device, progress=progress, on_frame=on_frame)
+            tracks = track_clip(src, numbers, engine.settings, device=engine.device, progress=progress, on_frame=on_frame)
         finally:
             src.close()
         if output:

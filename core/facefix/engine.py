@@ -105,6 +105,14 @@ class Engine:
                                            dtype=dtype)
         return self._upscaler
 
+    def sharing_models(self, settings: Settings) -> Engine:
+        """An engine for ``settings`` (same model, upscaler and device) that shares this one's loaded models."""
+        other = Engine(settings, self.restorer_path, self.accelerate, self.compile, self.cuda_graphs, self.device)
+        other._restorer, other._upscaler = self.restorer(), self._upscaler if settings.upscale > 1 else None
+        if settings.upscale > 1 and other._upscaler is None:
+            other._upscaler = self._upscaler = self.upscaler()
+        return other
+
     def release(self) -> None:
         """Drop the loaded models and return their GPU memory to the device."""
         self._restorer = None

@@ -130,6 +130,8 @@ RUN_PARAMS: tuple[Param, ...] = (
     Param("tracks", "str", "", "FaceTracks JSON to use instead of detecting (from `facefix track` or a host).",
           group="run"),
     Param("matte", "str", "", "Also write the face alpha matte to this image-sequence pattern.", group="run"),
+    Param("mask_input", "str", "", "A mask image sequence (the plate's size; its alpha, else its first channel) "
+          "that limits where the fix applies: 0 = the plate untouched, 1 = the full fix.", group="run"),
     Param("codec", "choice", "auto", "Movie codec (auto: by container: .mov ProRes 422 HQ, .mp4/.mkv H.264).",
           choices=CODEC_CHOICES, group="run"),
     Param("resume", "bool", False, "Skip frames already written (image sequences); the result equals one "

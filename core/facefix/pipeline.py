@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .align import align_faces
 from .colour import ColourTransform, colour_transform, resolve_colorspace
@@ -133,12 +134,14 @@ def queue_batch(
     staged: Sequence[StagedFrame] | None = None,
     bits: int | Sequence[int | None] | None = None,
     keep_mattes: bool = True,
+    masks: Sequence[np.ndarray | None] | None = None,
 ) -> list[PendingFrame]:
     """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
     per frame. Streaming callers finish frames on their encode threads while the next batch runs, and may
     pass each frame ``staged`` already (``stage_frame`` on their decode threads, with the same faces and
     colourspace). Images are anything a region codec takes (``io.regions.codec_for``); ``keep_mattes``
-    False lets a codec skip bringing back mattes nobody writes."""
+    False lets a codec skip bringing back mattes nobody writes. ``masks``: per frame a host mask (H, W) in
+    [0, 1] or None, limiting where the fix applies (frames ``staged`` by the caller carry theirs)."""
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
     engine = engine or Engine(settings)
@@ -157,7 +160,8 @@ def queue_batch(
     # 1. Working-space RGB of each frame's region, in one device buffer.
     with stats.stage("to_working", dev):
         stages = [staged[b] if staged is not None else
-                  stage_frame(img, faces_per_frame[b], ct, up, dev, size, bits=bits_each[b])
+                  stage_frame(img, faces_per_frame[b], ct, up, dev, size, bits=bits_each[b]).with_mask(
+                      masks[b] if masks is not None else None, dev)
                   for b, img in enumerate(images)]
         stats.nonfinite_pixels += sum(st.nonfinite for st in stages)
         regions = Regions.allocate([st.shape for st in stages], [st.origin for st in stages], dev)
@@ -194,9 +198,12 @@ def queue_batch(
 
     # 4. Paste each face at output resolution: without upscaling into its frame's region, every face's delta
     #    against its own model input (the whole batch at once); else into its upscaled frame.
+    host_masks = _upload_masks(stages, regions) if any(st.mask is not None for st in stages) else None
     if up == 1:
         with stats.stage("paste", dev):
             alphas = paste_regions(regions, (restored - model_in) * strength, mattes, crop_from_roi, batch)
+            if host_masks is not None:  # the codecs blend the colour by the mask in the output's own space
+                alphas.mul_(host_masks)
     pending: list[PendingFrame] = []
     for b, (img, sel) in enumerate(zip(images, batch.frame_slices(len(images)))):
         if up == 1:
@@ -204,18 +211,36 @@ def queue_batch(
         else:
             with stats.stage("upscale", dev):
                 pasted, alpha = _upscaled_paste(engine, regions.chw(b), restored[sel], crops[sel], mattes[sel],
-                                                strength[sel], crop_from_roi[sel], up, size)
+                                                strength[sel], crop_from_roi[sel], up, size,
+                                                regions.pixels(host_masks, b) if host_masks is not None else None)
         with stats.stage("download", dev):
             pending.append(codecs[b].merge(img, uploads[b], pasted, alpha, regions.origins[b], ct, up, bits_each[b],
-                                           inplace, keep_mattes))
+                                           inplace, keep_mattes, stages[b].mask if up == 1 else None))
     return pending
 
 
+def _upload_masks(stages: Sequence[StagedFrame], regions: Regions) -> torch.Tensor:
+    """The host masks of a batch on the device, one value per region pixel (``Regions.pixels``); 1 (no limit)
+    for frames without one."""
+    dev = regions.flat.device
+    flat = torch.ones(regions.total, device=dev)
+    for b, st in enumerate(stages):
+        if st.mask is not None and st.mask.numel():
+            regions.pixels(flat, b).copy_(st.mask.to(dev, non_blocking=True))
+    return flat
+
+
+def _limit_to(weight: torch.Tensor, pasted: torch.Tensor, plate: torch.Tensor) -> None:
+    """In place: the fix only where the host's mask allows it, pasted = plate + (pasted - plate) * weight
+    (``weight`` broadcasts over ``pasted``). Where the mask is 1 nothing changes, not even in the last bit."""
+    pasted.copy_(torch.where(weight >= 1.0, pasted, torch.lerp(plate, pasted, weight)))
+
+
 def _upscaled_paste(engine: Engine, frame: torch.Tensor, restored: torch.Tensor, crops: torch.Tensor,
-                    mattes: torch.Tensor, strength: torch.Tensor, crop_from_roi: np.ndarray, up: int, size: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    mattes: torch.Tensor, strength: torch.Tensor, crop_from_roi: np.ndarray, up: int, size: int,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole (3, h, w) frame upscaled, its faces pasted at the output resolution against the upscaled
-    frame's own crops: ((3, h*up, w*up), matte (h*up, w*up))."""
+    frame's own crops: ((3, h*up, w*up), matte (h*up, w*up)); ``mask`` (h, w): the host's, upscaled with it."""
     from .upscale.tile import upscale_tiled
 
     count = restored.shape[0]
@@ -227,7 +252,12 @@ def _upscaled_paste(engine: Engine, frame: torch.Tensor, restored: torch.Tensor,
     m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
     base_crops = warp_affine(base[None], m, (size, size), src_index=np.zeros(count, np.int64)).clamp(0, 1)
     floor = base.clamp(max=0.0)
+    plate = base.clone() if mask is not None else None
     pasted, alpha = paste_faces(base[None], (restored - base_crops) * strength, mattes, invert_affine(m),
                                 np.zeros(count, np.int64), inplace=True)
     no_new_negatives(pasted[0], floor)
+    if mask is not None and plate is not None:
+        big = F.interpolate(mask[None, None], scale_factor=up, mode="bilinear", align_corners=False)[0, 0]
+        _limit_to(big[None], pasted[0], plate)  # over (3, H, W)
+        alpha[0, 0].mul_(big)
     return pasted[0], alpha[0, 0]

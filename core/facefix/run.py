@@ -24,7 +24,7 @@ from .engine import Engine, frames_per_batch
 from .errors import Cancelled, FaceFixError, InputError, Interrupted, OutputError, SettingsError
 from .faces import Face, FaceTracks, face_regions
 from .io.frames import Frame, FrameFormat
-from .io.regions import PendingFrame, StagedFrame, frame_reader, restore_input
+from .io.regions import PendingFrame, StagedFrame, frame_reader, mask_plane, restore_input
 from .params import Settings
 from .pipeline import BatchStats, queue_batch, stage_frame
 from .streaming import io_threads, prefetch
@@ -173,6 +173,7 @@ def run_clip(
     progress: bool = True,
     codec: str = "auto",
     matte: str | None = None,
+    mask: str | None = None,
     engine: Engine | None = None,
     restorer_path: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -185,7 +186,9 @@ def run_clip(
     and its pre-roll, whatever is already written), keeping them in a sidecar next to the output
     (``tracks_sidecar``) that a resumed run reuses. resume: skip frames already written to ``dest`` (image
     sequences), recomputing only the temporal pre-roll they need: the result equals one uninterrupted run.
-    matte: optional image-sequence pattern for the face alpha matte. on_progress(done, total): for hosts that
+    matte: optional image-sequence pattern for the face alpha matte. mask: a host's mask (an image sequence
+    of the plate's size, its alpha channel or else its first): the fix applies only where it is above 0, in
+    proportion (``io.regions.mask_plane``). on_progress(done, total): for hosts that
     draw their own progress. cancel(): asked between batches; True stops the run (``Cancelled``), finished
     frames kept. profile: fill ``summary.timings`` (synchronises the GPU between stages, so it is slower).
     An output that would overwrite one of the input files is refused before anything is written.
@@ -210,7 +213,9 @@ def run_clip(
 
     full = open_source(source) if preroll and frames is not None else src
     all_numbers = list(full.frame_numbers)
-    _refuse_overwriting_inputs(full, all_numbers, [(dest, numbers), (matte, numbers)])
+    mask_src = open_source(mask) if mask else None
+    _refuse_overwriting_inputs([(full, all_numbers)] + ([(mask_src, numbers)] if mask_src is not None else []),
+                               [(dest, numbers), (matte, numbers)])
 
     for target in (dest, matte):
         if target:
@@ -274,8 +279,12 @@ def run_clip(
         # Integer files stay integer codes (only the face regions are converted, here and after the GPU), or
         # the file's words where the reader keeps them.
         frame = decode(n)
-        return frame, stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
-                            bits=frame.format.bits_per_sample, region=regions.get(n))
+        staged = stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
+                       bits=frame.format.bits_per_sample, region=regions.get(n))
+        if mask_src is not None and n in todo_set:  # pre-roll frames are not written: no mask needed
+            size = (frame.format.height, frame.format.width)
+            staged = staged.with_mask(mask_plane(mask_src.read(n), size, n), engine.device)
+        return frame, staged
 
     def write(item: tuple[int, FrameFormat, PendingFrame]) -> None:
         # The frame's CPU finishing runs here, on an I/O thread, while the GPU works on the next batch.
@@ -350,9 +359,9 @@ def _with_preroll(wanted: Sequence[int], all_numbers: Sequence[int], index: dict
     return out
 
 
-def _refuse_overwriting_inputs(source: object, numbers: Sequence[int],
+def _refuse_overwriting_inputs(sources: Sequence[tuple[object, Sequence[int]]],
                                outputs: Sequence[tuple[str | None, Sequence[int]]]) -> None:
-    """One-line ``OutputError`` if any output file would be one of the source's files (the same path, a link
+    """One-line ``OutputError`` if any output file would be one of the sources' files (the same path, a link
     to it or another name of the same file), before anything is written: a run never overwrites its plate."""
     import os
 
@@ -360,7 +369,7 @@ def _refuse_overwriting_inputs(source: object, numbers: Sequence[int],
 
     inputs: set[str] = set()
     inodes: set[tuple[int, int]] = set()
-    for path in {source.path_for(n) for n in numbers}:  # type: ignore[attr-defined]
+    for path in {src.path_for(n) for src, numbers in sources for n in numbers}:  # type: ignore[attr-defined]
         inputs.add(os.path.realpath(path))
         with contextlib.suppress(OSError):
             st = os.stat(path)

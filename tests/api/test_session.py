@@ -194,7 +194,7 @@ def test_schema_has_the_controls_and_the_run_options_and_drives_the_cli(capsys):
     names = {p["name"] for p in data["params"]}
     assert names == set(Settings().to_mapping())
     run = {p["name"]: p for p in data["run"]}
-    assert set(run) == {"frames", "tracks", "matte", "codec", "resume", "compile"}
+    assert set(run) == {"frames", "tracks", "matte", "mask_input", "codec", "resume", "compile"}
     assert all(p["group"] == "run" for p in run.values()) and "prores" in run["codec"]["choices"]
     animatable = {p["name"] for p in data["params"] if p["animatable"]}
     assert {"strength", "fidelity", "mask_feather"} <= animatable
@@ -217,3 +217,58 @@ def test_import_facefix_is_light():
 def test_open_source_of_the_shot_is_float(shot):
     root, _ = shot
     assert open_source(str(root / "plate.####.exr")).is_float  # the CLI's 'auto' is scene-linear here
+
+
+def test_a_host_mask_limits_the_fix(shot, tmp_path, fake_model):
+    """Where the host's mask is 0 the plate is untouched, where it is 1 the result is the unmasked one bit for
+    bit, in between a blend; the written matte is the face matte times the mask. Whole shots and frames."""
+    root, _ = shot
+    tracks = FaceTracks.load(root / "tracks.json")
+    h, w = SIZE
+    ramp = np.zeros((h, w), np.float32)
+    ramp[:, w // 2 :] = 1.0
+    ramp[:, w // 2 - 8 : w // 2] = 0.5
+    for n in range(1001, 1001 + N):  # as a host writes a mask: RGBA, the alpha is the mask
+        rgba = np.concatenate([np.zeros((h, w, 3), np.float32), ramp[..., None]], axis=2)
+        write_frame(tmp_path / f"mask.{n}.exr", Frame(n, rgba, FrameFormat.for_pixels(rgba, "half")))
+    with Session({**SETTINGS, "temporal": 0}) as session:
+        session.run(str(root / "plate.####.exr"), str(tmp_path / "free" / "f.####.exr"), tracks=tracks,
+                    matte=str(tmp_path / "free" / "m.####.exr"))
+        session.run(str(root / "plate.####.exr"), str(tmp_path / "masked" / "f.####.exr"), tracks=tracks,
+                    matte=str(tmp_path / "masked" / "m.####.exr"), mask=str(tmp_path / "mask.####.exr"))
+        plate_1002 = read_frame(root / "plate.1002.exr").pixels
+        (img, matte), = session.restore([plate_1002], tracks, [1002], masks=[ramp])
+        with pytest.raises(InputError, match="the mask is"):
+            session.restore([plate_1002], tracks, [1002], masks=[ramp[:10]])
+    for n in range(1001, 1001 + N):
+        plate = read_frame(root / f"plate.{n}.exr").pixels
+        free, masked = (read_frame(tmp_path / d / f"f.{n}.exr").pixels for d in ("free", "masked"))
+        m_free, m_masked = (read_frame(tmp_path / d / f"m.{n}.exr").pixels[..., 0] for d in ("free", "masked"))
+        assert not np.array_equal(free[:, : w // 2 - 8], plate[:, : w // 2 - 8])  # the face spans both halves
+        assert np.array_equal(masked[:, : w // 2 - 8], plate[:, : w // 2 - 8])
+        assert np.array_equal(masked[:, w // 2 :], free[:, w // 2 :])
+        mid = slice(w // 2 - 8, w // 2)
+        np.testing.assert_allclose(masked[:, mid], 0.5 * (plate[:, mid] + free[:, mid]), atol=1e-6)
+        np.testing.assert_allclose(m_masked, m_free * ramp, atol=1e-3)  # (a half-float file)
+    assert np.array_equal(img[:, : w // 2 - 8], plate_1002[:, : w // 2 - 8]) and matte[:, : w // 2 - 8].max() == 0
+    assert np.array_equal(img, read_frame(tmp_path / "masked" / "f.1002.exr").pixels)
+
+
+def test_run_takes_other_settings_with_the_same_models(shot, tmp_path, monkeypatch):
+    import facefix.restore.registry as registry
+
+    loads = []
+    monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: loads.append(a) or Sharpen())
+    root, _ = shot
+    tracks = FaceTracks.load(root / "tracks.json")
+    with Session(SETTINGS) as session:
+        a = session.run(str(root / "plate.####.exr"), str(tmp_path / "a" / "a.####.exr"), tracks=tracks, frames="1001")
+        b = session.run(str(root / "plate.####.exr"), str(tmp_path / "b" / "b.####.exr"), tracks=tracks, frames="1001",
+                        settings={**SETTINGS, "strength": 0.0})
+        assert len(loads) == 1 and a.frames_written == b.frames_written == 1
+        with pytest.raises(SettingsError, match="other models"):
+            session.run(str(root / "plate.####.exr"), str(tmp_path / "c" / "c.####.exr"), tracks=tracks,
+                        settings={**SETTINGS, "model": "codeformer"})
+    assert np.array_equal(read_frame(tmp_path / "b" / "b.1001.exr").pixels, read_frame(root / "plate.1001.exr").pixels)
+    assert not np.array_equal(read_frame(tmp_path / "a" / "a.1001.exr").pixels,
+                              read_frame(root / "plate.1001.exr").pixels)

@@ -99,3 +99,40 @@ def test_packed_frames_restore_in_their_words_with_or_without_the_matte(tmp_path
         assert alpha.max() > 0.99
         with pytest.raises(Exception, match="without its matte"):
             without.matte()
+
+
+def test_a_host_mask_blends_alike_in_codes_and_in_words(tmp_path):
+    """The host mask blends the result with the plate in the file's own values: the integer-codes path (on the
+    CPU) and the 10-bit DPX words path (on the device) give the same samples, and where the mask is 0 every
+    sample is the plate's."""
+    from facefix.colour import colour_transform
+    from facefix.io import Frame, FrameFormat, read_frame, write_frame
+    from facefix.io.dpx import PackedFrame, unpack_filled_10bit
+    from facefix.io.sequence import read_packed_frame
+
+    clip = synth.motion_clip(2, (120, 150), translate=(2, 1), rotate_deg=2, start_scale=0.6)
+    fmt = FrameFormat(150, 120, ("R", "G", "B"), "uint16", 10, file_format="dpx")
+    for i, f in enumerate(clip.frames):
+        write_frame(tmp_path / f"f{i}.dpx", Frame(i, f, fmt))
+    faces = [[_face(lm)] for lm in clip.landmarks]
+    mask = np.zeros((120, 150), np.float32)
+    mask[:, 75:] = 1.0
+    mask[:, 60:75] = np.linspace(0, 1, 15, dtype=np.float32)
+    s = Settings(model="passthrough", mask="box", temporal=0)
+    e = _engine(s, Sharpen())
+    srgb = colour_transform("srgb")
+    codes = [read_frame(tmp_path / f"f{i}.dpx", codes=True) for i in range(2)]
+    plain = [p.result() for p in queue_batch([c.pixels.copy() for c in codes], faces, s, e, colorspace=srgb,
+                                             bits=[10, 10])]
+    want = queue_batch([c.pixels for c in codes], faces, s, e, colorspace=srgb, bits=[10, 10], masks=[mask, mask])
+    packed = [read_packed_frame(tmp_path / f"f{i}.dpx", i) for i in range(2)]
+    got = queue_batch(packed, faces, s, e, colorspace=srgb, masks=[mask, mask])
+    for w, g, c, (free, free_alpha) in zip(want, got, codes, plain):
+        image, alpha = w.result()
+        out = g.output(0, fmt)
+        assert isinstance(out, PackedFrame)
+        np.testing.assert_array_equal(unpack_filled_10bit(out.words, out.layout) >> 6, image >> 6)
+        assert np.array_equal(image[:, :60], c.pixels[:, :60]) and not np.array_equal(free[:, :60], c.pixels[:, :60])
+        assert np.array_equal(image[:, 75:], free[:, 75:])
+        np.testing.assert_array_equal(g.matte(), alpha)
+        np.testing.assert_allclose(alpha, free_alpha * mask, atol=1e-6)

@@ -20,7 +20,7 @@ shot's frames (as words only where that pays: GPU, DPX in and out, no colour con
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from .dpx import PackedFrame
 from .frames import codes_from_unit, unit_from_codes
 from .packed import PackedRegion, merge_unit, unpack_unit
 
-__all__ = ["RegionCodec", "PixelCodec", "WordCodec", "StagedFrame", "PendingFrame", "codec_for", "frame_reader",
+__all__ = ["mask_plane", "RegionCodec", "PixelCodec", "WordCodec", "StagedFrame", "PendingFrame", "codec_for", "frame_reader",
            "FrameReader", "restore_input", "touched_boxes", "finish_frame", "Box"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
@@ -56,13 +56,14 @@ class StagedFrame:
     host memory (pinned for CUDA), its (x0, y0) origin in the frame, and how many non-finite pixels were
     zeroed in it; ``rgb`` is None when the frame has nothing to restore. A frame kept as words is staged as
     the words of its region's rows (``words``, a view of the frame's own, which receive the result) and the
-    region's columns (``region``)."""
+    region's columns (``region``). ``mask``: the host's mask over the region (``with_mask``)."""
 
     rgb: torch.Tensor | None
     origin: tuple[int, int]
     nonfinite: int = 0
     words: np.ndarray | None = None
     region: PackedRegion | None = None
+    mask: torch.Tensor | None = None  # the host mask over the region (h, w), float32 in [0, 1], if one was given
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -72,6 +73,20 @@ class StagedFrame:
         if self.rgb is not None:
             return self.rgb.shape[0], self.rgb.shape[1]
         return 0, 0
+
+    def with_mask(self, mask: np.ndarray | None, device: torch.device) -> StagedFrame:
+        """This frame with the host's mask (H, W) over its region: where the mask is 0 the fix does not apply,
+        where it is 1 in full (values are clipped to [0, 1], NaN counts as 0)."""
+        if mask is None:
+            return self
+        h, w = self.shape
+        x0, y0 = self.origin
+        staged = host_buffer((h, w), device)
+        part = staged.numpy()
+        np.copyto(part, mask[y0 : y0 + h, x0 : x0 + w])
+        np.nan_to_num(part, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(part, 0.0, 1.0, out=part)
+        return replace(self, mask=staged)
 
 
 class PendingFrame(Protocol):
@@ -107,7 +122,10 @@ class RegionCodec(Protocol):
 
     def merge(self, frame: Any, uploaded: object, pasted: torch.Tensor, alpha: torch.Tensor,
               origin: tuple[int, int], ct: ColourTransform, up: int, bits: int | None, inplace: bool,
-              keep_matte: bool) -> PendingFrame: ...
+              keep_matte: bool, mask: torch.Tensor | None = None) -> PendingFrame:
+        """``mask``: the host's mask over the region (host memory, ``StagedFrame.mask``): the result is blended
+        with the plate by it, in the output's own space (``alpha`` already carries it)."""
+        ...
 
 
 class _Download:
@@ -123,16 +141,17 @@ class _Download:
 class _PendingPixels(_Download):
     def __init__(self, image: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor,
                  event: torch.cuda.Event | None, origin: tuple[int, int], ct: ColourTransform, up: int,
-                 inplace: bool, bits: int | None) -> None:
+                 inplace: bool, bits: int | None, mask: torch.Tensor | None) -> None:
         self.image, self.pasted, self.alpha, self.event = image, pasted, alpha, event
-        self.origin, self.ct, self.up, self.inplace, self.bits = origin, ct, up, inplace, bits
+        self.origin, self.ct, self.up, self.inplace, self.bits, self.mask = origin, ct, up, inplace, bits, mask
         self._done: tuple[np.ndarray, np.ndarray] | None = None
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if self._done is None:
             self.wait()
             self._done = finish_frame(self.image, self.pasted.numpy(), self.alpha.numpy(), self.origin, self.ct,
-                                      self.up, self.inplace, self.bits)
+                                      self.up, self.inplace, self.bits,
+                                      self.mask.numpy() if self.mask is not None else None)
         return self._done
 
     def output(self, number: int, fmt: FrameFormat) -> Frame:
@@ -201,11 +220,11 @@ class PixelCodec:
 
     def merge(self, frame: np.ndarray, uploaded: object, pasted: torch.Tensor, alpha: torch.Tensor,
               origin: tuple[int, int], ct: ColourTransform, up: int, bits: int | None, inplace: bool,
-              keep_matte: bool) -> PendingFrame:
+              keep_matte: bool, mask: torch.Tensor | None = None) -> PendingFrame:
         # Regions are uploaded as (h, w, 3) and used through a (3, h, w) view (channels-last), so this is the
         # layout the host wants: without upscaling the copy goes straight out, with no reordering on the GPU.
         (host_pasted, host_alpha), event = download(pasted.permute(1, 2, 0), alpha)
-        return _PendingPixels(frame, host_pasted, host_alpha, event, origin, ct, up, inplace, bits)
+        return _PendingPixels(frame, host_pasted, host_alpha, event, origin, ct, up, inplace, bits, mask)
 
 
 class WordCodec:
@@ -236,13 +255,17 @@ class WordCodec:
 
     def merge(self, frame: PackedFrame, uploaded: object, pasted: torch.Tensor, alpha: torch.Tensor,
               origin: tuple[int, int], ct: ColourTransform, up: int, bits: int | None, inplace: bool,
-              keep_matte: bool) -> PendingFrame:
+              keep_matte: bool, mask: torch.Tensor | None = None) -> PendingFrame:
         if up > 1:
             raise InputError("frames kept as 10-bit DPX words are restored without upscaling")
         if uploaded is None:
             return _PendingWords(frame, torch.zeros((0, 0)) if keep_matte else None, None, origin)
         raw, region = _words_of(uploaded)
-        merge_unit(raw, pasted.permute(1, 2, 0), alpha, region)
+        rgb = pasted.permute(1, 2, 0)
+        if mask is not None:  # words hold the output's own values: blend with the plate's, unpacked again
+            m = mask.to(raw.device, non_blocking=True)[..., None]
+            rgb = torch.where(m >= 1.0, rgb, torch.lerp(unpack_unit(raw, region), rgb, m))
+        merge_unit(raw, rgb, alpha, region)
         rows = torch.from_numpy(frame.words[origin[1] : origin[1] + raw.shape[0]].view(np.int32))
         if keep_matte:
             (host_alpha, _), event = download(alpha, raw, into=[None, rows])
@@ -285,14 +308,15 @@ def touched_boxes(touched: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 
 def finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin: tuple[int, int],
-                 ct: ColourTransform, up: int, inplace: bool = False, bits: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ct: ColourTransform, up: int, inplace: bool = False, bits: int | None = None,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Back to the input colourspace; untouched pixels are copied from the input bit for bit.
 
     pasted: (h, w, 3) working-space RGB of the region at ``origin`` (the whole frame when upscaling), alpha
     its (h, w) matte. Only the boxes around the matte's pixels (``touched_boxes``) are converted (and, for
     integer ``img``, rounded to its codes); ``inplace`` writes into ``img``. A float result never goes below
-    the lower of the input's value and 0 (``composite.no_new_negatives``).
+    the lower of the input's value and 0 (``composite.no_new_negatives``). ``mask`` (h, w): the host's mask
+    over the region; the result is blended with the plate by it, in the input's colourspace (no upscale).
     """
     from ..composite import no_new_negatives
 
@@ -307,9 +331,13 @@ def finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin:
                 back = ct.from_working(pasted[r0:r1, c0:c1])
                 region = out[y0 + r0 : y0 + r1, x0 + c0 : x0 + c1, :3]
                 if img.dtype != np.float32:
+                    if mask is not None:
+                        _blend_by_mask(back, unit_from_codes(region, bits), mask[r0:r1, c0:c1])
                     back = codes_from_unit(back, img.dtype.name, bits)
                 else:
                     no_new_negatives(back, region)
+                    if mask is not None:
+                        _blend_by_mask(back, region, mask[r0:r1, c0:c1])
                 # The mask at full shape: numpy's copy through a broadcast mask is ~2x slower than the repeat.
                 np.copyto(region, back, where=np.repeat(touched[r0:r1, c0:c1, None], 3, axis=2))
             rh, rw = alpha.shape
@@ -322,6 +350,12 @@ def finish_frame(img: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, origin:
         extra = F.interpolate(channels, scale_factor=up, mode="bicubic", align_corners=False)[0].numpy().transpose(1, 2, 0)
         rgb = np.concatenate([rgb, extra], axis=-1)
     return np.ascontiguousarray(rgb, dtype=np.float32), np.array(alpha, np.float32)
+
+
+def _blend_by_mask(result: np.ndarray, plate: np.ndarray, mask: np.ndarray) -> None:
+    """In place: result = plate + (result - plate) * mask where the mask is below 1 (exactly the result at 1)."""
+    m = mask[..., None]
+    np.copyto(result, plate + (result - plate) * m, where=m < 1.0)
 
 
 def restore_input(frame: Frame | PackedFrame) -> np.ndarray | PackedFrame:
@@ -367,3 +401,14 @@ def frame_reader(source: Source, dest: str, upscale: int, ct: ColourTransform, d
              and Path(dest).suffix.lower() == ".dpx" and upscale == 1 and ct.is_identity)
     return FrameReader(source, words, host_words(device) if words else None)
 
+
+def mask_plane(frame: Frame, size: tuple[int, int], number: int) -> np.ndarray:
+    """A host mask frame as one (H, W) float32 plane: its alpha channel if it has one, else its first channel.
+    ``size`` (H, W) is the plate's: a mask of another size is a one-line error."""
+    names = [c.upper() for c in frame.format.channel_names]
+    channel = names.index("A") if "A" in names else 0
+    px = frame.pixels
+    plane = px[..., channel].astype(np.float32) if px.dtype == np.float32 else unit_from_codes(px[..., channel], None)
+    if plane.shape != tuple(size):
+        raise InputError(f"mask frame {number} is {plane.shape[1]}x{plane.shape[0]}, the plate {size[1]}x{size[0]}")
+    return plane
