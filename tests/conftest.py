@@ -78,3 +78,25 @@ def hopper_compile():  # type: ignore[no-untyped-def]
                 raise
             pytest.skip(f"no ptxas: {err}")
     return compile_
+
+
+class Sharpen:
+    """A deterministic stand-in for a face model (where the model is not what is under test): it visibly
+    changes the face, like a restorer would."""
+
+    def __call__(self, crops, fidelity=0.5):  # type: ignore[no-untyped-def]
+        import torch
+
+        blur = torch.nn.functional.avg_pool2d(crops, 5, stride=1, padding=2, count_include_pad=False)
+        return (crops + 0.8 * (crops - blur)).clamp(0, 1)
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every restorer loads as ``Sharpen``, through the registry as the CLI and a Session load it; returns the
+    list of loads (one entry a load)."""
+    import facefix.restore.registry as registry
+
+    loads: list = []
+    monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: loads.append(a) or Sharpen())
+    return loads

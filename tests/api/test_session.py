@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 import facefix
 from facefix import Face, FaceTracks, Settings
@@ -21,22 +20,6 @@ from facefix.io.sequence import write_frame
 
 N = 6
 SIZE = (144, 176)
-
-
-class Sharpen:
-    """A deterministic stand-in for a face model (the model is not what is under test here)."""
-
-    def __call__(self, crops, fidelity=0.5):
-        blur = torch.nn.functional.avg_pool2d(crops, 5, stride=1, padding=2, count_include_pad=False)
-        return (crops + 0.8 * (crops - blur)).clamp(0, 1)
-
-
-@pytest.fixture
-def fake_model(monkeypatch):
-    """Every restorer loads as ``Sharpen`` (as the CLI and a Session load it: through the registry)."""
-    import facefix.restore.registry as registry
-
-    monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: Sharpen())
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +154,8 @@ def test_track_finds_the_face_with_progress(shot, tmp_path):
     assert FaceTracks.load(tmp_path / "t.json").frame_numbers() == [1001, 1002, 1003]
 
 
-def test_session_keeps_its_model_warm_and_frees_it(shot, monkeypatch):
-    import facefix.restore.registry as registry
-
-    loads = []
-    monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: loads.append(a) or Sharpen())
+def test_session_keeps_its_model_warm_and_frees_it(shot, fake_model):
+    loads = fake_model
     root, tracks = shot
     plate = read_frame(root / "plate.1001.exr").pixels
     with Session(SETTINGS).warm() as session:
@@ -254,11 +234,8 @@ def test_a_host_mask_limits_the_fix(shot, tmp_path, fake_model):
     assert np.array_equal(img, read_frame(tmp_path / "masked" / "f.1002.exr").pixels)
 
 
-def test_run_takes_other_settings_with_the_same_models(shot, tmp_path, monkeypatch):
-    import facefix.restore.registry as registry
-
-    loads = []
-    monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: loads.append(a) or Sharpen())
+def test_run_takes_other_settings_with_the_same_models(shot, tmp_path, fake_model):
+    loads = fake_model
     root, _ = shot
     tracks = FaceTracks.load(root / "tracks.json")
     with Session(SETTINGS) as session:

@@ -17,19 +17,6 @@ from facefix.io.sequence import write_frame
 N = 5
 
 
-class Sharpen:
-    def __call__(self, crops, fidelity=0.5):
-        blur = torch.nn.functional.avg_pool2d(crops, 5, stride=1, padding=2, count_include_pad=False)
-        return (crops + 0.8 * (crops - blur)).clamp(0, 1)
-
-
-@pytest.fixture
-def fake_model(monkeypatch):
-    import facefix.restore.registry as registry
-
-    monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: Sharpen())
-
-
 @pytest.fixture
 def plate(tmp_path):
     """A 16-bit PNG sequence of a moving real face, big enough for the embedded detector."""
