@@ -10,7 +10,7 @@
 
 ``queue_batch`` queues the GPU work and returns a pending frame per input frame; ``restore_batch`` waits for
 them. Every stage is a function of its inputs; ``Engine`` holds only configuration and loaded weights. How a
-frame is stored (float, integer codes, file words) is the region codec's business alone.
+frame is stored is the business of its region codec alone (``io.regions``).
 """
 
 from __future__ import annotations

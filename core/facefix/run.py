@@ -275,9 +275,8 @@ def run_clip(
     decode: Callable[[int], Frame] = timed("decode", reader.read)  # type: ignore[assignment]
 
     def read(n: int) -> tuple[Frame, StagedFrame]:
-        # Decoded and converted for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
-        # Integer files stay integer codes (only the face regions are converted, here and after the GPU), or
-        # the file's words where the reader keeps them.
+        # Decoded and staged for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
+        # The frame stays as the reader gives it (io.regions): only its face region is converted.
         frame = decode(n)
         staged = stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
                        bits=frame.format.bits_per_sample, region=regions.get(n))

@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="Print the parameter schema as JSON (what hosts build their controls from).")
     s.add_argument("--indent", type=int, default=1)
 
+    v = sub.add_parser("serve", help="Run the local host bridge (HTTP + JSON on 127.0.0.1) that Nuke, Resolve and "
+                       "farm tasks talk to; models stay loaded between jobs.")
+    v.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1: this machine only).")
+    v.add_argument("--port", type=int, default=0, help="Port (default 0: any free port).")
+    v.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one bridge per GPU).")
+    v.add_argument("--model-path", help="Weights file for jobs that name none (instead of the installed model).")
+    v.add_argument("--quiet", action="store_true", help="No log of job state changes on stderr.")
+
     from .models import add_models_parser
 
     add_models_parser(sub)
@@ -93,7 +101,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     with Session(settings, model_path=args.model_path, compile=bool(args.compile)) as session:
         summary = session.run(args.input, args.output, frames=args.frames, tracks=args.tracks, resume=args.resume,
-                              progress=not args.quiet, codec=args.codec or "auto", matte=args.matte)
+                              progress=not args.quiet, codec=args.codec or "auto", matte=args.matte,
+                              mask=args.mask_input)
     if not args.quiet:
         print(f"facefix: {summary.line()}", file=sys.stderr)
     return 0
@@ -121,6 +130,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(schema(), indent=args.indent))
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..bridge.server import serve
+
+    return serve(args.host, args.port, args.device, quiet=args.quiet, model_path=args.model_path)
 
 
 def _stop_cleanly_on_sigterm() -> None:
@@ -165,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fast_pinned_memory()
         if _uses_cuda(args):
             return_frames_to_the_os()
-    handlers = {"restore": _cmd_restore, "track": _cmd_track, "schema": _cmd_schema, "demo": _cmd_demo}
+    handlers = {"restore": _cmd_restore, "track": _cmd_track, "schema": _cmd_schema, "demo": _cmd_demo,
+                "serve": _cmd_serve}
     try:
         if args.command in handlers:
             return handlers[args.command](args)
