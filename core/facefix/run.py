@@ -360,30 +360,45 @@ def _with_preroll(wanted: Sequence[int], all_numbers: Sequence[int], index: dict
 
 def _refuse_overwriting_inputs(sources: Sequence[tuple[object, Sequence[int]]],
                                outputs: Sequence[tuple[str | None, Sequence[int]]]) -> None:
-    """One-line ``OutputError`` if any output file would be one of the sources' files (the same path, a link
-    to it or another name of the same file), before anything is written: a run never overwrites its plate."""
+    """One-line ``OutputError`` if any output file would be one of the sources' files (the same path, through
+    links, or another name of the same file), before anything is written: a run never overwrites its plate.
+    Folders are resolved once each, and files' identities compared only for outputs that exist already."""
     import os
 
     from .io import output_paths
 
-    inputs: set[str] = set()
-    inodes: set[tuple[int, int]] = set()
-    for path in {src.path_for(n) for src, numbers in sources for n in numbers}:  # type: ignore[attr-defined]
-        inputs.add(os.path.realpath(path))
-        with contextlib.suppress(OSError):
-            st = os.stat(path)
-            inodes.add((st.st_dev, st.st_ino))
+    folders: dict[str, str] = {}
+
+    def real(path: str) -> str:
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder or ".")
+        return os.path.join(folders[folder], name)
+
+    def refuse(out: str) -> None:
+        raise OutputError(f"{out}: is one of the input files; refusing to overwrite the source "
+                          "(choose another output path)")
+
+    inputs = {src.path_for(n) for src, numbers in sources for n in numbers}  # type: ignore[attr-defined]
+    resolved = {real(p) for p in inputs}
+    existing = []
     for dest, wanted in outputs:
-        if not dest:
-            continue
-        for out in output_paths(dest, wanted):
-            clash = os.path.realpath(out) in inputs
-            if not clash and os.path.exists(out):
+        for out in output_paths(dest, wanted) if dest else []:
+            if real(out) in resolved:
+                refuse(out)
+            if os.path.lexists(out):
+                existing.append(out)
+    if existing:  # a link to an input file, or a hard link: the same file under another name
+        inodes = set()
+        for p in inputs:
+            with contextlib.suppress(OSError):
+                st = os.stat(p)
+                inodes.add((st.st_dev, st.st_ino))
+        for out in existing:
+            with contextlib.suppress(OSError):
                 st = os.stat(out)
-                clash = (st.st_dev, st.st_ino) in inodes
-            if clash:
-                raise OutputError(f"{out}: is one of the input files; refusing to overwrite the source "
-                                  "(choose another output path)")
+                if (st.st_dev, st.st_ino) in inodes:
+                    refuse(out)
 
 
 def tracks_sidecar(dest: str) -> Path:

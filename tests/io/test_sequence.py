@@ -253,3 +253,17 @@ def test_each_frame_keeps_its_own_timecode_through_a_sink(tmp_path, ext):
         assert got.get("DocumentName") == f"frame {n}"
         if name in frame.format.attributes:
             assert got[name] == frame.format.attributes[name]
+
+
+@pytest.mark.parametrize("pattern", ["/a/b/out.####.dpx", "/a/b/out.%04d.dpx", "/a/b/out.@@@@.exr", "out_#.png",
+                                     "/a/shot.1001-1100#.exr", "/a/shot.%06d.tif", "plate.1001.exr"])
+def test_frame_paths_are_fileseqs(pattern):
+    """The fast frame-path format gives fileseq's paths (padding, negative frames, wide numbers)."""
+    import fileseq
+
+    from facefix.io.sequence import frame_paths
+
+    seq = fileseq.FileSequence(pattern)
+    path_of = frame_paths(seq)
+    for n in (-12, -3, 0, 7, 1001, 99999, 1234567):
+        assert path_of(n) == str(seq.frame(n)), n

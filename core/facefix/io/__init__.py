@@ -16,6 +16,7 @@ from .movie import MOVIE_EXTENSIONS, MovieSink, MovieSource
 from .sequence import (
     ImageSequenceSink,
     ImageSequenceSource,
+    frame_paths,
     parse_frames,
     parse_pattern,
     read_frame,
@@ -116,4 +117,7 @@ def output_paths(path: str | os.PathLike[str], numbers: Iterable[int]) -> list[s
     if is_movie(path):
         return [str(path)]
     seq = parse_pattern(str(path))
-    return [str(path)] if seq is None else [str(seq.frame(int(n))) for n in numbers]
+    if seq is None:
+        return [str(path)]
+    path_of = frame_paths(seq)
+    return [path_of(n) for n in numbers]
