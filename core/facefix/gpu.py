@@ -1,4 +1,4 @@
-"""Host <-> device transfers that overlap the compute stream, and the batch's region buffer.
+"""Host <-> device transfers that overlap the compute stream, pending frames, and the batch's region buffer.
 
 On CUDA, uploads and downloads run on side streams (the copy engines) while the compute stream works on
 another batch; host buffers are pinned so the copies are asynchronous. Off CUDA every function here is a
@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["host_buffer", "host_words", "upload", "device_buffer", "download", "wait_uploads", "Regions"]
+__all__ = ["PendingFrame", "PendingDownload", "host_buffer", "host_words", "upload", "device_buffer", "download", "wait_uploads", "Regions"]
 
 
 def host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -98,6 +99,35 @@ def download(*tensors: torch.Tensor, into: Sequence[torch.Tensor | None] | None 
     event = torch.cuda.Event()
     event.record(side)
     return hosts, event
+
+
+class PendingFrame(Protocol):
+    """One restored frame whose GPU work is queued and whose download is under way; every method waits for
+    the download first, and may run on any thread (the caller's encode threads, while the GPU runs on)."""
+
+    def wait(self) -> None: ...
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image (H, W, C): float32, or integer codes like the input's; matte (H, W) float32)."""
+        ...
+
+    def output(self, number: int, fmt: Any) -> Any:
+        """The frame as a sink writes it (a ``Frame``, or the frame kept as the file's words)."""
+        ...
+
+    def matte(self) -> np.ndarray:
+        """The face matte over the whole frame, (H, W) float32."""
+        ...
+
+
+class PendingDownload:
+    """What every pending frame shares: the event its download records (None off CUDA)."""
+
+    event: torch.cuda.Event | None
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
 
 
 @dataclass(frozen=True)

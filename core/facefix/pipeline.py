@@ -27,13 +27,21 @@ import torch.nn.functional as F
 
 from .align import align_faces
 from .colour import ColourTransform, colour_transform, resolve_colorspace
-from .composite import face_mattes, match_colours, no_new_negatives, paste_faces, paste_regions, per_face
+from .composite import (
+    face_deltas,
+    face_mattes,
+    match_colours,
+    no_new_negatives,
+    paste_faces,
+    paste_regions,
+    per_face,
+)
 from .engine import Engine, run_model
 from .errors import InputError
 from .faces import Face, FaceBatch, face_regions
 from .geometry import TEMPLATE_SIZE, invert_affine, warp_affine
-from .gpu import Regions, wait_uploads
-from .io.regions import Box, PendingFrame, StagedFrame, codec_for
+from .gpu import PendingFrame, Regions, wait_uploads
+from .io.regions import Box, StagedFrame, codec_for
 from .params import Settings
 
 __all__ = ["BatchStats", "queue_batch", "restore_batch", "stage_frame", "Stabilise"]
@@ -201,7 +209,7 @@ def queue_batch(
     host_masks = _upload_masks(stages, regions) if any(st.mask is not None for st in stages) else None
     if up == 1:
         with stats.stage("paste", dev):
-            alphas = paste_regions(regions, (restored - model_in) * strength, mattes, crop_from_roi, batch)
+            alphas = paste_regions(regions, face_deltas(restored, model_in, strength), mattes, crop_from_roi, batch)
             if host_masks is not None:  # the codecs blend the colour by the mask in the output's own space
                 alphas.mul_(host_masks)
     pending: list[PendingFrame] = []
@@ -253,7 +261,7 @@ def _upscaled_paste(engine: Engine, frame: torch.Tensor, restored: torch.Tensor,
     base_crops = warp_affine(base[None], m, (size, size), src_index=np.zeros(count, np.int64)).clamp(0, 1)
     floor = base.clamp(max=0.0)
     plate = base.clone() if mask is not None else None
-    pasted, alpha = paste_faces(base[None], (restored - base_crops) * strength, mattes, invert_affine(m),
+    pasted, alpha = paste_faces(base[None], face_deltas(restored, base_crops, strength), mattes, invert_affine(m),
                                 np.zeros(count, np.int64), inplace=True)
     no_new_negatives(pasted[0], floor)
     if mask is not None and plate is not None:

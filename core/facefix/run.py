@@ -23,8 +23,9 @@ from .colour import colour_transform, resolve_colorspace
 from .engine import Engine, frames_per_batch
 from .errors import Cancelled, FaceFixError, InputError, Interrupted, OutputError, SettingsError
 from .faces import Face, FaceTracks, face_regions
+from .gpu import PendingFrame
 from .io.frames import Frame, FrameFormat
-from .io.regions import PendingFrame, StagedFrame, frame_reader, mask_plane, restore_input
+from .io.regions import StagedFrame, frame_reader, mask_plane, restore_input
 from .params import Settings
 from .pipeline import BatchStats, queue_batch, stage_frame
 from .streaming import io_threads, prefetch

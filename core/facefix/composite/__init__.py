@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..params import Settings
 
 __all__ = ["gaussian_blur", "polygon_sdf", "soft_matte", "template_ellipse", "colour_match", "paste_faces",
-           "face_mattes", "match_colours", "per_face", "paste_regions", "no_new_negatives", "TEMPLATE_FACE_PX"]
+           "face_mattes", "face_deltas", "match_colours", "per_face", "paste_regions", "no_new_negatives", "TEMPLATE_FACE_PX"]
 
 # Face width in the 512 template, in px (about 2.2x the eye distance): the unit of expand/feather.
 TEMPLATE_FACE_PX = 280.0
@@ -179,6 +179,12 @@ def paste_faces(
 def per_face(values: Sequence[float], device: torch.device) -> torch.Tensor:
     """One value per face as an (N, 1, 1, 1) tensor on ``device`` (animated controls vary per face)."""
     return to_device([float(v) for v in values], device, torch.float32).view(-1, 1, 1, 1)
+
+
+def face_deltas(restored: torch.Tensor, base: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """What each face adds to its frame (the change, not the face: see the module notes), scaled by its
+    strength (N, 1, 1, 1): (restored - base) * strength."""
+    return (restored - base) * strength
 
 
 def match_colours(restored: torch.Tensor, reference: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:

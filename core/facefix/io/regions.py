@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..colour import ColourTransform
 from ..errors import InputError
-from ..gpu import download, host_buffer, host_words, upload
+from ..gpu import PendingDownload, PendingFrame, download, host_buffer, host_words, upload
 from . import Frame, FrameFormat, Source
 from .dpx import PackedFrame
 from .frames import codes_from_unit, unit_from_codes
@@ -89,25 +89,6 @@ class StagedFrame:
         return replace(self, mask=staged)
 
 
-class PendingFrame(Protocol):
-    """One restored frame whose GPU work is queued and whose download is under way; every method waits for
-    the download first, and may run on any thread (the caller's encode threads, while the GPU runs on)."""
-
-    def wait(self) -> None: ...
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(image (H, W, C): float32, or integer codes like the input's; matte (H, W) float32)."""
-        ...
-
-    def output(self, number: int, fmt: FrameFormat) -> Frame | PackedFrame:
-        """The frame as a sink writes it."""
-        ...
-
-    def matte(self) -> np.ndarray:
-        """The face matte over the whole frame, (H, W) float32."""
-        ...
-
-
 class RegionCodec(Protocol):
     """See the module notes: a frame's region to working RGB on the device, and the result back."""
 
@@ -128,17 +109,7 @@ class RegionCodec(Protocol):
         ...
 
 
-class _Download:
-    """The part every pending frame shares: the download's event."""
-
-    event: torch.cuda.Event | None
-
-    def wait(self) -> None:
-        if self.event is not None:
-            self.event.synchronize()
-
-
-class _PendingPixels(_Download):
+class _PendingPixels(PendingDownload):
     def __init__(self, image: np.ndarray, pasted: torch.Tensor, alpha: torch.Tensor,
                  event: torch.cuda.Event | None, origin: tuple[int, int], ct: ColourTransform, up: int,
                  inplace: bool, bits: int | None, mask: torch.Tensor | None) -> None:
@@ -161,7 +132,7 @@ class _PendingPixels(_Download):
         return self.result()[1]
 
 
-class _PendingWords(_Download):
+class _PendingWords(PendingDownload):
     def __init__(self, frame: PackedFrame, alpha: torch.Tensor | None, event: torch.cuda.Event | None,
                  origin: tuple[int, int]) -> None:
         self.frame, self.alpha, self.event, self.origin = frame, alpha, event, origin
