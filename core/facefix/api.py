@@ -24,7 +24,7 @@ from .errors import FaceFixError, InputError, SettingsError
 from .faces import Face, FaceTrack, FaceTracks
 from .params import Settings, schema
 
-__all__ = ["Session", "RestoredFrame", "schema", "Settings", "FaceTracks", "FaceTrack", "Face", "FaceFixError"]
+__all__ = ["Session", "RestoredFrame", "schema", "settings_from", "Settings", "FaceTracks", "FaceTrack", "Face", "FaceFixError"]
 
 Cancel = Callable[[], bool] | threading.Event
 
@@ -38,6 +38,12 @@ class RestoredFrame(NamedTuple):
 
     image: np.ndarray
     matte: np.ndarray
+
+
+def settings_from(values: Settings | Mapping[str, Any] | None) -> Settings:
+    """Validated ``Settings`` from what a host sends: control names to values, an animatable control possibly
+    as ``{frame: value}`` keyframes (frame keys may be strings, as in JSON); a one-line SettingsError else."""
+    return _settings(_keyframes(values))
 
 
 def _settings(values: Settings | Mapping[str, Any] | None) -> Settings:
@@ -72,7 +78,7 @@ class Session:
 
     def __init__(self, settings: Settings | Mapping[str, Any] | None = None, *, device: str | None = None,
                  model_path: str | None = None, compile: bool = False) -> None:
-        self.settings = _settings(_keyframes(settings))
+        self.settings = settings_from(settings)
         from .engine import Engine
 
         self._engine: Any = Engine(self.settings, restorer_path=model_path, compile=compile, device=device)
@@ -224,19 +230,27 @@ class Session:
                         on_progress=on_progress, cancel=_cancel_check(cancel))
 
     def uses_models_of(self, settings: Settings | Mapping[str, Any]) -> bool:
-        """Whether ``settings`` need the models this session holds (same model, upscaler and device)."""
-        other = _settings(_keyframes(settings))
-        return all(getattr(other, k) == getattr(self.settings, k) for k in _MODEL_KEYS)
+        """Whether ``settings`` need the models this session holds (same model and upscaler, on the session's
+        device: ``auto`` counts as the device it resolves to)."""
+        return not self._other_models(settings_from(settings))
+
+    def _other_models(self, other: Settings) -> list[str]:
+        from .engine import resolve_device
+
+        changed = [k for k in _MODEL_KEYS if k != "device" and getattr(other, k) != getattr(self.settings, k)]
+        if resolve_device(other.device) != self._engine.device and other.device != self.settings.device:
+            changed.append("device")
+        return changed
 
     def _engine_for(self, settings: Settings | Mapping[str, Any] | None) -> Any:
         """The session's engine, or for other settings with the same models a view of it that shares them."""
         engine = self._open()
         if settings is None:
             return engine
-        other = _settings(_keyframes(settings))
-        if not self.uses_models_of(other):
-            changed = ", ".join(k for k in _MODEL_KEYS if getattr(other, k) != getattr(self.settings, k))
-            raise SettingsError(f"these settings need other models than this session holds ({changed}): "
+        other = settings_from(settings)
+        changed = self._other_models(other)
+        if changed:
+            raise SettingsError(f"these settings need other models than this session holds ({', '.join(changed)}): "
                                 "open another Session")
         return engine.sharing_models(other)
 
@@ -250,7 +264,9 @@ class Session:
         from .errors import Cancelled
         from .io import open_source
 
-        engine = self._engine_for(settings)
+        engine = self._open()
+        # Tracking needs no face model: other settings (detector, colourspace...) apply as given.
+        chosen = settings_from(settings) if settings is not None else self.settings
         src = open_source(source, frames or None)
         numbers = list(src.frame_numbers)
         if not numbers:
@@ -266,7 +282,7 @@ class Session:
                 on_progress(count[0], len(numbers))
 
         try:
-            tracks = track_clip(src, numbers, engine.settings, device=engine.device, progress=progress, on_frame=on_frame)
+            tracks = track_clip(src, numbers, chosen, device=engine.device, progress=progress, on_frame=on_frame)
         finally:
             src.close()
         if output:
