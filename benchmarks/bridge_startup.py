@@ -73,7 +73,7 @@ def make_shot(folder: Path, frames: int, size: tuple[int, int]) -> tuple[str, Pa
 
 
 def start_bridge(work: Path, device: str, weights: Path) -> tuple[subprocess.Popen, dict[str, Any], float]:
-    env = {**os.environ, "FACEFIX_CACHE": str(work / "cache"), "PYTHONPATH": str(ROOT / "core")}
+    env = {**os.environ, "FACEFIX_CACHE": str(work / "cache"), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "core"), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "facefix.cli", "serve", "--device", device, "--model-path",
                              str(weights)], stdout=subprocess.PIPE, stderr=open(work / "serve.log", "w"),  # noqa: SIM115
