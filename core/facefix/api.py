@@ -83,6 +83,7 @@ class Session:
 
         self._engine: Any = Engine(self.settings, restorer_path=model_path, compile=compile, device=device)
         self._stabiliser: Any = None
+        self._repairer: Any = None
         self._selected: tuple[int, dict[int, list[Face]]] | None = None  # (id of the FaceTracks, faces by frame)
         self._closed = False
 
@@ -98,6 +99,7 @@ class Session:
         if not self._closed:
             self._closed = True
             self._stabiliser = None
+            self._repairer = None
             self._selected = None
             self._engine.release()
 
@@ -113,11 +115,21 @@ class Session:
 
     @property
     def preroll(self) -> int:
-        """Frames before a frame that its temporal stabilisation looks at (0 with --temporal 0): to get exactly
-        what the command line writes for frame t, restore frames t-preroll..t-1 of its tracks first."""
+        """Frames before a frame that its result depends on (its temporal stabilisation and repair; 0 with
+        --temporal 0 and every repair control 0): to get exactly what the command line writes for frame t,
+        restore frames t-preroll..t-1 of its tracks first."""
+        from .repair import repair_window
         from .temporal import preroll_frames
 
-        return preroll_frames(self.settings.temporal) if self.settings.temporal > 0 else 0
+        return (preroll_frames(self.settings.temporal) if self.settings.temporal > 0 else 0) + repair_window(self.settings)
+
+    @property
+    def lookahead(self) -> int:
+        """Frames after a frame that its repair reads (``--deboil``: 3; 0 with every repair control 0): give them
+        in the same ``restore`` call, after it, as ``lookahead`` frames."""
+        from .repair import repair_window
+
+        return repair_window(self.settings)
 
     def warm(self) -> Session:
         """Load the models now (they otherwise load on first use); a bad or missing model fails here."""
@@ -130,14 +142,16 @@ class Session:
     def reset(self) -> None:
         """Forget the temporal state (a new shot, or frames out of order that should not be blended)."""
         self._stabiliser = None
+        self._repairer = None
         self._selected = None
 
     # -- frame in, frame out ----------------------------------------------------------------------------
     def restore(self, frames: Sequence[np.ndarray], faces: FaceTracks | Sequence[Sequence[Face]],
                 frame_numbers: Sequence[int] | None = None, *, colorspace: str | None = None,
                 bits: int | Sequence[int | None] | None = None,
-                masks: Sequence[np.ndarray | None] | None = None) -> list[RestoredFrame]:
-        """Restore a batch of frames with their tracked faces; returns one ``RestoredFrame`` per frame.
+                masks: Sequence[np.ndarray | None] | None = None, lookahead: int = 0) -> list[RestoredFrame]:
+        """Restore a batch of frames with their tracked faces; returns one ``RestoredFrame`` per frame (but the
+        look-ahead ones).
 
         frames: (H, W, C>=3) arrays, float32 in ``colorspace`` or a file's uint8/uint16 integer codes (of
         stored depth ``bits``); channels past RGB pass through. faces: the shot's ``FaceTracks`` (faces are
@@ -148,9 +162,15 @@ class Session:
         frames, sRGB for integer codes, as the command line decides for float and integer files). masks: per
         frame the host's mask (H, W) in [0, 1] or None: the fix applies only where it is above 0, in proportion.
 
+        lookahead: the last ``lookahead`` of ``frames`` (with their faces and numbers) are the frames that follow
+        the batch, given only for the repair controls' look-ahead (``--deboil`` reads ``self.lookahead`` frames
+        after each frame): no result is returned for them, and they are restored when a later call gives them as
+        frames. A frame whose following frames are not given is repaired as if its track ended there.
+
         Called frame by frame (or batch by batch) in frame order, the result equals what ``facefix restore``
         writes for the same frames and settings (for frame t, given frames t-``preroll``..t-1 of its tracks
-        before it in this session). Pixels outside the matte are the input's own, bit for bit.
+        before it in this session, and frames t+1..t+``lookahead`` in the same call, as look-ahead frames when
+        they are not restored in it). Pixels outside the matte are the input's own, bit for bit.
         """
         from .colour import colour_transform, resolve_colorspace
         from .pipeline import queue_batch
@@ -162,6 +182,8 @@ class Session:
             raise InputError(f"restore: {len(images)} frames but {len(numbers)} frame numbers")
         if len(set(numbers)) != len(numbers):
             raise InputError("restore: a frame number appears twice in one call")
+        if not 0 <= lookahead < max(1, len(images)):
+            raise InputError(f"restore: {lookahead} look-ahead frames of {len(images)} frames (at least one to restore)")
         for i, (n, img) in enumerate(zip(numbers, images)):
             if img.ndim != 3 or img.shape[2] < 3:
                 raise InputError(f"restore: frame {n}: expected an (H, W, C>=3) array, got shape {img.shape}")
@@ -174,6 +196,10 @@ class Session:
         if self.settings.temporal > 0 and self._stabiliser is None:
             self._stabiliser = engine.stabiliser(self.settings.temporal)
         stabilise = self._stabiliser.stabilise if self._stabiliser is not None else None
+        if self._repairer is None and self.lookahead:
+            from .repair import ClipRepairer
+
+            self._repairer = ClipRepairer(self.lookahead)
         if masks is not None:
             if len(masks) != len(images):
                 raise InputError(f"restore: {len(images)} frames but {len(masks)} masks")
@@ -182,7 +208,8 @@ class Session:
                     raise InputError(f"restore: frame {n}: the mask is {np.shape(m)}, the frame {img.shape[:2]}")
         pending = queue_batch(images, [per_frame[n] for n in numbers], self.settings, engine, frame_numbers=numbers,
                               colorspace=ct, stabilise=stabilise, bits=bits,
-                              masks=[None if m is None else np.asarray(m, np.float32) for m in masks] if masks else None)
+                              masks=[None if m is None else np.asarray(m, np.float32) for m in masks] if masks else None,
+                              repair=self._repairer.repair if self._repairer is not None else None, lookahead=lookahead)
         return [RestoredFrame(*p.result()) for p in pending]
 
     def _tracks_of(self, faces: Sequence[Sequence[Face]], numbers: Sequence[int]) -> FaceTracks:

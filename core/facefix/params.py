@@ -111,6 +111,9 @@ PARAMS: tuple[Param, ...] = (
           minimum=0.0, maximum=1.0, animatable=True, group="mask"),
     Param("temporal", "float", 0.5, "Temporal stabilisation of restored faces (0 = off).",
           minimum=0.0, maximum=1.0, group="temporal"),
+    Param("deboil", "float", 0.0, "De-boil: before restoring, replace what flickers in for fewer than 4 frames "
+          "(ghosted features, per-frame texture) by what the 3 frames either side agree on (0 = off).",
+          minimum=0.0, maximum=1.0, animatable=True, group="repair"),
     Param("upscale", "choice", 1, "Upscale the whole frame after the face pass.", choices=(1, 2, 4),
           group="upscale"),
     Param("upscale_model", "choice", "x4plus", "Upscaler: x4plus for live action, anime models for stylised footage.",
@@ -167,6 +170,7 @@ class Settings:
     mask_feather: float = 0.08
     color_match: float = 1.0
     temporal: float = 0.5
+    deboil: float = 0.0
     upscale: int = 1
     upscale_model: str = "x4plus"
     colorspace: str = "auto"

@@ -2,6 +2,7 @@
 
     frames -> stage (region -> working RGB, on I/O threads)  -> upload        io.regions codec
            -> align (faces to the 512 template)                               align
+           -> repair (the input crops along tracks, optional)                 repair
            -> restore (model, fixed micro-batches)                            engine.run_model
            -> stabilise (along tracks, optional)                              temporal
            -> colour match, mattes, strength                                  composite
@@ -44,10 +45,13 @@ from .gpu import PendingFrame, Regions, wait_uploads
 from .io.regions import Box, StagedFrame, codec_for
 from .params import Settings
 
-__all__ = ["BatchStats", "queue_batch", "restore_batch", "stage_frame", "Stabilise"]
+__all__ = ["BatchStats", "queue_batch", "restore_batch", "stage_frame", "Stabilise", "Repair"]
 
 # stabilise(batch, frame_numbers, input_crops, restored_crops) -> restored_crops: the temporal stage.
 Stabilise = Callable[[FaceBatch, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor]
+# repair(batch, frame_numbers, input_crops, settings_per_face, count) -> the first ``count`` crops repaired: the
+# repair stage (``repair.ClipRepairer.repair``); faces past ``count`` belong to look-ahead frames.
+Repair = Callable[[FaceBatch, Sequence[int], torch.Tensor, Sequence[Settings], int], torch.Tensor]
 
 
 @dataclass
@@ -143,15 +147,27 @@ def queue_batch(
     bits: int | Sequence[int | None] | None = None,
     keep_mattes: bool = True,
     masks: Sequence[np.ndarray | None] | None = None,
+    repair: Repair | None = None,
+    lookahead: int = 0,
 ) -> list[PendingFrame]:
     """``restore_batch`` without waiting: queues the GPU work and the downloads, returns a ``PendingFrame``
     per frame. Streaming callers finish frames on their encode threads while the next batch runs, and may
     pass each frame ``staged`` already (``stage_frame`` on their decode threads, with the same faces and
     colourspace). Images are anything a region codec takes (``io.regions.codec_for``); ``keep_mattes``
     False lets a codec skip bringing back mattes nobody writes. ``masks``: per frame a host mask (H, W) in
-    [0, 1] or None, limiting where the fix applies (frames ``staged`` by the caller carry theirs)."""
+    [0, 1] or None, limiting where the fix applies (frames ``staged`` by the caller carry theirs).
+    ``repair``: the repair stage, run on the aligned input crops before the model; ``lookahead``: the last
+    ``lookahead`` images are the frames after the batch, only aligned for the repair's look-ahead (no result is
+    returned for them; without ``repair`` they are not even read)."""
     if len(images) != len(faces_per_frame):
         raise InputError("restore_batch: one face list per image is required")
+    if not 0 <= lookahead <= len(images):
+        raise InputError(f"restore_batch: {lookahead} look-ahead frames of {len(images)}")
+    if repair is None and lookahead:
+        images, faces_per_frame = images[:len(images) - lookahead], faces_per_frame[:len(faces_per_frame) - lookahead]
+        staged = staged[:len(images)] if staged is not None else None
+        lookahead = 0
+    main = len(images) - lookahead
     engine = engine or Engine(settings)
     dev = engine.device
     numbers = list(frame_numbers) if frame_numbers is not None else list(range(len(images)))
@@ -182,19 +198,29 @@ def queue_batch(
     with stats.stage("align", dev):
         crops, crop_from_roi = align_faces(regions, batch, size)
     model_in = crops.clamp(0.0, 1.0)
-    n = len(batch.faces)
+    n = int(batch.frame_slices(len(images))[main - 1].stop) if main else 0  # the faces of the batch's own frames
 
-    # 3. Restore all faces of the batch together, then the temporal stage along each track.
+    # 3. Repair the input crops along each track (the look-ahead frames' crops only feed it), then restore all
+    #    faces of the batch together, then the temporal stage along each track. The paste adds the change
+    #    against the crop as aligned, so a repair shows even through passthrough.
+    repaired = model_in[:n]
+    if repair is not None and len(batch.faces):
+        with stats.stage("repair", dev):
+            repaired = repair(batch, numbers, model_in, per_face_settings, n)
+    if n < len(batch.faces):
+        batch = FaceBatch(batch.faces[:n], batch.frame_index[:n], batch.crop_from_frame[:n])
+        crops, crop_from_roi, model_in = crops[:n], crop_from_roi[:n], model_in[:n]
+        per_face_settings = per_face_settings[:n]
     if n:
         with stats.stage("model", dev):
-            restored = run_model(engine.restorer(), model_in, [s.fidelity for s in per_face_settings],
+            restored = run_model(engine.restorer(), repaired, [s.fidelity for s in per_face_settings],
                                  engine.compute_dtype, engine.micro_batch)
         # passthrough previews alignment, mattes and tracking: nothing may change the face, not even time.
         if stabilise is not None and not getattr(engine.restorer(), "identity", False):
             with stats.stage("stabilise", dev):
-                restored = stabilise(batch, numbers, model_in, restored)
+                restored = stabilise(batch, numbers, repaired, restored)
         with stats.stage("matte", dev):
-            restored = match_colours(restored, model_in, per_face([s.color_match for s in per_face_settings], dev))
+            restored = match_colours(restored, repaired, per_face([s.color_match for s in per_face_settings], dev))
             strength = per_face([s.strength for s in per_face_settings], dev)
             # A face at strength 0 is not composited at all: its pixels stay the plate's, bit for bit.
             mattes = face_mattes(batch, per_face_settings, size, dev) * (strength > 0)
@@ -213,7 +239,7 @@ def queue_batch(
             if host_masks is not None:  # the codecs blend the colour by the mask in the output's own space
                 alphas.mul_(host_masks)
     pending: list[PendingFrame] = []
-    for b, (img, sel) in enumerate(zip(images, batch.frame_slices(len(images)))):
+    for b, (img, sel) in enumerate(zip(images[:main], batch.frame_slices(main))):
         if up == 1:
             pasted, alpha = regions.chw(b), regions.pixels(alphas, b)
         else:

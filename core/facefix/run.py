@@ -211,8 +211,13 @@ def run_clip(
     if settings.temporal > 0:
         stabiliser = engine.stabiliser(settings.temporal)
         preroll = stabiliser.preroll
+    # The repair reads K frames either side of a frame: a restored pre-roll frame needs its own K before it, and
+    # every frame the K after it (the post-roll, read after each written run as the pre-roll is before it).
+    repairer = _repairer(settings)
+    postroll = repairer.lookahead if repairer is not None else 0
+    preroll += repairer.preroll if repairer is not None else 0
 
-    full = open_source(source) if preroll and frames is not None else src
+    full = open_source(source) if (preroll or postroll) and frames is not None else src
     all_numbers = list(full.frame_numbers)
     mask_src = open_source(mask) if mask else None
     _refuse_overwriting_inputs([(full, all_numbers)] + ([(mask_src, numbers)] if mask_src is not None else []),
@@ -235,16 +240,17 @@ def run_clip(
         summary.notes.append("nothing to do: every frame is already written")
         return summary
 
-    # Frames to compute: every frame to write, plus up to `preroll` frames before each written run
-    # (they only warm the temporal history, so a chunk or a resumed run equals one uninterrupted run).
+    # Frames to compute: every frame to write, plus up to `preroll` frames before and `postroll` after each
+    # written run (they only feed the temporal history and the repair's window, so a chunk or a resumed run
+    # equals one uninterrupted run).
     index = {n: i for i, n in enumerate(all_numbers)}
-    compute = _with_preroll(todo, all_numbers, index, preroll)
+    compute = _with_preroll(todo, all_numbers, index, preroll, postroll)
     todo_set = set(todo)
     summary.frames_preroll = len([m for m in compute if m not in todo_set])
 
     if tracks is None:
-        tracks = _analysed_tracks(full, source, dest, _with_preroll(numbers, all_numbers, index, preroll), settings,
-                                  engine, progress, summary)
+        tracks = _analysed_tracks(full, source, dest, _with_preroll(numbers, all_numbers, index, preroll, postroll),
+                                  settings, engine, progress, summary)
     faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
@@ -308,14 +314,17 @@ def run_clip(
     done = 0
     ok = False
     try:
-        with contextlib.closing(prefetch(read, compute, depth=2 * per_batch, pool=read_pool)) as stream:
+        with contextlib.closing(prefetch(read, compute, depth=2 * per_batch + postroll, pool=read_pool)) as stream:
+            ahead: deque = deque()  # frames read but not yet restored: the next batch, then its look-ahead
             for size in batch_sizes(len(compute), per_batch):
                 if cancel is not None and cancel():
                     writer.close()  # the frames already queued are finished and kept
                     raise Cancelled(done, len(todo))
-                batch = list(itertools.islice(stream, size))
-                done = _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary,
-                                done, bar, on_progress, len(todo), matte_sink is not None)
+                ahead.extend(itertools.islice(stream, size + postroll - len(ahead)))
+                batch = [ahead.popleft() for _ in range(min(size, len(ahead)))]
+                done = _process(batch, list(ahead)[:postroll], faces, settings, engine, ct, stabiliser, repairer,
+                                stats, writer, todo_set, summary, done, bar, on_progress, len(todo),
+                                matte_sink is not None)
         writer.close()
         ok = True
     except KeyboardInterrupt:
@@ -345,18 +354,29 @@ def run_clip(
     return summary
 
 
-def _with_preroll(wanted: Sequence[int], all_numbers: Sequence[int], index: dict[int, int], preroll: int) -> list[int]:
-    """``wanted`` frames, each with up to ``preroll`` frames of the clip before it, in clip order."""
+def _with_preroll(wanted: Sequence[int], all_numbers: Sequence[int], index: dict[int, int], preroll: int,
+                  postroll: int = 0) -> list[int]:
+    """``wanted`` frames, each with up to ``preroll`` frames of the clip before it and ``postroll`` after it, in
+    clip order."""
     seen: set[int] = set()
     out: list[int] = []
     for n in wanted:
         i = index.get(n)
-        for m in (list(all_numbers[max(0, i - preroll) : i]) if i is not None else []) + [n]:
+        around = [n] if i is None else list(all_numbers[max(0, i - preroll) : i + 1 + postroll])
+        for m in around:
             if m not in seen:
                 seen.add(m)
                 out.append(m)
     out.sort(key=lambda m: index.get(m, m))
     return out
+
+
+def _repairer(settings: Settings):  # type: ignore[no-untyped-def]
+    """The shot's repair stage (``repair.ClipRepairer``), or None when no repair control is ever on."""
+    from .repair import ClipRepairer, repair_window
+
+    window = repair_window(settings)
+    return ClipRepairer(window) if window else None
 
 
 def _refuse_overwriting_inputs(sources: Sequence[tuple[object, Sequence[int]]],
@@ -479,18 +499,26 @@ def _matte_format(fmt: FrameFormat) -> FrameFormat:
                        pixel_type="half" if fmt.pixel_type == "half" else "float", grey_channel="Y")
 
 
-def _process(batch, faces, settings, engine, ct, stabiliser, stats, writer, todo_set, summary, done, bar,
-             on_progress, total, mattes):  # type: ignore[no-untyped-def]
-
+def _process(batch, ahead, faces, settings, engine, ct, stabiliser, repairer, stats, writer, todo_set, summary,
+             done, bar, on_progress, total, mattes):  # type: ignore[no-untyped-def]
+    """Restore ``batch`` (frames as read: (number, (frame, staged))); ``ahead``: the frames after it, read for the
+    repair's look-ahead (restored in a later batch)."""
+    if repairer is None:
+        ahead = []
     numbers = [n for n, _ in batch]
     frames = [f for _, (f, _) in batch]
-    staged = [st for _, (_, st) in batch]
+    staged = [st for _, (_, st) in batch + ahead]
     per_frame = [faces.get(n, []) for n in numbers]
     stab = stabiliser.stabilise if stabiliser is not None else None
-    # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each).
-    pending = queue_batch([restore_input(f) for f in frames], per_frame, settings, engine, frame_numbers=numbers,
-                          colorspace=ct, stabilise=stab, stats=stats, inplace=True, staged=staged,
-                          bits=[f.format.bits_per_sample for f in frames], keep_mattes=mattes)
+    # The frames were read for this run alone: the result may overwrite them (one 1080p copy less each). The
+    # look-ahead frames are only aligned: they are not merged into until their own batch.
+    pending = queue_batch([restore_input(f) for f in frames + [f for _, (f, _) in ahead]],
+                          per_frame + [faces.get(n, []) for n, _ in ahead], settings, engine,
+                          frame_numbers=numbers + [n for n, _ in ahead], colorspace=ct, stabilise=stab, stats=stats,
+                          inplace=True, staged=staged,
+                          bits=[f.format.bits_per_sample for f in frames + [f for _, (f, _) in ahead]],
+                          keep_mattes=mattes, repair=repairer.repair if repairer is not None else None,
+                          lookahead=len(ahead))
     for n, src_frame, fs, frame_pending in zip(numbers, frames, per_frame, pending):
         if n not in todo_set:
             continue

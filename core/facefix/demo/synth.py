@@ -11,6 +11,8 @@ maps taking still pixel coordinates (x, y), pixel centres at +0.5, to frame pixe
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,17 @@ __all__ = [
     "occlude_eyes",
     "crowd_frame",
     "random_gfpgan",
+    "blink",
+    "mouth_open",
+    "local_warp",
+    "ghost",
+    "film_grain",
+    "waxy",
+    "face_ellipse",
+    "still_mesh",
+    "RepairClip",
+    "DEFECTS",
+    "repair_clip",
 ]
 
 # Hand-measured on skimage.data.astronaut() (512x512): eye centres, nose tip, mouth corners.
@@ -209,3 +222,245 @@ def random_gfpgan(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     return path
+
+
+# -- repair clips: what generative video breaks, on real faces, with the clean clip as ground truth ----------------
+#
+# Expressions (blinks, speech-like mouth motion) and defects (ghost, local warp, boil, waxy skin) are made on the
+# still, in its pixels, then rendered through each frame's known motion, so the clean clip (expressions and motion
+# only) is the exact truth of the defective one. The 468-point mesh of the still comes from the embedded detector
+# (``still_mesh``) and follows the same motion and, for a warp, the same displacement: what a tracker that follows
+# the warped features reports.
+
+
+def _displace(image: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, 3) resampled at (x - dx, y - dy) per pixel (bicubic, border replicated): content moves by
+    (dx, dy) where the field is smooth and small."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = image.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    grid = np.stack([(xs - dx) / w * 2 - 1, (ys - dy) / h * 2 - 1], axis=-1)[None].astype(np.float32)
+    src = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    out = F.grid_sample(src, torch.from_numpy(grid), mode="bicubic", padding_mode="border", align_corners=False)
+    return np.clip(out[0].numpy().transpose(1, 2, 0), 0, 1).astype(np.float32)
+
+
+def _bump(shape: tuple[int, int], centre: np.ndarray, radius: float) -> np.ndarray:
+    """exp(-|p - centre|^2 / (2 radius^2)) over an (H, W) pixel grid (pixel centres at +0.5)."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64) + 0.5
+    return np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2.0 * radius * radius))
+
+
+def face_ellipse(shape: tuple[int, int], landmarks: np.ndarray, grow: float = 1.0, soft: float = 0.0) -> np.ndarray:
+    """(H, W) float32 face region from 5 landmarks (the ellipse ``boil`` uses, scaled by ``grow``); ``soft`` > 0
+    feathers its edge over that fraction of the radius."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    c = landmarks.mean(axis=0)
+    r = grow * 1.6 * float(np.linalg.norm(landmarks[1] - landmarks[0]))
+    d = np.sqrt(((xs - c[0]) / r) ** 2 + ((ys - c[1]) / (1.25 * r)) ** 2)
+    if soft <= 0:
+        return (d < 1.0).astype(np.float32)
+    return np.clip((1.0 - d) / soft, 0.0, 1.0).astype(np.float32)
+
+
+def blink(still: np.ndarray, landmarks: np.ndarray, closure: float) -> np.ndarray:
+    """Both eyelids lowered over ``closure`` (0 open .. 1 shut) of each eye: skin from above the eye slides down
+    the eye's ellipse, with a dark lash line at its edge, so per pixel the eye is covered for a time that depends
+    on where the pixel is (the eye's middle shortest), as in a real blink."""
+    if closure <= 0:
+        return still.copy()
+    out = still.copy()
+    h, w = still.shape[:2]
+    iod = float(np.linalg.norm(landmarks[1] - landmarks[0]))
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    for eye in landmarks[:2]:
+        rx, ry = 0.3 * iod, 0.12 * iod
+        inside = ((xs - eye[0]) / rx) ** 2 + ((ys - eye[1]) / ry) ** 2 < 1.0
+        ref = eye + np.array([0.1 * iod if eye[0] < landmarks[2, 0] else -0.1 * iod, 0.45 * iod])  # the cheek
+        y0, x0 = int(ref[1]), int(ref[0])
+        skin = np.median(still[y0 - 2:y0 + 3, x0 - 4:x0 + 5].reshape(-1, 3), axis=0)
+        lid = eye[1] - ry + 2.0 * ry * min(1.0, closure)
+        cover = np.clip(lid - ys + 0.5, 0.0, 1.0) * inside  # soft 1 px lid edge
+        lash = np.exp(-((ys - lid) / (0.03 * iod + 0.5)) ** 2) * inside * 0.55
+        out = out * (1 - cover[..., None]) + skin * cover[..., None]
+        out = out * (1 - lash[..., None])
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def mouth_open(still: np.ndarray, landmarks: np.ndarray, amount: float) -> np.ndarray:
+    """Speech-like mouth motion: the lower lip and chin move down by ``amount`` x 0.22 eye distances (a smooth
+    warp below the lip line), opening the dark line between the lips."""
+    if amount == 0:
+        return still.copy()
+    iod = float(np.linalg.norm(landmarks[1] - landmarks[0]))
+    mouth = landmarks[3:5].mean(axis=0)
+    h, w = still.shape[:2]
+    ys = np.mgrid[0:h, 0:w][0] + 0.5
+    below = 1.0 / (1.0 + np.exp(-(ys - mouth[1]) / (0.04 * iod)))
+    dy = amount * 0.22 * iod * below * _bump((h, w), mouth + np.array([0.0, 0.2 * iod]), 0.55 * iod)
+    return _displace(still, np.zeros_like(dy), dy)
+
+
+def local_warp(image: np.ndarray, centre: np.ndarray, shift: tuple[float, float], radius: float
+               ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A local warp (features drift, as generators warp them on turns): content near ``centre`` moves by
+    ``shift`` px with a Gaussian fall-off of ``radius`` px. Returns the image and the map of points (how a
+    tracker sees the warped features)."""
+    bump = _bump(image.shape[:2], centre, radius)
+    out = _displace(image, shift[0] * bump, shift[1] * bump)
+
+    def move(points: np.ndarray) -> np.ndarray:
+        d2 = ((points - centre) ** 2).sum(-1, keepdims=True)
+        return points + np.asarray(shift) * np.exp(-d2 / (2.0 * radius * radius))
+    return out, move
+
+
+def ghost(image: np.ndarray, landmarks: np.ndarray, shift: tuple[float, float], opacity: float = 0.35) -> np.ndarray:
+    """A second set of features ghosting in: the face, shifted by ``shift`` px, blended over itself at ``opacity``
+    inside the face (soft-edged ellipse)."""
+    h, w = image.shape[:2]
+    shifted = _displace(image, np.full((h, w), shift[0]), np.full((h, w), shift[1]))
+    m = face_ellipse((h, w), landmarks, 0.95, soft=0.2)[..., None] * opacity
+    return np.clip(image * (1 - m) + shifted * m, 0, 1).astype(np.float32)
+
+
+def film_grain(frames: np.ndarray, amplitude: float = 0.02, corr: float = 0.7, seed: int = 0) -> np.ndarray:
+    """Per-frame independent film grain over the whole frame: white noise blurred by ``corr`` px, scaled to a
+    standard deviation of ``amplitude`` per channel (channels partly correlated, as in scans)."""
+    import torch
+
+    from ..filters import gaussian_blur
+
+    rng = np.random.default_rng(seed)
+    out = frames.copy()
+    for i in range(len(frames)):
+        n = rng.standard_normal((frames.shape[1], frames.shape[2], 3)).astype(np.float32)
+        n = 0.6 * n + 0.4 * n.mean(axis=-1, keepdims=True)
+        g = gaussian_blur(torch.from_numpy(np.ascontiguousarray(n.transpose(2, 0, 1)))[None], corr)
+        texture = g[0].numpy().transpose(1, 2, 0)
+        texture = texture / texture.std(axis=(0, 1), keepdims=True) * amplitude
+        out[i] = np.clip(out[i] + texture, 0, 1)
+    return out.astype(np.float32)
+
+
+def waxy(frames: np.ndarray, landmarks: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Airbrushed skin: the face (soft-edged ellipse) replaced by its blurred self, grain and pores gone."""
+    import torch
+
+    from ..filters import gaussian_blur
+
+    out = frames.copy()
+    for i in range(len(frames)):
+        t = torch.from_numpy(np.ascontiguousarray(frames[i].transpose(2, 0, 1)))[None]
+        smooth = gaussian_blur(t, sigma)[0].numpy().transpose(1, 2, 0)
+        m = face_ellipse(frames.shape[1:3], landmarks[i], 0.9, soft=0.15)[..., None]
+        out[i] = frames[i] * (1 - m) + smooth * m
+    return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def still_mesh() -> np.ndarray:
+    """The 468-point face mesh (468, 2) of the bundled portrait, found by the embedded detector (once)."""
+    import torch
+
+    from ..detect import load_detector
+
+    still = astronaut()
+    found = load_detector("blazeface", "cpu")(torch.from_numpy(np.ascontiguousarray(still.transpose(2, 0, 1)))[None])
+    faces = found[0].faces
+    if not faces or faces[0].mesh is None:
+        raise InputError("the bundled portrait: the embedded detector found no face mesh")
+    return np.asarray(faces[0].mesh[:, :2], np.float64)
+
+
+@dataclass(frozen=True)
+class RepairClip:
+    """A defective clip and its truth: ``frames`` (T, H, W, 3) with the defect, ``clean`` without it (motion,
+    blinks and speech only); ``defect`` (T,) marks the frames the defect touches; ``landmarks`` (T, 5, 2) and
+    ``mesh`` (T, 468, 2) are what a tracker reports on ``frames``; ``face`` (T, H, W) the face region."""
+
+    frames: np.ndarray
+    clean: np.ndarray
+    defect: np.ndarray
+    landmarks: np.ndarray
+    mesh: np.ndarray
+    face: np.ndarray
+    kind: str
+
+
+DEFECTS = ("clean", "ghost", "warp", "boil", "waxy")
+
+
+def repair_clip(kind: str = "clean", n_frames: int = 12, size: tuple[int, int] = (256, 256), *, seed: int = 0,
+                scale: float = 1.6, at: int | None = None, blinks: bool = True, speech: bool = True,
+                grain: float = 0.0) -> RepairClip:
+    """A clip of the bundled real face with real-looking motion (drift, small turns and zoom), blinks and
+    speech-like mouth motion, and one defect ``kind`` (``DEFECTS``): ``ghost`` (3 frames of the features
+    shifted by ~10 px at 35 % opacity), ``warp`` (3 frames of an eye or mouth corner drifting ~10 px and springing
+    back), ``boil`` (per-frame high-pass texture in the face on every frame), ``waxy`` (airbrushed skin on every
+    frame), ``clean`` (none). ``seed`` draws the motion, the expression timing and the defect's place, direction
+    and frames (from ``at`` if given); ``scale``: face size against the still (~75 px eye distance at 1.6);
+    ``grain`` > 0 adds film grain of that amplitude to every frame of both clips (the plate's own texture)."""
+    if kind not in DEFECTS:
+        raise InputError(f"repair_clip: kind must be one of {', '.join(DEFECTS)}, got {kind!r}")
+    rng = np.random.default_rng(seed)
+    still, lm, mesh = astronaut(), ASTRONAUT_LANDMARKS, still_mesh()
+    h, w = size
+    iod = float(np.linalg.norm(lm[1] - lm[0]))
+    # Motion: a slow drift, a small turn and zoom, plus a little jitter (what alignment leaves).
+    drift = rng.uniform(-1.2, 1.2, 2)
+    turn = rng.uniform(-0.6, 0.6)
+    zoom = rng.uniform(0.995, 1.006)
+    c = lm.mean(axis=0)
+    # Expressions: one blink (closing over 2 frames, shut 2, opening over 3) and speech at ~4 syllables/s (24 fps).
+    closure = np.zeros(n_frames)
+    if blinks:
+        start = int(rng.integers(1, max(2, n_frames - 7)))
+        for k, v in enumerate((0.45, 0.9, 1.0, 1.0, 0.7, 0.35, 0.1)):
+            if start + k < n_frames:
+                closure[start + k] = v
+    period, phase = rng.uniform(5.0, 7.0), rng.uniform(0, 2 * np.pi)
+    mouth = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_frames) / period + phase)) if speech else np.zeros(n_frames)
+    first = int(at) if at is not None else int(rng.integers(2, max(3, n_frames - 4)))
+    defect = np.zeros(n_frames, bool)
+    if kind in ("ghost", "warp"):
+        defect[first:first + 3] = True
+    elif kind in ("boil", "waxy"):
+        defect[:] = True
+    angle = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    target = int(rng.integers(0, 4))  # warp: left eye, right eye, left or right mouth corner
+    frames, clean, lms, meshes, faces = [], [], [], [], []
+    for t in range(n_frames):
+        m = similarity(scale * zoom**t, turn * t, w / 2 - c[0] + drift[0] * t + rng.normal(0, 0.3),
+                       h / 2 - c[1] + drift[1] * t + rng.normal(0, 0.3), center=(c[0], c[1]))
+        expr = mouth_open(blink(still, lm, closure[t]), lm, mouth[t])
+        bg = np.full((h, w, 3), 0.45, np.float32)
+        truth = warp_still(expr, m, size, background=bg)
+        bad_still, pts = expr, mesh
+        if defect[t] and kind == "ghost":
+            shift = direction * 10.0 / scale
+            bad_still = ghost(expr, lm, (float(shift[0]), float(shift[1])), opacity=0.35)
+        elif defect[t] and kind == "warp":
+            amount = (0.6, 1.0, 0.6)[t - first]
+            bad_still, move = local_warp(expr, lm[(0, 1, 3, 4)[target]], tuple(direction * amount * 10.0 / scale),
+                                         0.3 * iod)
+            pts = move(mesh)
+        frame = truth if bad_still is expr else warp_still(bad_still, m, size, background=bg)
+        frames.append(frame)
+        clean.append(truth)
+        lms.append(apply_affine(m, lm))
+        meshes.append(apply_affine(m, pts))
+        faces.append(face_ellipse(size, apply_affine(m, lm), 0.9))
+    frames_a, clean_a, lms_a = np.stack(frames), np.stack(clean), np.stack(lms)
+    if grain > 0:
+        noise_seed = int(rng.integers(1 << 30))
+        frames_a = film_grain(frames_a, grain, seed=noise_seed)
+        clean_a = film_grain(clean_a, grain, seed=noise_seed)
+    if kind == "boil":
+        frames_a = boil(frames_a, lms_a, amplitude=0.05, seed=int(rng.integers(1 << 30)))
+    elif kind == "waxy":
+        frames_a = waxy(frames_a, lms_a)
+    return RepairClip(frames_a, clean_a, defect, lms_a, np.stack(meshes), np.stack(faces), kind)
