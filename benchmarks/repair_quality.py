@@ -5,8 +5,11 @@ inside the face matte. Prints one JSON object.
 
   python benchmarks/repair_quality.py                       # CPU, the evaluation seeds
   python benchmarks/repair_quality.py --device cuda --seeds 101 102 103 104
+  python benchmarks/repair_quality.py --control dewarp          # de-warp: the warp and clean clips
 
-Figures (per clip kind, before = the input, after = the output with the repair control at 1):
+Figures (per clip kind, before = the input, after = the output with the repair control at 1; ``--control``:
+deboil (default: every kind) or dewarp (default: warp and clean; the clips' mesh follows the warp as a tracker
+would, but not the blinks or speech):
   * ghost, warp: mean absolute error against the clean clip on the defect frames (lower is better);
   * boil: flicker of the face (motion removed on the true landmarks; ``temporal.flicker``), the clean clip's own
     flicker given as the floor;
@@ -130,14 +133,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
-    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--control", default="deboil", choices=("deboil", "dewarp"))
+    ap.add_argument("--kinds", nargs="+", default=None, choices=KINDS,
+                    help="clip kinds (default: all for deboil, warp and clean for dewarp)")
     ap.add_argument("--size", type=int, default=192, help="frame size (px, square)")
     ap.add_argument("--frames", type=int, default=12)
     args = ap.parse_args(argv)
+    if args.kinds is None:
+        args.kinds = list(KINDS) if args.control == "deboil" else ["warp", "clean"]
     import torch
 
     torch.manual_seed(0)
-    rows = [measure(kind, seed, args.device, "deboil", args.size, args.frames) for kind in args.kinds
+    rows = [measure(kind, seed, args.device, args.control, args.size, args.frames) for kind in args.kinds
             for seed in args.seeds]
     summary: dict = {}
     for kind in args.kinds:
@@ -153,8 +160,8 @@ def main(argv=None) -> int:
             summary[kind] = {"psnr_vs_input_db_min": min(r["psnr_vs_input_db"] for r in sel),
                              "psnr_vs_input_db_mean": float(np.mean([r["psnr_vs_input_db"] for r in sel]))}
     ms = [r["ms_per_face"] for r in rows if r["ms_per_face"] > 0]
-    result = {"device": args.device, "seeds": args.seeds, "size": args.size, "frames": args.frames,
-              "ms_per_face": {"deboil": float(np.median(ms)) if ms else None}, "summary": summary, "clips": rows}
+    result = {"device": args.device, "control": args.control, "seeds": args.seeds, "size": args.size,
+              "frames": args.frames, "ms_per_face": {args.control: float(np.median(ms)) if ms else None}, "summary": summary, "clips": rows}
     print(json.dumps(result, indent=1, default=float))
     return 0
 

@@ -114,6 +114,10 @@ PARAMS: tuple[Param, ...] = (
     Param("deboil", "float", 0.0, "De-boil: before restoring, replace what flickers in for fewer than 4 frames "
           "(ghosted features, per-frame texture) by what the 3 frames either side agree on (0 = off).",
           minimum=0.0, maximum=1.0, animatable=True, group="repair"),
+    Param("regrain", "float", 0.0, "Regrain: add grain matched to the plate around the face where the restored "
+          "face is smoother than the plate (waxy skin; 0 = off).", minimum=0.0, maximum=1.0, animatable=True,
+          group="repair"),
+    Param("dewarp", "float", 0.0, "De-warp: before restoring, undo shape changes of the landmark mesh lasting fewer than 4 frames (an eye drifting, the mouth widening then springing back) by warping the face back to the shape the 3 frames either side agree on (0 = off).", minimum=0.0, maximum=1.0, animatable=True, group="repair"),
     Param("upscale", "choice", 1, "Upscale the whole frame after the face pass.", choices=(1, 2, 4),
           group="upscale"),
     Param("upscale_model", "choice", "x4plus", "Upscaler: x4plus for live action, anime models for stylised footage.",
@@ -171,6 +175,8 @@ class Settings:
     color_match: float = 1.0
     temporal: float = 0.5
     deboil: float = 0.0
+    regrain: float = 0.0
+    dewarp: float = 0.0
     upscale: int = 1
     upscale_model: str = "x4plus"
     colorspace: str = "auto"

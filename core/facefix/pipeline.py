@@ -234,10 +234,17 @@ def queue_batch(
     #    against its own model input (the whole batch at once); else into its upscaled frame.
     host_masks = _upload_masks(stages, regions) if any(st.mask is not None for st in stages) else None
     if up == 1:
+        grain = [settings.at(numbers[b]).regrain if n else 0.0 for b in range(main)]
+        plate = regions.flat.clone() if any(grain) else None  # the plate's grain, measured after the paste
         with stats.stage("paste", dev):
             alphas = paste_regions(regions, face_deltas(restored, model_in, strength), mattes, crop_from_roi, batch)
-            if host_masks is not None:  # the codecs blend the colour by the mask in the output's own space
-                alphas.mul_(host_masks)
+        if plate is not None:
+            from .composite.regrain import regrain_regions
+
+            with stats.stage("regrain", dev):
+                regrain_regions(regions, plate, alphas, grain, numbers, batch, size)
+        if host_masks is not None:  # the codecs blend the colour by the mask in the output's own space
+            alphas.mul_(host_masks)
     pending: list[PendingFrame] = []
     for b, (img, sel) in enumerate(zip(images[:main], batch.frame_slices(main))):
         if up == 1:

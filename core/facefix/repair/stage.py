@@ -6,14 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
+from ..geometry import crop_from_frame_matrix, transform_points
 from ..temporal.stabilise import reduce_for_flow
 from ..tensors import to_device
 from .deboil import DEBOIL_WINDOW, deboil_window
+from .dewarp import DEWARP_WINDOW, dewarp_crops
 
 if TYPE_CHECKING:
-    from ..faces import FaceBatch
+    from ..faces import Face, FaceBatch
     from ..params import Settings
 
 __all__ = ["ClipRepairer", "repair_window"]
@@ -28,7 +31,36 @@ def _ever_on(settings: Settings, name: str) -> bool:
 def repair_window(settings: Settings) -> int:
     """Frames before and after a frame that its repair reads (0 when no repair control is ever on). Fixed for a
     shot whatever the controls' values or keys, so chunks know their pre- and post-roll up front."""
-    return DEBOIL_WINDOW if _ever_on(settings, "deboil") else 0
+    return max(DEBOIL_WINDOW if _ever_on(settings, "deboil") else 0,
+               DEWARP_WINDOW if _ever_on(settings, "dewarp") else 0)
+
+
+def _amount(settings: Settings, name: str) -> float:
+    return float(getattr(settings, name, 0.0))
+
+
+def _crop_points(face: Face, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A face's 5 landmarks and its mesh (or None) in its aligned crop of ``size`` px (as the align stage maps
+    them: the crop-from-frame similarity of its landmarks)."""
+    m = crop_from_frame_matrix(face.landmarks, size)
+    mesh = getattr(face, "mesh", None)
+    dense = None if mesh is None or len(mesh) < 6 else transform_points(m, np.asarray(mesh, np.float64)[:, :2])
+    return transform_points(m, face.landmarks), dense
+
+
+def _window_points(entries: Sequence[tuple[torch.Tensor, torch.Tensor, Face] | None], size: int
+                   ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A window's points (2K+1, P, 2) in crop pixels, valid (2K+1,) and whether they are the dense mesh (used
+    where every frame of the window has one of the same size; else the 5 landmarks)."""
+    mid = len(entries) // 2
+    got = [None if e is None else _crop_points(e[2], size) for e in entries]
+    sizes = {None if g[1] is None else len(g[1]) for g in got if g is not None}
+    dense = len(sizes) == 1 and None not in sizes
+    pick = [None if g is None else (g[1] if dense else g[0]) for g in got]
+    centre = pick[mid]
+    assert centre is not None
+    pts = np.stack([centre if q is None else q for q in pick])
+    return pts, np.array([q is not None for q in pick]), dense
 
 
 class ClipRepairer:
@@ -41,8 +73,8 @@ class ClipRepairer:
 
     def __init__(self, window: int) -> None:
         self.window = int(window)
-        # track id -> frame -> (reduced crop (3, h, w), full crop (3, S, S))
-        self._tracks: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        # track id -> frame -> (reduced crop (3, h, w), full crop (3, S, S), the face (its landmarks and mesh))
+        self._tracks: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor, Face]]] = {}
 
     @property
     def preroll(self) -> int:
@@ -66,16 +98,36 @@ class ClipRepairer:
             tracked = crops if len(rows) == crops.shape[0] else crops[to_device(rows, crops.device)]
             reduced = reduce_for_flow(tracked)
             for j, i in enumerate(rows):
-                self._tracks.setdefault(batch.faces[i].track_id, {})[numbers[i]] = (reduced[j], crops[i])
-        todo = [i for i in rows if i < count and float(settings_per_face[i].deboil) > 0]
+                self._tracks.setdefault(batch.faces[i].track_id, {})[numbers[i]] = (reduced[j], crops[i], batch.faces[i])
+
+        def window(i: int) -> list[tuple[torch.Tensor, torch.Tensor, Face] | None]:
+            frames = self._tracks[batch.faces[i].track_id]
+            return [frames.get(n) for n in range(numbers[i] - k, numbers[i] + k + 1)]
+
+        # De-warp first: the current crops' shape put back; de-boil then registers the neighbours to it.
+        dewarped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        todo = [i for i in rows if i < count and _amount(settings_per_face[i], "dewarp") > 0]
+        if todo:
+            size = int(crops.shape[-1])
+            got = [_window_points(window(i), size) for i in todo]
+            amounts = to_device([_amount(settings_per_face[i], "dewarp") for i in todo], crops.device, crops.dtype)
+            idx = to_device(todo, crops.device)
+            fixed = dewarp_crops(crops[idx], [g[0] for g in got], [g[1] for g in got], amounts, [g[2] for g in got])
+            out = out.clone()
+            out[idx] = fixed
+            fixed_lo = reduce_for_flow(fixed)
+            dewarped = {i: (fixed_lo[j], fixed[j]) for j, i in enumerate(todo)}
+        todo = [i for i in rows if i < count and _amount(settings_per_face[i], "deboil") > 0]
         if todo:
             windows = []
             for i in todo:
-                frames = self._tracks[batch.faces[i].track_id]
-                windows.append([frames.get(n) for n in range(numbers[i] - k, numbers[i] + k + 1)])
+                win: list[tuple[torch.Tensor, ...] | None] = [None if e is None else e[:2] for e in window(i)]
+                if i in dewarped:
+                    win[k] = dewarped[i]
+                windows.append(win)
             lo, full, valid = _stack(windows)
-            amounts = to_device([float(settings_per_face[i].deboil) for i in todo], crops.device, crops.dtype)
-            out = out.clone()
+            amounts = to_device([_amount(settings_per_face[i], "deboil") for i in todo], crops.device, crops.dtype)
+            out = out.clone() if not dewarped else out
             out[to_device(todo, crops.device)] = deboil_window(lo, full, valid, amounts)
         # Frames no later face can read are dropped: faces arrive in frame order.
         if count:
@@ -92,12 +144,12 @@ class ClipRepairer:
         return sum(len(v) for v in self._tracks.values())
 
 
-def _stack(windows: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor] | None]]
+def _stack(windows: Sequence[Sequence[tuple[torch.Tensor, ...] | None]]
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """B windows of (reduced, full) crops as (B, 2K+1, ...) tensors and their valid (B, 2K+1) (missing frames
     are zeros). Every window's middle entry is present."""
     mid = len(windows[0]) // 2
-    lo0, full0 = windows[0][mid]  # type: ignore[misc]
+    lo0, full0 = windows[0][mid][:2]  # type: ignore[index]
     zlo, zfull = torch.zeros_like(lo0), torch.zeros_like(full0)
     flat = [e for w in windows for e in w]
     lo = torch.stack([zlo if e is None else e[0] for e in flat])

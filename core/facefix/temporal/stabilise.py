@@ -57,10 +57,20 @@ __all__ = ["MAX_PREROLL", "preroll_frames", "age_weights", "stabilise_window", "
 
 MAX_PREROLL = 6
 
-# Input agreement: mean RGB difference (sRGB code values, 0..1) at flow resolution where a past frame's
-# weight falls to exp(-1). Well above the residue of sensor noise after area-downsampling, well below a
-# blink or a mouth opening.
-_AGREE_TAU = 0.035
+# Input agreement is judged on STRUCTURE, not texture. A boiling input (fresh fine texture on every frame:
+# generative video, heavy grain) changes at every pixel between frames; gated on that raw change (the first
+# version: the difference blurred at 0.7 px, tau 0.035) the gate closed on most of the face, and the restorer,
+# which turns that input boil into output boil, was barely averaged. So the agreement reads a low-pass of the
+# motion-compensated input change (Gaussian, in pixels at the flow's resolution, 128 px for 512 crops): texture that
+# differs frame to frame averages out of the blurred difference (sigma 1.5 cuts independent per-pixel boil about
+# 5x), while a blink, a mouth opening, an occluder or a turn the flow missed are regions several pixels wide
+# and keep most of their change.
+_FLOW_SIGMA = 0.0  # low-pass of the inputs the flow runs on (1.0 cost the closed-eye frames of a blink precision)
+_AGREE_SIGMA = 1.5  # low-pass of the motion-compensated input difference the agreement reads
+# Mean RGB difference of that low-passed change (sRGB code values, 0..1) where a past frame's weight falls to
+# exp(-1): above what boil and sensor noise leave after the low-pass, below a blink or a mouth opening (0.02 and
+# 0.035 were tried: see benchmarks/temporal_realesrgan.py).
+_AGREE_TAU = 0.03
 FLOW_SIZE = 128  # px the flow runs at (for 512 crops)
 
 
@@ -174,15 +184,16 @@ def flow_weights(lo_ref: torch.Tensor, lo_past: torch.Tensor, prior: torch.Tenso
     age weight, 0 for a missing frame) times flow consistency and input agreement. Per-pixel steps only,
     several hundred small ones: ``compiled_flow_weights`` fuses them."""
     n = lo_ref.shape[0]
-    # Forward (t -> j) and backward (j -> t) flows in one batched call.
-    flows = estimate_flow(torch.cat([lo_ref, lo_past]), torch.cat([lo_past, lo_ref]))
+    # Forward (t -> j) and backward (j -> t) flows in one batched call (on inputs low-passed by _FLOW_SIGMA; 0 = off).
+    smooth = gaussian_blur(torch.cat([lo_ref, lo_past]), _FLOW_SIGMA)
+    flows = estimate_flow(smooth, torch.cat([smooth[n:], smooth[:n]]))
     flow_tj, flow_jt = flows[:n], flows[n:]
 
     conf = fb_confidence(flow_tj, flow_jt, rel=0.05, abs_px=0.75)
-    # Input agreement: blur the signed difference (averages noise away, keeps real change), then dilate
-    # the mismatch so the whole changed region and its rim are rejected.
-    diff = gaussian_blur(warp_by_flow(lo_past, flow_tj) - lo_ref, 0.7).abs().mean(1, keepdim=True)
-    diff = F.max_pool2d(diff, kernel_size=3, stride=1, padding=1)
+    # Input agreement on structure: low-pass the signed motion-compensated difference (averages texture boil and
+    # noise away, keeps real change), then dilate the mismatch so the whole changed region and its rim are rejected.
+    diff = gaussian_blur(warp_by_flow(lo_past, flow_tj) - lo_ref, _AGREE_SIGMA).abs().mean(1, keepdim=True)
+    diff = F.max_pool2d(diff, kernel_size=5, stride=1, padding=2)
     agree = torch.exp(-(diff / _AGREE_TAU).square())
     weight_lo = conf * agree * inside_mask(flow_tj)
     return flow_tj, weight_lo * prior

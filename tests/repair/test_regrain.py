@@ -1,0 +1,107 @@
+"""Regrain: grain matched to the plate's, added to a face smoother than the plate, inside its matte only; 0 is
+the plain output; the grain is a function of the frame, so batches and chunks give the same bits."""
+
+import numpy as np
+import pytest
+import torch
+
+from facefix import Face, FaceTracks, Settings
+from facefix.api import Session
+from facefix.demo import synth
+from facefix.engine import Engine
+from facefix.filters import gaussian_blur
+from facefix.io import Frame, FrameFormat, open_source
+from facefix.io.sequence import write_frame
+from facefix.run import run_clip
+
+SIZE = 160
+FIRST = 1001
+
+
+def _tracks(clip, first=0):
+    per = {}
+    for i, (lm, mesh) in enumerate(zip(clip.landmarks, clip.mesh)):
+        c = lm.mean(0)
+        r = 1.8 * float(np.linalg.norm(lm[1] - lm[0]))
+        per[first + i] = [Face(box=(c[0] - r, c[1] - r, c[0] + r, c[1] + r), landmarks=lm, track_id=0, mesh=mesh)]
+    return FaceTracks.from_faces(per)
+
+
+def _restore(frames, tracks, **kw):
+    settings = {"model": "passthrough", "temporal": 0.0, "mask": "mesh", "colorspace": "srgb", "device": "cpu", **kw}
+    with Session(settings) as s:
+        got = s.restore(list(frames), tracks, list(range(len(frames))), colorspace="srgb")
+    return np.stack([g.image for g in got]), np.stack([g.matte for g in got])
+
+
+def _hf(img):
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+    return (t - gaussian_blur(t, 1.0))[0].numpy().transpose(1, 2, 0)
+
+
+def _face_and_ring(out, clip, mattes):
+    """Robust deviation of the fine band inside the face (full matte) and in a ring outside the matte."""
+    face, ring = [], []
+    for i in range(len(out)):
+        inside = (clip.face[i] > 0.5) & (mattes[i] > 0.999)
+        around = (synth.face_ellipse(out.shape[1:3], clip.landmarks[i], 1.45) > 0) & (mattes[i] == 0)
+        h = np.abs(_hf(out[i]))
+        face.append(1.4826 * np.median(h[inside], axis=0))
+        ring.append(1.4826 * np.median(h[around], axis=0))
+    return np.mean(face, 0), np.mean(ring, 0)
+
+
+@pytest.fixture(scope="module")
+def waxy():
+    return synth.repair_clip("waxy", 3, (SIZE, SIZE), seed=3, scale=SIZE / 160.0, grain=0.02)
+
+
+def test_zero_is_the_plain_output_and_grain_fills_the_waxy_face(waxy):
+    tracks = _tracks(waxy)
+    off, mattes = _restore(waxy.frames, tracks)
+    zero, _ = _restore(waxy.frames, tracks, regrain=0.0)
+    assert np.array_equal(zero, off) and np.array_equal(off, waxy.frames)  # passthrough, every repair at 0
+    on, mattes_on = _restore(waxy.frames, tracks, regrain=1.0)
+    assert np.array_equal(mattes_on, mattes)
+    face0, ring0 = _face_and_ring(off, waxy, mattes)
+    face1, ring1 = _face_and_ring(on, waxy, mattes)
+    assert np.all(face0 < 0.6 * ring0), (face0, ring0)
+    assert np.all((face1 > 0.8 * ring1) & (face1 < 1.3 * ring1)), (face1, ring1)
+    outside = mattes == 0
+    assert np.array_equal(on[outside], waxy.frames[outside])  # nothing outside the matte changes
+    assert np.any(on[mattes > 0.999] != waxy.frames[mattes > 0.999])
+    half, _ = _restore(waxy.frames, tracks, regrain=0.5)
+    added, added_half = on - waxy.frames, half - waxy.frames
+    mid = (on > 0.01) & (on < 0.99) & (half > 0.01) & (half < 0.99)  # away from where the output is clipped
+    assert np.allclose(added_half[mid], 0.5 * added[mid], atol=1e-5)
+
+
+def test_no_grain_on_a_plate_without_grain(waxy):
+    t = torch.from_numpy(np.ascontiguousarray(waxy.clean.transpose(0, 3, 1, 2)))
+    smooth = gaussian_blur(t, 2.5).numpy().transpose(0, 2, 3, 1).copy()  # no grain anywhere, face or plate
+    out, _ = _restore(smooth, _tracks(waxy), regrain=1.0)
+    assert np.abs(out - smooth).max() < 1e-3
+
+
+def test_batches_and_chunks_give_the_same_frames(tmp_path):
+    clip = synth.repair_clip("waxy", 5, (SIZE, SIZE), seed=4, scale=SIZE / 160.0, grain=0.02)
+    for i, rgb in enumerate(clip.frames):
+        write_frame(tmp_path / f"p.{FIRST + i:04d}.exr", Frame(FIRST + i, rgb, FrameFormat.for_pixels(rgb, "float")))
+    tracks = _tracks(clip, FIRST)
+
+    def run(dest, batch, frames=None):
+        s = Settings(model="passthrough", mask="mesh", colorspace="srgb", batch=batch, temporal=0.0,
+                     animation={"regrain": {FIRST: 1.0, FIRST + 4: 0.6}})
+        run_clip(str(tmp_path / "p.####.exr"), str(tmp_path / dest), s, tracks=tracks, frames=frames,
+                 progress=False, engine=Engine(s))
+        src = open_source(str(tmp_path / dest))
+        return {n: src.read(n).pixels for n in src.frame_numbers}
+
+    one = run("one.####.exr", 5)
+    b2 = run("b2.####.exr", 2)
+    run("c.####.exr", 3, "1001-1002")
+    chunks = run("c.####.exr", 3, "1003-1005")
+    assert sorted(one) == sorted(b2) == sorted(chunks) == list(range(FIRST, FIRST + 5))
+    for n in one:
+        assert np.array_equal(b2[n], one[n]) and np.array_equal(chunks[n], one[n]), n
+    assert not np.array_equal(one[FIRST], clip.frames[0])
