@@ -89,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model-path", help="Weights file for jobs that name none (instead of the installed model).")
     v.add_argument("--quiet", action="store_true", help="No log of job state changes on stderr.")
 
+    from ..farm import add_farm_parsers
     from .models import add_models_parser
 
     add_models_parser(sub)
+    add_farm_parsers(sub)  # facefix queue, facefix submit
     return parser
 
 
@@ -170,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _stop_cleanly_on_sigterm()
-    if argv is None and args.command in ("restore", "track"):
+    if argv is None and args.command in ("restore", "track", "queue"):
         from ..hostmem import fast_pinned_memory, return_frames_to_the_os
 
         # The process is ours: process-wide settings, for GPU runs. Pinned memory first: it must precede CUDA
