@@ -100,3 +100,25 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> list:
     loads: list = []
     monkeypatch.setattr(registry, "load_restorer", lambda *a, **kw: loads.append(a) or Sharpen())
     return loads
+
+
+@pytest.fixture
+def host_bridge(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The real bridge, served in-process on threads (the CPU), found through its connection file as a host finds
+    it (a private FACEFIX_CACHE); every job a host submits is recorded in ``server.submitted``. The face model is
+    whatever the requesting fixture has patched in."""
+    from facefix.bridge.server import BridgeServer
+
+    monkeypatch.setenv("FACEFIX_CACHE", str(tmp_path / "facefix_cache"))
+    srv = BridgeServer(port=0, device="cpu").start()
+    srv.write_connection_file()
+    srv.submitted = []
+    original = srv.submit
+
+    def submit(spec):  # type: ignore[no-untyped-def]
+        srv.submitted.append(spec)
+        return original(spec)
+
+    monkeypatch.setattr(srv, "submit", submit)
+    yield srv
+    srv.stop(grace_s=60)

@@ -56,26 +56,11 @@ def ffr(monkeypatch):
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch, fake_model):
-    """The real bridge, served in-process on threads (the CPU), found through its connection file as a host
-    finds it; every job a host submits is recorded in ``server.submitted``. Face models: the suite's
-    stand-in (``fake_model``)."""
-    from facefix.bridge.server import BridgeServer
-
-    monkeypatch.setenv("FACEFIX_CACHE", str(tmp_path / "facefix_cache"))
+def server(tmp_path, monkeypatch, fake_model, host_bridge):
+    """The real bridge in-process, as a host finds it (``host_bridge``, tests/conftest.py); jobs submitted are
+    recorded in ``server.submitted``."""
     monkeypatch.setenv("FACEFIX_RESOLVE_RENDERS", str(tmp_path / "renders"))
-    srv = BridgeServer(port=0, device="cpu").start()
-    srv.write_connection_file()
-    srv.submitted = []  # type: ignore[attr-defined]
-    original = srv.submit
-
-    def submit(spec):
-        srv.submitted.append(spec)  # type: ignore[attr-defined]
-        return original(spec)
-
-    monkeypatch.setattr(srv, "submit", submit)
-    yield srv
-    srv.stop(grace_s=60)
+    return host_bridge
 
 
 @pytest.fixture(scope="session")
