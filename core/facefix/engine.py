@@ -108,9 +108,9 @@ class Engine:
     def sharing_models(self, settings: Settings) -> Engine:
         """An engine for ``settings`` (same model, upscaler and device) that shares this one's loaded models."""
         other = Engine(settings, self.restorer_path, self.accelerate, self.compile, self.cuda_graphs, self.device)
-        other._restorer, other._upscaler = self.restorer(), self._upscaler if settings.upscale > 1 else None
-        if settings.upscale > 1 and other._upscaler is None:
-            other._upscaler = self._upscaler = self.upscaler()
+        other._restorer = self.restorer()
+        if settings.upscale > 1:
+            other._upscaler = self.upscaler()
         return other
 
     def release(self) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..geometry import crop_from_frame_matrix, transform_points
-from ..temporal.stabilise import reduce_for_flow
+from ..temporal.stabilise import reduce_for_flow, stack_windows
 from ..tensors import to_device
 from .deboil import DEBOIL_WINDOW, deboil_window
 from .dewarp import DEWARP_WINDOW, dewarp_crops
@@ -125,7 +125,7 @@ class ClipRepairer:
                 if i in dewarped:
                     win[k] = dewarped[i]
                 windows.append(win)
-            lo, full, valid = _stack(windows)
+            lo, full, valid = stack_windows(windows)
             amounts = to_device([_amount(settings_per_face[i], "deboil") for i in todo], crops.device, crops.dtype)
             out = out.clone() if not dewarped else out
             out[to_device(todo, crops.device)] = deboil_window(lo, full, valid, amounts)
@@ -144,16 +144,3 @@ class ClipRepairer:
         return sum(len(v) for v in self._tracks.values())
 
 
-def _stack(windows: Sequence[Sequence[tuple[torch.Tensor, ...] | None]]
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """B windows of (reduced, full) crops as (B, 2K+1, ...) tensors and their valid (B, 2K+1) (missing frames
-    are zeros). Every window's middle entry is present."""
-    mid = len(windows[0]) // 2
-    lo0, full0 = windows[0][mid][:2]  # type: ignore[index]
-    zlo, zfull = torch.zeros_like(lo0), torch.zeros_like(full0)
-    flat = [e for w in windows for e in w]
-    lo = torch.stack([zlo if e is None else e[0] for e in flat])
-    full = torch.stack([zfull if e is None else e[1] for e in flat])
-    valid = to_device([e is not None for e in flat], lo0.device, torch.bool)
-    b, n = len(windows), len(windows[0])
-    return lo.view(b, n, *lo.shape[1:]), full.view(b, n, *full.shape[1:]), valid.view(b, n)

@@ -308,11 +308,12 @@ class TrackHistory:
         return sum(len(v) for v in self._tracks.values())
 
 
-def stack_windows(windows: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor] | None]]
+def stack_windows(windows: Sequence[Sequence[tuple[torch.Tensor, ...] | None]]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``TrackHistory.entries`` of B windows as (inputs, restored, valid) tensors, each stacked in one
-    copy (missing frames are zeros, valid False). Every window's last entry must be present."""
-    cur_in, cur_out = windows[0][-1]  # type: ignore[misc]
+    """B windows of (first, second, ...) tensor entries (``TrackHistory.entries``: (input, restored)) as
+    (firsts, seconds, valid) tensors, each stacked in one copy (missing frames are zeros, valid False). The
+    first window must have an entry (the pipeline's always has its current frame)."""
+    cur_in, cur_out = next(e for e in windows[0] if e is not None)[:2]
     zero_in, zero_out = torch.zeros_like(cur_in), torch.zeros_like(cur_out)
     flat = [e for w in windows for e in w]
     ins = torch.stack([zero_in if e is None else e[0] for e in flat])
