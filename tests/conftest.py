@@ -122,3 +122,26 @@ def host_bridge(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(srv, "submit", submit)
     yield srv
     srv.stop(grace_s=60)
+
+
+@pytest.fixture(scope="session")
+def write_face_shot():  # type: ignore[no-untyped-def]
+    """``write(root, frames, size, first=1001)``: a moving real face as a 16-bit PNG sequence ``plate.####.png``
+    in ``root`` and its FaceTracks from the known landmarks (``tracks.json``: what a host would give)."""
+
+    def write(root, frames, size, first=1001):  # type: ignore[no-untyped-def]
+        from facefix import Face, FaceTracks
+        from facefix.demo import synth
+        from facefix.io import Frame, FrameFormat
+        from facefix.io.sequence import write_frame
+
+        clip = synth.motion_clip(frames, size, translate=(2, 1), rotate_deg=1.0, start_scale=0.6)
+        per = {}
+        for i, (rgb, lm) in enumerate(zip(clip.frames, clip.landmarks)):
+            n = first + i
+            write_frame(root / f"plate.{n:04d}.png", Frame(n, rgb, FrameFormat.for_pixels(rgb, "uint16")))
+            per[n] = [Face(box=(*(lm.min(0) - 25), *(lm.max(0) + 25)), landmarks=lm, track_id=0)]
+        FaceTracks.from_faces(per).save(root / "tracks.json")
+        return root
+
+    return write

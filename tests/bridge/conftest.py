@@ -7,12 +7,8 @@ import time
 
 import pytest
 
-from facefix import Face, FaceTracks
 from facefix.bridge.client import Bridge
 from facefix.bridge.server import BridgeServer
-from facefix.demo import synth
-from facefix.io import Frame, FrameFormat
-from facefix.io.sequence import write_frame
 
 N = 4
 SIZE = (144, 176)
@@ -60,17 +56,9 @@ def models(fake_model, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def shot(tmp_path_factory):
+def shot(tmp_path_factory, write_face_shot):
     """4 frames of a moving real face as a 16-bit PNG sequence, and its tracks (a FaceTracks file)."""
-    root = tmp_path_factory.mktemp("bridge_shot")
-    clip = synth.motion_clip(N, SIZE, translate=(2, 1), rotate_deg=1.0, start_scale=0.6)
-    per = {}
-    for i, (rgb, lm) in enumerate(zip(clip.frames, clip.landmarks)):
-        n = FIRST + i
-        write_frame(root / f"plate.{n:04d}.png", Frame(n, rgb, FrameFormat.for_pixels(rgb, "uint16")))
-        per[n] = [Face(box=(*(lm.min(0) - 25), *(lm.max(0) + 25)), landmarks=lm, track_id=0)]
-    FaceTracks.from_faces(per).save(root / "tracks.json")
-    return root
+    return write_face_shot(tmp_path_factory.mktemp("bridge_shot"), N, SIZE, FIRST)
 
 
 @pytest.fixture
