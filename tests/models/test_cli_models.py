@@ -53,6 +53,19 @@ def test_list_shows_licence_and_install_state(tmp_path: Path, monkeypatch, capsy
     assert lines[-1] == f"models folder: {tmp_path}"
 
 
+def test_list_says_when_a_package_carries_the_weights(tmp_path: Path, monkeypatch, capsys) -> None:
+    """dlib's identity weights come from the face-recognition-models package when the models folder lacks them."""
+    from facefix import identity_dlib
+
+    monkeypatch.setenv("FACEFIX_MODELS", str(tmp_path))
+    for found, state in ((tmp_path / "in-a-package.dat", "package"), (None, "no")):
+        monkeypatch.setattr(identity_dlib, "_package_weights", lambda found=found: found)
+        args = _parse(["models", "list"])
+        assert args.func(args) == 0
+        rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+        assert state in rows["dlib-resnet-v1"]
+
+
 def _add_card(monkeypatch: pytest.MonkeyPatch, card: ModelCard) -> None:
     """Put ``card`` in the global catalogue for one test (the catalogue itself is read-only)."""
     cards = MappingProxyType({**catalog.CATALOG, card.name: card})

