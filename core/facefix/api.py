@@ -256,6 +256,20 @@ class Session:
                         progress=progress, codec=codec, matte=matte or None, mask=mask or None, engine=engine,
                         on_progress=on_progress, cancel=_cancel_check(cancel))
 
+    def for_settings(self, settings: Settings | Mapping[str, Any]) -> Session:
+        """A session with other controls on this session's models (the same model and upscaler, on its device;
+        else a SettingsError), with its own temporal state and face selection: for hosts whose controls change
+        from render to render. Closing it leaves this session's models loaded."""
+        engine = self._engine_for(settings)
+        other = object.__new__(Session)
+        other.settings = engine.settings
+        other._engine = engine
+        other._stabiliser = None
+        other._repairer = None
+        other._selected = None
+        other._closed = False
+        return other
+
     def uses_models_of(self, settings: Settings | Mapping[str, Any]) -> bool:
         """Whether ``settings`` need the models this session holds (same model and upscaler, on the session's
         device: ``auto`` counts as the device it resolves to)."""

@@ -191,6 +191,30 @@ class Bridge:
                 raise BridgeError("cancelled")
             time.sleep(poll_s)
 
+    # -- frame by frame (shared memory) ---------------------------------------------------------------------
+    def frame_window(self, settings: Mapping[str, Any] | None = None) -> dict[str, int]:
+        """``{"preroll", "lookahead"}``: the frames before and after a frame that its result depends on."""
+        return self._request("POST", "/frames/window", {"settings": dict(settings or {})})
+
+    def restore_frames(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Restore one frame from shared memory into shared memory (``POST /frames``: ``{"width", "height",
+        "channels", "depth", "input", "output", "frames", "render", "mask"?, "mask_channels"?, "settings",
+        "tracks"}``, see README "Bridge"); returns ``{"frame", "seconds"}`` once the output segment holds it."""
+        return self._request("POST", "/frames", dict(request))
+
+    def start_analysis(self, request: Mapping[str, Any]) -> str:
+        """Begin tracking frames a host hands over one by one (``{"width", "height", "channels", "depth",
+        "frames", "settings"}``); returns the analysis id."""
+        return str(self._request("POST", "/analyses", dict(request))["id"])
+
+    def give_frame(self, analysis_id: str, segment: str, frame: int) -> dict[str, int]:
+        """Hand frame ``frame`` of an analysis over from shared memory segment ``segment``."""
+        return self._request("POST", f"/analyses/{_quote(analysis_id)}/frames", {"input": segment, "frame": int(frame)})
+
+    def analysis_result(self, analysis_id: str) -> dict[str, Any]:
+        """``{"frames", "tracks"}`` (FaceTracks JSON) once every frame is given and tracked."""
+        return self._request("GET", f"/analyses/{_quote(analysis_id)}")
+
     # -- HTTP ------------------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode("utf-8")

@@ -7,7 +7,9 @@ On start it prints one JSON line ``{"url", "token", "pid"}`` and writes the same
 (``facefix.bridge.client.connection_file()``, mode 0600), which is how adapters find it.
 
 Endpoints: ``GET /health``, ``GET /schema``, ``POST /jobs``, ``GET /jobs``, ``GET /jobs/ID``,
-``DELETE /jobs/ID`` (see README, "Bridge"). A job runs on a warm ``facefix.api.Session`` (one per set of
+``DELETE /jobs/ID``; for frame-by-frame hosts (the OpenFX plug-in) ``POST /frames``, ``POST /frames/window``,
+``POST /analyses``, ``POST /analyses/ID/frames``, ``GET /analyses/ID``, ``DELETE /analyses/ID``, whose frames
+cross in POSIX shared memory segments the host creates (see README, "Bridge" and "OpenFX"). A job runs on a warm ``facefix.api.Session`` (one per set of
 models: model, device, upscale, upscale model, weights file) with its own settings, so its output is the
 command line's, byte for byte.
 
@@ -22,6 +24,7 @@ import hmac
 import http.server
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -38,7 +41,8 @@ from typing import Any
 from ..errors import Cancelled, FaceFixError
 from .client import connection_file
 
-__all__ = ["BridgeServer", "Job", "JobSpec", "serve", "parse_job", "STATES", "MAX_BODY"]
+__all__ = ["BridgeServer", "Job", "JobSpec", "FramesSpec", "FrameLayout", "Analysis", "serve", "parse_job",
+           "parse_frames", "STATES", "MAX_BODY", "SHM_PREFIX"]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 MAX_BODY = 16 << 20  # bytes of a request body; more is refused with 413
@@ -203,6 +207,251 @@ def parse_job(body: object) -> JobSpec:
                    resume=bool(resume), model_path=_path(body, "model_path"), compile=bool(compile_))
 
 
+# ------------------------------------------------------------------------------------------ frames (OpenFX)
+
+# Frames cross in POSIX shared memory that the host creates: the bridge maps only segments named like this.
+SHM_PREFIX = "facefix-"
+_SHM_NAME = re.compile(r"/?facefix-[A-Za-z0-9_.-]{1,200}")
+DEPTHS = {"float32": 4, "uint16": 2, "uint8": 1}
+FRAME_FIELDS = ("width", "height", "channels", "depth", "input", "output", "frames", "render", "mask",
+                "mask_channels", "settings", "tracks")
+ANALYSIS_FIELDS = ("width", "height", "channels", "depth", "frames", "settings")
+ANALYSIS_BUFFER = 4  # frames a host may hand over ahead of the detector (then it waits)
+ANALYSIS_IDLE_S = 120.0  # an analysis whose host stops sending frames for this long fails
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Packed frames in a segment: ``count`` x (height, width, channels) of ``depth``, rows top to bottom."""
+
+    width: int
+    height: int
+    channels: int
+    depth: str
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.width * self.height * self.channels * DEPTHS[self.depth]
+
+
+@dataclass(frozen=True)
+class FramesSpec:
+    """A validated ``POST /frames``: restore frame ``render`` of ``frames`` (those before it: the temporal
+    controls' pre-roll, those after: their look-ahead), read from segment ``input``, written to ``output``."""
+
+    layout: FrameLayout
+    input: str
+    output: str
+    frames: tuple[int, ...]
+    render: int
+    settings: Any
+    tracks: Any
+    mask: str | None = None
+    mask_channels: int = 1
+
+
+def _int_field(body: Mapping[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(400, f"{name}: expected a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _shm_field(body: Mapping[str, Any], name: str, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not _SHM_NAME.fullmatch(value):
+        raise RequestError(400, f"{name}: expected a shared memory segment name {SHM_PREFIX}..., got {value!r}")
+    return value.lstrip("/")
+
+
+def _layout(body: Mapping[str, Any]) -> FrameLayout:
+    depth = body.get("depth", "float32")
+    if depth not in DEPTHS:
+        raise RequestError(400, f"depth: {depth!r} is not one of {', '.join(DEPTHS)}")
+    return FrameLayout(width=_int_field(body, "width", 1, 1 << 15), height=_int_field(body, "height", 1, 1 << 15),
+                       channels=_int_field(body, "channels", 3, 4, 4), depth=depth)
+
+
+def _frame_numbers(body: Mapping[str, Any]) -> tuple[int, ...]:
+    frames = body.get("frames")
+    if (not isinstance(frames, list) or not frames or len(frames) > 64
+            or any(isinstance(n, bool) or not isinstance(n, int) for n in frames)):
+        raise RequestError(400, f"frames: expected a list of 1 to 64 frame numbers, got {frames!r}")
+    if len(set(frames)) != len(frames):
+        raise RequestError(400, "frames: a frame number appears twice")
+    return tuple(frames)
+
+
+def _checked(body: object, known: tuple[str, ...], what: str) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise RequestError(400, f"{what} is a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise RequestError(400, f"unknown {what} field(s): {', '.join(map(str, unknown))} (known: {', '.join(known)})")
+    return body
+
+
+def _frame_settings(body: Mapping[str, Any]) -> Any:
+    from ..api import settings_from
+
+    values = body.get("settings") or {}
+    if not isinstance(values, Mapping):
+        raise RequestError(400, f"settings: expected an object of control names, got {type(values).__name__}")
+    try:
+        settings = settings_from(values)
+    except FaceFixError as err:
+        raise RequestError(400, str(err)) from None
+    if settings.upscale != 1:
+        raise RequestError(400, "upscale: frame-by-frame renders keep the frame's size (use 1; upscale with a job)")
+    return settings
+
+
+def parse_frames(body: object) -> FramesSpec:
+    """Validate a ``POST /frames`` body; a bad request is a ``RequestError`` (400) with a one-line message."""
+    from ..faces import FaceTracks
+
+    body = _checked(body, FRAME_FIELDS, "frames request")
+    frames = _frame_numbers(body)
+    render = body.get("render", frames[-1])
+    if render not in frames or isinstance(render, bool):
+        raise RequestError(400, f"render: {render!r} is not one of frames")
+    tracks = body.get("tracks")
+    if not isinstance(tracks, Mapping) or not tracks:
+        raise RequestError(400, "tracks: no face tracks given (analyse the clip first)")
+    try:
+        face_tracks = FaceTracks.from_json(tracks, origin="tracks")
+    except FaceFixError as err:
+        raise RequestError(400, str(err)) from None
+    mask = _shm_field(body, "mask", required=False)
+    return FramesSpec(layout=_layout(body), input=str(_shm_field(body, "input")),
+                      output=str(_shm_field(body, "output")), frames=frames, render=int(render),
+                      settings=_frame_settings(body), tracks=face_tracks, mask=mask,
+                      mask_channels=_int_field(body, "mask_channels", 1, 4, 1) if mask else 1)
+
+
+@contextlib.contextmanager
+def _mapped(name: str, size: int, what: str) -> Any:
+    """The host's segment ``name`` (at least ``size`` bytes) mapped while the block runs, as a memoryview; the
+    host owns it (the bridge never removes it)."""
+    import mmap
+
+    try:
+        try:  # POSIX: shm_open + mmap directly; SharedMemory would register the host's segment for removal
+            import _posixshmem  # type: ignore[import-not-found]
+        except ImportError:  # Windows: named file mappings, which SharedMemory does not remove
+            from multiprocessing import shared_memory
+
+            shm = shared_memory.SharedMemory(name=name)
+            mapping, length = shm._mmap, shm.size  # type: ignore[attr-defined]
+        else:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+            try:
+                length = os.fstat(fd).st_size
+                if length < size:
+                    raise RequestError(400, f"{what}: segment {name!r} holds {length} bytes, {size} needed")
+                mapping = mmap.mmap(fd, length)
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        raise RequestError(400, f"{what}: no shared memory segment {name!r}") from None
+    except OSError as err:
+        raise RequestError(400, f"{what}: cannot map {name!r} ({err.strerror or err})") from None
+    if length < size:
+        raise RequestError(400, f"{what}: segment {name!r} holds {length} bytes, {size} needed")
+    view = memoryview(mapping)
+    try:
+        yield view
+    finally:
+        with contextlib.suppress(BufferError):  # an array still viewing it: the map goes with that array
+            view.release()
+            mapping.close()
+
+
+def _frames_of(buffer: Any, layout: FrameLayout, count: int, channels: int | None = None) -> Any:
+    """(count, H, W, C) array view of a segment's packed frames."""
+    import numpy as np
+
+    c = layout.channels if channels is None else channels
+    return np.ndarray((count, layout.height, layout.width, c), dtype=layout.depth, buffer=buffer)
+
+
+def _mask_of(frame_mask: Any, depth: str) -> Any:
+    """A host mask (H, W, C) of the frames' depth -> (H, W) float32 in [0, 1] from its last channel (alpha)."""
+    import numpy as np
+
+    alpha = frame_mask[..., -1].astype(np.float32)
+    if depth != "float32":
+        alpha /= float(np.iinfo(depth).max)
+    return np.clip(np.nan_to_num(alpha), 0.0, 1.0)
+
+
+class _FedSource:
+    """A facefix.io-like source whose frames the host hands over one request at a time, in order: what
+    ``track_clip`` reads an OpenFX clip from. Holds at most ``ANALYSIS_BUFFER`` frames."""
+
+    kind = "memory"
+
+    def __init__(self, layout: FrameLayout, numbers: tuple[int, ...]) -> None:
+        self.layout = layout
+        self.is_float = layout.depth == "float32"
+        self.numbers = numbers
+        self._frames: dict[int, Any] = {}
+        self._given: set[int] = set()
+        self._cond = threading.Condition()
+        self.failed: str | None = None
+
+    def give(self, number: int, pixels: Any) -> int:
+        with self._cond:
+            if number not in self.numbers or number in self._given:
+                raise RequestError(400, f"frame: {number} is not a frame of this analysis still to give")
+            deadline = time.monotonic() + ANALYSIS_IDLE_S
+            while len(self._frames) >= ANALYSIS_BUFFER and self.failed is None:
+                if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise RequestError(503, "the analysis is not taking frames")
+            if self.failed is not None:
+                raise RequestError(409, f"the analysis failed: {self.failed}")
+            self._frames[number] = pixels
+            self._given.add(number)
+            self._cond.notify_all()
+            return len(self._given)
+
+    def read(self, number: int) -> Any:
+        import types
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: number in self._frames or self.failed is not None,
+                                       timeout=ANALYSIS_IDLE_S):
+                raise FaceFixError(f"the host stopped sending frames (waited {ANALYSIS_IDLE_S:g} s for frame {number})")
+            if self.failed is not None:
+                raise FaceFixError(self.failed)
+            pixels = self._frames.pop(number)
+            self._cond.notify_all()
+        return types.SimpleNamespace(pixels=pixels)
+
+    def fail(self, reason: str) -> None:
+        with self._cond:
+            if self.failed is None:
+                self.failed = reason
+            self._frames.clear()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Analysis:
+    """Tracking an OpenFX clip: the host hands its frames over in order, a thread detects and tracks them."""
+
+    source: _FedSource
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    tracks: Any = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 # --------------------------------------------------------------------------------------------- server
 
 
@@ -236,6 +485,9 @@ class BridgeServer:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._queue: list[Job] = []
         self._sessions: OrderedDict[tuple, Any] = OrderedDict()
+        self._frame_sessions: OrderedDict[tuple, Any] = OrderedDict()  # guarded by _frames_lock
+        self._frames_lock = threading.Lock()
+        self._analyses: OrderedDict[str, Analysis] = OrderedDict()
         self._stopping = False
         self._connection_file: Path | None = None
         server_class = _V6Server if ":" in host else _V4Server
@@ -309,6 +561,8 @@ class BridgeServer:
             for job in self._jobs.values():
                 if job.state in ("queued", "running"):
                     job.cancel.set()
+            for analysis in self._analyses.values():
+                analysis.source.fail("the bridge is shutting down")
             self._lock.notify_all()
         if self._threads:  # shutdown() waits for a serve_forever() that never ran otherwise
             with contextlib.suppress(Exception):
@@ -320,6 +574,9 @@ class BridgeServer:
         with self._lock:
             sessions = list(self._sessions.values())
             self._sessions.clear()
+        with self._frames_lock:
+            sessions += list(self._frame_sessions.values())
+            self._frame_sessions.clear()
         for session in sessions:
             with contextlib.suppress(Exception):
                 session.close()
@@ -465,6 +722,169 @@ class BridgeServer:
                               cancel=job.cancel, settings=settings)
         return str(summary.line())
 
+    # -- frames (OpenFX) --------------------------------------------------------------------------------
+    def frame_window(self, settings: Any) -> dict[str, int]:
+        """The frames around a frame that its result depends on, as ``Session.preroll`` / ``lookahead`` count them."""
+        from ..repair import repair_window
+        from ..temporal import preroll_frames
+
+        repair = repair_window(settings)
+        preroll = (preroll_frames(settings.temporal) if settings.temporal > 0 else 0) + repair
+        return {"preroll": int(preroll), "lookahead": int(repair)}
+
+    def restore_frames(self, spec: FramesSpec) -> dict[str, Any]:
+        """Restore frame ``spec.render`` from the host's segments into its output segment.
+
+        Every request starts from a fresh temporal state (the pre-roll frames it carries rebuild it), so a
+        frame's result does not depend on the order a host renders in. Frame requests run one at a time, on
+        warm sessions of their own (jobs keep theirs)."""
+        from dataclasses import replace
+
+        start = time.perf_counter()
+        layout, count = spec.layout, len(spec.frames)
+        mask_bytes = count * layout.width * layout.height * spec.mask_channels * DEPTHS[layout.depth]
+        with self._frames_lock:
+            base = self._frame_session(spec.settings)
+            session = base.for_settings(replace(spec.settings, device=base.settings.device))
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(_mapped(spec.input, count * layout.frame_bytes, "input"))
+                dst = stack.enter_context(_mapped(spec.output, layout.frame_bytes, "output"))
+                masks = None
+                if spec.mask is not None:
+                    held = stack.enter_context(_mapped(spec.mask, mask_bytes, "mask"))
+                    views = _frames_of(held, layout, count, spec.mask_channels)
+                    masks = [_mask_of(views[i], layout.depth) for i in range(count)]
+                    del views
+                frames = _frames_of(src, layout, count)
+                lookahead = count - 1 - spec.frames.index(spec.render)
+                try:
+                    results = session.restore(list(frames), spec.tracks, list(spec.frames), masks=masks,
+                                              lookahead=lookahead)
+                except FaceFixError as err:
+                    raise RequestError(422, str(err)) from None
+                except BaseException:
+                    self._drop_frame_session(spec.settings)
+                    raise
+                finally:
+                    del frames
+                out = _frames_of(dst, layout, 1)
+                out[0] = results[-1].image
+                del out, results
+        return {"frame": spec.render, "seconds": time.perf_counter() - start}
+
+    def _frame_key(self, settings: Any) -> tuple:
+        device = self.device if settings.device == "auto" else str(settings.device)
+        return (settings.model, device, self.model_path)
+
+    def _frame_session(self, settings: Any) -> Any:
+        from ..api import Session
+
+        key = self._frame_key(settings)
+        session = self._frame_sessions.get(key)
+        if session is not None:
+            self._frame_sessions.move_to_end(key)
+            return session
+        session = Session(settings, device=key[1], model_path=key[2])
+        self._frame_sessions[key] = session
+        while len(self._frame_sessions) > self.warm_sessions:
+            with contextlib.suppress(Exception):
+                self._frame_sessions.popitem(last=False)[1].close()
+        return session
+
+    def _drop_frame_session(self, settings: Any) -> None:
+        session = self._frame_sessions.pop(self._frame_key(settings), None)
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+
+    def start_analysis(self, body: object) -> Analysis:
+        """Begin tracking a clip whose frames the host then gives one by one (``give_frame``)."""
+        from ..api import settings_from
+
+        body = _checked(body, ANALYSIS_FIELDS, "analysis")
+        frames = body.get("frames")
+        if (not isinstance(frames, list) or not frames or len(frames) > 1_000_000
+                or any(isinstance(n, bool) or not isinstance(n, int) for n in frames) or len(set(frames)) != len(frames)):
+            raise RequestError(400, f"frames: expected a list of distinct frame numbers, got {str(frames)[:80]}")
+        try:
+            settings = settings_from(body.get("settings") or {})
+        except FaceFixError as err:
+            raise RequestError(400, str(err)) from None
+        analysis = Analysis(_FedSource(_layout(body), tuple(frames)))
+        device = self.device if settings.device == "auto" else str(settings.device)
+        with self._lock:
+            if self._stopping:
+                raise RequestError(503, "the bridge is shutting down")
+            self._analyses[analysis.id] = analysis
+            while len(self._analyses) > 16:
+                self._analyses.popitem(last=False)[1].source.fail("too many analyses at once")
+        threading.Thread(target=self._analyse, args=(analysis, settings, device), name="facefix-serve-analyse",
+                         daemon=True).start()
+        self.log(f"analysis {analysis.id} of {len(frames)} frames started")
+        return analysis
+
+    def _analyse(self, analysis: Analysis, settings: Any, device: str) -> None:
+        from ..analyse import track_clip
+
+        try:
+            analysis.tracks = track_clip(analysis.source, list(analysis.source.numbers), settings, device=device,
+                                         progress=False)
+        except BaseException as err:  # noqa: B036 - an analysis never takes the bridge down
+            analysis.error = _error_line(err)
+            analysis.source.fail(analysis.error)
+        finally:
+            analysis.done.set()
+        self.log(f"analysis {analysis.id} " + (f"failed: {analysis.error}" if analysis.error else "done"))
+
+    def analysis(self, analysis_id: str) -> Analysis:
+        with self._lock:
+            found = self._analyses.get(analysis_id)
+        if found is None:
+            raise RequestError(404, f"no analysis {analysis_id!r}")
+        return found
+
+    def give_frame(self, analysis_id: str, body: object) -> dict[str, int]:
+        """One frame of an analysis, from the host's segment ``input``: ``{"input", "frame"}``."""
+        import numpy as np
+
+        analysis = self.analysis(analysis_id)
+        body = _checked(body, ("input", "frame"), "analysis frame")
+        number = body.get("frame")
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise RequestError(400, f"frame: expected a frame number, got {number!r}")
+        layout = analysis.source.layout
+        with _mapped(str(_shm_field(body, "input")), layout.frame_bytes, "input") as shm:
+            view = _frames_of(shm, layout, 1)
+            pixels = view[0].astype(np.float32)  # a copy: the segment is the host's again when this returns
+            if layout.depth != "float32":
+                pixels /= float(np.iinfo(layout.depth).max)
+            del view
+        given = analysis.source.give(number, pixels)
+        return {"given": given, "total": len(analysis.source.numbers)}
+
+    def analysis_result(self, analysis_id: str, wait_s: float = 600.0) -> dict[str, Any]:
+        """The analysis' FaceTracks once every frame is given and tracked (waits up to ``wait_s``)."""
+        analysis = self.analysis(analysis_id)
+        source = analysis.source
+        with source._cond:
+            missing = len(source.numbers) - len(source._given)
+        if missing and not analysis.done.is_set():
+            raise RequestError(409, f"{missing} frame(s) of the analysis still to give")
+        if not analysis.done.wait(wait_s):
+            raise RequestError(503, "the analysis is still running")
+        with self._lock:
+            self._analyses.pop(analysis_id, None)
+        if analysis.error is not None:
+            raise RequestError(422, analysis.error)
+        return {"frames": len(source.numbers), "tracks": analysis.tracks.to_json()}
+
+    def drop_analysis(self, analysis_id: str) -> None:
+        with self._lock:
+            analysis = self._analyses.pop(analysis_id, None)
+        if analysis is None:
+            raise RequestError(404, f"no analysis {analysis_id!r}")
+        analysis.source.fail("cancelled by the host")
+
     # -- warm sessions ----------------------------------------------------------------------------------
     def _device_of(self, spec: JobSpec) -> str:
         """The job's device: its settings' if they name one, else the bridge's."""
@@ -588,6 +1008,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             job_id = unquote(path[len("/jobs/"):])
             job = bridge.cancel(job_id) if method == "DELETE" else bridge.job(job_id)
             return 200, bridge.statuses([job])[0]
+        if path == "/frames":
+            self._allow(method, "POST")
+            return 200, bridge.restore_frames(parse_frames(self._body()))
+        if path == "/frames/window":
+            self._allow(method, "POST")
+            body = _checked(self._body(), ("settings",), "window request")
+            return 200, bridge.frame_window(_frame_settings(body))
+        if path == "/analyses":
+            self._allow(method, "POST")
+            return 201, {"id": bridge.start_analysis(self._body()).id}
+        if path.startswith("/analyses/"):
+            from urllib.parse import unquote
+
+            rest = path[len("/analyses/"):]
+            analysis_id, _, tail = rest.partition("/")
+            analysis_id = unquote(analysis_id)
+            if tail == "frames":
+                self._allow(method, "POST")
+                return 200, bridge.give_frame(analysis_id, self._body())
+            if not tail:
+                self._allow(method, "GET", "DELETE")
+                if method == "DELETE":
+                    bridge.drop_analysis(analysis_id)
+                    return 200, {"id": analysis_id, "state": "cancelled"}
+                return 200, bridge.analysis_result(analysis_id)
         raise RequestError(404, f"no such endpoint: {method} {path} (try GET /health, GET /schema, POST /jobs)")
 
     def _allow(self, method: str, *allowed: str) -> None:
