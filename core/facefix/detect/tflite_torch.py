@@ -5,7 +5,8 @@ Only float graphs are supported (float32 activations; weights stored as float32,
 weight) are folded at load time, so the module holds plain float32 weights.
 
 Ops: CONV_2D, DEPTHWISE_CONV_2D, PAD, ADD, MUL, PRELU, RELU, RELU6, LOGISTIC, MAX_POOL_2D,
-AVERAGE_POOL_2D, RESHAPE, CONCATENATION, RESIZE_BILINEAR, DEPTH_TO_SPACE, DEQUANTIZE, DENSIFY.
+AVERAGE_POOL_2D, RESHAPE, CONCATENATION, RESIZE_BILINEAR, DEPTH_TO_SPACE, DEQUANTIZE, DENSIFY,
+MEAN, FULLY_CONNECTED (the MediaPipe hand landmark model's pooled heads).
 The three shipped MediaPipe face models use: CONV_2D, DEPTHWISE_CONV_2D, PAD, ADD, PRELU, RELU,
 MAX_POOL_2D, RESHAPE, CONCATENATION, RESIZE_BILINEAR, DEPTH_TO_SPACE, DEQUANTIZE, DENSIFY (plus the
 fused RELU activation of CONV_2D/ADD).
@@ -37,7 +38,7 @@ SUPPORTED_OPS = frozenset(
     {
         "CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "PRELU", "RELU", "RELU6", "LOGISTIC",
         "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "CONCATENATION", "RESIZE_BILINEAR",
-        "DEPTH_TO_SPACE", "DEQUANTIZE", "DENSIFY",
+        "DEPTH_TO_SPACE", "DEQUANTIZE", "DENSIFY", "MEAN", "FULLY_CONNECTED",
     }
 )  # fmt: skip
 
@@ -524,6 +525,43 @@ class TFLiteModule(nn.Module):
             return y.reshape(n, c, h * bs, w * bs)
 
         self._add("DEPTH_TO_SPACE", ins[:1], out, fn)
+
+    def _build_mean(self, op: object, ins: tuple[int, ...], out: int) -> None:
+        axes = sorted({int(a) % len(self._shapes[ins[0]]) for a in self._const(ins[1], "MEAN axes").reshape(-1)})
+        keep = bool(_options(op, "ReducerOptions").KeepDims())  # type: ignore[attr-defined]
+        src_nchw = ins[0] in self._nchw
+        if src_nchw and (keep or axes == [1, 2]):
+            # Keeping dims, or pooling H and W away: the NCHW result is laid out as the graph expects.
+            dims = [_AXIS_NCHW[a] for a in axes]
+            self._add("MEAN", ins[:1], out, lambda x: x.mean(dim=dims, keepdim=keep), nchw=keep)
+        else:
+            to_nhwc = src_nchw
+
+            def fn(x: Tensor) -> Tensor:
+                return (x.permute(0, 2, 3, 1) if to_nhwc else x).mean(dim=axes, keepdim=keep)
+
+            self._add("MEAN", ins[:1], out, fn, nchw=False)
+
+    def _build_fully_connected(self, op: object, ins: tuple[int, ...], out: int) -> None:
+        opt = _options(op, "FullyConnectedOptions")
+        if opt.WeightsFormat() != 0:  # type: ignore[attr-defined]
+            raise ModelError(f"{self.origin}: FULLY_CONNECTED with shuffled weights is not supported")
+        weight = self._param(self._const(ins[1], "FULLY_CONNECTED weights"))  # (out, in)
+        bias = self._param(self._const(ins[2], "FULLY_CONNECTED bias")) if len(ins) > 2 else None
+        act = _act(opt.FusedActivationFunction(), "FULLY_CONNECTED")  # type: ignore[attr-defined]
+        src_nchw = ins[0] in self._nchw
+        shape = self._shapes[out]
+        if not shape or shape[0] != 1:
+            raise ModelError(f"{self.origin}: FULLY_CONNECTED output must have a batch of 1, got {shape}")
+        tail = tuple(shape[1:])
+
+        def fn(x: Tensor) -> Tensor:
+            if src_nchw:
+                x = x.permute(0, 2, 3, 1)
+            y = F.linear(x.reshape(x.shape[0], -1, x.shape[-1]), weight(), None if bias is None else bias())
+            return act(y.reshape((x.shape[0],) + tail))
+
+        self._add("FULLY_CONNECTED", ins[:1], out, fn, nchw=False)
 
     # -- running -----------------------------------------------------------------------------------
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
