@@ -6,6 +6,7 @@ inside the face matte. Prints one JSON object.
   python benchmarks/repair_quality.py                       # CPU, the evaluation seeds
   python benchmarks/repair_quality.py --device cuda --seeds 101 102 103 104
   python benchmarks/repair_quality.py --control dewarp          # de-warp: the warp and clean clips
+  python benchmarks/repair_quality.py --timing --device cuda    # ms per face of each repair, synchronised
 
 Figures (per clip kind, before = the input, after = the output with the repair control at 1; ``--control``:
 deboil (default: every kind) or dewarp (default: warp and clean; the clips' mesh follows the warp as a tracker
@@ -129,6 +130,56 @@ def measure(kind, seed, device, control, size, frames):
     return row
 
 
+def timing(device, batch, repeats, seed=1):
+    """ms per face of ``deboil_window`` and ``dewarp_crops`` alone on ``device``: ``batch`` faces' windows of 512 px
+    crops of a ghost clip (so the anchored path runs too), each timed ``repeats`` times after a warm-up, the
+    device synchronised around each call; the median call over the faces of a batch."""
+    import torch
+
+    from facefix.demo import synth
+    from facefix.geometry import crop_from_frame_matrix, transform_points, warp_affine
+    from facefix.repair import DEBOIL_WINDOW, deboil_window
+    from facefix.repair.dewarp import dewarp_crops
+    from facefix.temporal.stabilise import reduce_for_flow
+
+    k, size = DEBOIL_WINDOW, 512
+    clip = synth.repair_clip("ghost", 2 * k + 1, (384, 384), seed=seed, scale=384 / 160.0, at=k - 1)
+    mats = np.stack([crop_from_frame_matrix(lm, size) for lm in clip.landmarks])
+    x = torch.from_numpy(np.ascontiguousarray(clip.frames.transpose(0, 3, 1, 2)))
+    crops = warp_affine(x, mats, (size, size), src_index=np.arange(len(x))).to(device)
+    points = np.stack([transform_points(m, mesh) for m, mesh in zip(mats, clip.mesh)])  # (2K+1, 468, 2)
+    full = crops[None].expand(batch, -1, -1, -1, -1).contiguous()
+    lo = reduce_for_flow(crops)[None].expand(batch, -1, -1, -1, -1).contiguous()
+    valid = torch.ones(batch, 2 * k + 1, dtype=torch.bool, device=device)
+    amount = torch.ones(batch, device=device)
+    pts = torch.as_tensor(points, dtype=torch.float32, device=device)[None].expand(batch, -1, -1, -1).contiguous()
+    current = crops[k:k + 1].expand(batch, -1, -1, -1).contiguous()
+    calls = {
+        "deboil": lambda: deboil_window(lo, full, valid, amount, pts),
+        "dewarp": lambda: dewarp_crops(current, [points] * batch, [np.ones(2 * k + 1, bool)] * batch, amount,
+                                       [True] * batch),
+    }
+
+    def sync():
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    out = {}
+    with torch.inference_mode():
+        for name, call in calls.items():
+            call()  # warm-up: kernels, caches
+            times = []
+            for _ in range(repeats):
+                sync()
+                t0 = time.perf_counter()
+                call()
+                sync()
+                times.append(time.perf_counter() - t0)
+            out[name] = 1000 * float(np.median(times)) / batch
+    return {"device": str(device), "batch": batch, "repeats": repeats, "crop": size, "window": 2 * k + 1,
+            "ms_per_face": out}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -138,7 +189,14 @@ def main(argv=None) -> int:
                     help="clip kinds (default: all for deboil, warp and clean for dewarp)")
     ap.add_argument("--size", type=int, default=192, help="frame size (px, square)")
     ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--timing", action="store_true",
+                    help="time deboil and dewarp alone on --device (ms per face; no quality figures)")
+    ap.add_argument("--batch", type=int, default=8, help="--timing: faces per call")
+    ap.add_argument("--repeats", type=int, default=20, help="--timing: timed calls per repair")
     args = ap.parse_args(argv)
+    if args.timing:
+        print(json.dumps(timing(args.device, args.batch, args.repeats), indent=1))
+        return 0
     if args.kinds is None:
         args.kinds = list(KINDS) if args.control == "deboil" else ["warp", "clean"]
     import torch

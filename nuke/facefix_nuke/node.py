@@ -27,6 +27,7 @@ from .install import AdapterError
 __all__ = ["analyse", "render", "load_tracks", "facefix_nodes", "frame_list", "cache_root", "PREROLL"]
 
 PREROLL = 6  # frames before the range the bridge reads for temporal stabilisation (the core's maximum)
+REPAIR_WINDOW = 3  # frames before and after a frame that --deboil / --dewarp read (the core's repair window)
 TRACK_KNOB = re.compile(r"^ff_t(\d+)_(box|enable|lm\d|div)$")
 DONE_FILE = "facefix-render.json"
 PATTERN = "####"
@@ -124,10 +125,9 @@ def _render(node: nuke.Node, first: int | None, last: int | None) -> str:
     frames, spec = _frames(node, first, last)
     source_node = _source(node)
     height = source_node.height()
-    temporal = node.knob("temporal")
-    preroll = PREROLL if temporal is not None and float(temporal.value()) > 0 else 0
+    preroll, lookahead = _frame_window(node, range(frames[0], frames[-1] + 1))
     start = max(frames[0] - preroll, min(source_node.firstFrame(), frames[0]))
-    end = frames[-1]
+    end = min(frames[-1] + lookahead, max(source_node.lastFrame(), frames[-1]))
     work = _work_dir(node)
     source = _write(node, "WriteSource", work / "source", "source", start, end)
     mask = None
@@ -271,6 +271,31 @@ def _exr_image_header(f: Any, h: Any) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------- the bridge
+
+
+def _frame_window(node: nuke.Node, frames: range) -> tuple[int, int]:
+    """Frames before and after the range that its result reads (the temporal pre-roll plus the repair window
+    before it, the repair window after it), as the bridge counts them for the node's controls
+    (``Session.preroll`` / ``lookahead``); the core's maxima for the controls that are on where it cannot say."""
+    settings = _settings(node, frames)
+    settings.pop("upscale", None)  # the window does not depend on it, and the frame query refuses it
+    client = install.load_client()
+    try:
+        got = client.Bridge.ensure(command=install.serve_command()).frame_window(settings)
+        return int(got["preroll"]), int(got["lookahead"])
+    except client.BridgeError:  # a bridge that cannot say (an older one)
+        repair = REPAIR_WINDOW if any(_ever_on(node, n, frames) for n in ("deboil", "dewarp")) else 0
+        return (PREROLL if _ever_on(node, "temporal", frames) else 0) + repair, repair
+
+
+def _ever_on(node: nuke.Node, name: str, frames: range) -> bool:
+    """Whether the node's knob ``name`` (if it has one) is above 0 on any of ``frames``."""
+    k = node.knob(name)
+    if k is None:
+        return False
+    if k.isAnimated():
+        return any(float(k.getValueAt(f)) > 0 for f in frames)
+    return float(k.value()) > 0
 
 
 def _run_job(node: nuke.Node, job: dict[str, Any], title: str) -> dict[str, Any]:

@@ -219,3 +219,17 @@ def test_cancel_and_errors(nuke, ff, server, plate, model, tmp_path):
     assert _restores(server)[-1].frames == f"{FIRST + 1}-{FIRST + 2}"
     assert (node["ff_first"].value(), node["ff_last"].value()) == (FIRST + 1, FIRST + 2)
     assert result is not None
+
+
+@pytest.mark.parametrize("deboil", [0.0, 1.0])
+def test_a_repair_renders_with_the_frames_its_window_reads_after_the_range(nuke, ff, server, plate, deboil):
+    _, node = _node(nuke, plate)
+    node["temporal"].setValue(0.0)
+    node["deboil"].setValue(deboil)
+    ff.analyse(node)
+    ff.render(node, FIRST + 1, FIRST + 1)
+    assert nuke._messages == [], nuke._messages
+    (job,) = _restores(server)
+    # with --deboil the bridge gets the 3 frames each side the repair reads (as far as the Source has them)
+    handed = sorted(job.tracks.tracks[0].faces)
+    assert handed == (FRAMES if deboil else [FIRST + 1]), handed

@@ -4,23 +4,34 @@ import numpy as np
 import pytest
 import torch
 
-from facefix.repair import DEBOIL_WINDOW, ClipRepairer, deboil_window, weighted_median
+from facefix import Face
+from facefix.demo import synth
+from facefix.geometry import crop_from_frame_matrix, transform_points
+from facefix.repair import DEBOIL_WINDOW, ClipRepairer, deboil_window, mesh_flows, weighted_median
 from facefix.temporal import flicker
 from facefix.temporal.stabilise import reduce_for_flow
 
 K = DEBOIL_WINDOW
 
 
-def _deboil_track(crops, amount=1.0, frames=None):
-    """Every frame of one track through deboil_window, its window clipped to the track."""
+def _deboil_track(crops, amount=1.0, frames=None, points=None):
+    """Every frame of one track through deboil_window, its window clipped to the track (``points``: (T, P, 2)
+    each frame's tracked points in its crop, or None)."""
     t_ = crops.shape[0]
     lo = reduce_for_flow(crops)
     out = []
     for t in frames if frames is not None else range(t_):
         idx = [min(max(j, 0), t_ - 1) for j in range(t - K, t + K + 1)]
         valid = torch.tensor([[0 <= j < t_ for j in range(t - K, t + K + 1)]])
-        out.append(deboil_window(lo[idx][None], crops[idx][None], valid, torch.tensor([amount]))[0])
+        pts = None if points is None else points[[j if 0 <= j < t_ else t for j in range(t - K, t + K + 1)]][None]
+        out.append(deboil_window(lo[idx][None], crops[idx][None], valid, torch.tensor([amount]), pts)[0])
     return torch.stack(out)
+
+
+def _mesh_in_crops(clip, size):
+    """(T, 468, 2) the clip's tracked mesh in its aligned crops of ``size`` px."""
+    return torch.tensor(np.stack([transform_points(crop_from_frame_matrix(lm, size), m)
+                                  for lm, m in zip(clip.landmarks, clip.mesh)]), dtype=torch.float32)
 
 
 def _psnr(a, b, mask):
@@ -74,15 +85,10 @@ def test_a_result_depends_on_its_window_only_and_not_on_the_batch(repair_clip, a
     assert torch.equal(batched[2:3], alone)
 
 
-class _Face:
-    def __init__(self, track_id):
-        self.track_id = track_id
-
-
 class _Batch:
-    def __init__(self, n, tid=0):
-        self.faces = tuple(_Face(tid) for _ in range(n))
-        self.frame_index = np.arange(n)
+    def __init__(self, faces):
+        self.faces = tuple(faces)
+        self.frame_index = np.arange(len(faces))
 
 
 class _S:
@@ -94,12 +100,61 @@ def test_the_repairer_needs_its_lookahead_and_forgets_what_no_frame_reads(repair
     """ClipRepairer fed frame by frame with 3 look-ahead frames equals whole windows; its memory stays bounded."""
     clip = repair_clip("boil", 9, 15, 128)
     crops = align(clip.frames, clip.landmarks)
-    whole = _deboil_track(crops)
+    whole = _deboil_track(crops, points=_mesh_in_crops(clip, crops.shape[-1]))
+    faces = [Face(box=(0, 0, 1, 1), landmarks=lm, track_id=0, mesh=m) for lm, m in zip(clip.landmarks, clip.mesh)]
     rep = ClipRepairer(K)
     got = []
     for t in range(9):
         frames = list(range(t, min(9, t + K + 1)))  # frame t, then its look-ahead
-        out = rep.repair(_Batch(len(frames)), frames, crops[frames], [_S(1.0)] * len(frames), 1)
+        out = rep.repair(_Batch([faces[f] for f in frames]), frames, crops[frames], [_S(1.0)] * len(frames), 1)
         got.append(out[0])
         assert len(rep) <= 2 * K + 1
     assert torch.equal(torch.stack(got), whole)
+
+
+def test_a_ghost_goes_when_its_frames_are_registered_by_their_mesh(repair_clip, align):
+    """A 3-frame ghost biases the photometric flow of its frames toward the shifted copy; the tracked mesh does
+    not move, so a frame found displaced from it is registered by it and the 4 clean frames outvote the ghost."""
+    clip = synth.repair_clip("ghost", 9, (128, 128), seed=12, scale=128 / 160.0, at=3)
+    crops, clean = align(clip.frames, clip.landmarks), align(clip.clean, clip.landmarks)
+    mask = align(np.repeat(clip.face[..., None], 3, -1), clip.landmarks)[:, :1]
+    d = [int(t) for t in np.flatnonzero(clip.defect)]
+
+    def error(x):
+        return float(((x - clean[d]).abs() * mask[d]).sum() / (mask[d].sum() * 3))
+
+    before = error(crops[d])
+    by_flow = error(_deboil_track(crops, frames=d))
+    by_mesh = error(_deboil_track(crops, frames=d, points=_mesh_in_crops(clip, crops.shape[-1])))
+    assert by_mesh <= 0.5 * before and by_mesh < 0.75 * by_flow, (before, by_flow, by_mesh)
+
+
+def test_the_mesh_changes_nothing_where_the_flow_agrees_with_it(repair_clip, align):
+    clip = repair_clip("clean", 8, 12, 128)
+    crops = align(clip.frames, clip.landmarks)
+    frames = [3, 4]
+    assert torch.equal(_deboil_track(crops, frames=frames, points=_mesh_in_crops(clip, crops.shape[-1])),
+                       _deboil_track(crops, frames=frames))
+
+
+def test_mesh_flows_follow_the_points():
+    """Points moved by a similarity give that similarity's displacement; a moved point drags its surroundings."""
+    g = np.linspace(60, 196, 20)
+    cur = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)  # as dense as a face mesh
+    ang, s, t = 0.05, 1.02, np.array([3.0, -2.0])
+    rot = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    nb = cur @ rot.T + t
+    pts = torch.tensor(np.stack([nb, cur, nb]), dtype=torch.float32)[None]  # window of 3, the current in the middle
+    flows, face = mesh_flows(pts, (64, 64), 256)
+    assert flows.shape == (1, 2, 2, 64, 64) and face.shape == (1, 1, 64, 64)
+    y, x = 32, 30  # a flow pixel; its centre in crop px
+    p = (np.array([x, y]) + 0.5) * 4.0
+    want = (p @ rot.T + t - p) / 4.0
+    assert np.allclose(flows[0, 0, :, y, x].numpy(), want, atol=2e-3)
+    assert face[0, 0, y, x] == 1 and face[0, 0, 0, 0] == 0  # amid the points, not in the corner
+    moved = nb.copy()
+    moved[0] += 8.0
+    flows2, _ = mesh_flows(torch.tensor(np.stack([moved, cur, nb]), dtype=torch.float32)[None], (64, 64), 256)
+    cx, cy = (cur[0] / 4.0).astype(int)
+    assert float((flows2 - flows)[0, 0, :, cy, cx].norm()) > 0.5  # near the moved point
+    assert torch.equal(flows2[0, 1], flows[0, 1])  # the other neighbour's flow is its own

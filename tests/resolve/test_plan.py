@@ -64,6 +64,16 @@ def test_plan_maps_the_used_range_to_a_job_and_a_placement(plan, footage, tmp_pa
     assert q.job["frames"] == f"{FIRST + 2}-{FIRST + 5}" and q.place["startFrame"] == 0
 
 
+def test_the_window_adds_the_repair_frames_when_a_repair_is_on(plan):
+    assert plan.frame_window({}) == (plan.PREROLL, 0)  # temporal defaults to on
+    assert plan.frame_window({"temporal": 0.0}) == (0, 0)
+    assert plan.frame_window({"temporal": 0.0, "deboil": 0.5}) == (plan.REPAIR_WINDOW, plan.REPAIR_WINDOW)
+    assert plan.frame_window({"temporal": 0.3, "dewarp": 1.0}) == (plan.PREROLL + plan.REPAIR_WINDOW,
+                                                                   plan.REPAIR_WINDOW)
+    keyed = {"temporal": 0.0, "deboil": 0.0, "animation": {"deboil": {"1001": 0.0, "1010": 0.4}}}
+    assert plan.frame_window(keyed) == (plan.REPAIR_WINDOW, plan.REPAIR_WINDOW)
+
+
 def test_plan_movie_frames_start_at_zero(plan, footage, tmp_path):
     _, movie, _ = footage
     facts = _facts(plan, footage, file_path=str(movie), properties={"Type": "Video", "FPS": "24", "Frames": "8"},

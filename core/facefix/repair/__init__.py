@@ -5,7 +5,7 @@ Imports torch (unlike ``facefix`` itself): the pipeline imports this package laz
 
 from __future__ import annotations
 
-from .deboil import DEBOIL_WINDOW, deboil_window, weighted_median
+from .deboil import DEBOIL_WINDOW, deboil_window, mesh_flows, weighted_median
 from .stage import ClipRepairer, repair_window
 
-__all__ = ["DEBOIL_WINDOW", "deboil_window", "weighted_median", "ClipRepairer", "repair_window"]
+__all__ = ["DEBOIL_WINDOW", "deboil_window", "mesh_flows", "weighted_median", "ClipRepairer", "repair_window"]

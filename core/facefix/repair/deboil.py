@@ -6,7 +6,13 @@ frames around it do not show it. Per track, in aligned (template) space, for the
 neighbour j in t-K..t+K (both directions):
 
 1. optical flow t -> j and j -> t between the reduced INPUT crops (``temporal.flow``, 128 px for 512 crops) and
-   its forward-backward consistency c_j (occlusions, failed matches get no say);
+   its forward-backward consistency c_j (occlusions, failed matches get no say). A ghost (a cross-fade of
+   shifted features) pulls the flow of its frames toward the shifted copy, by about a third of the shift, and
+   the median would follow the displaced neighbours; the tracked points do not move with it. So where the
+   window's points are given, each flow is compared with the one they imply (``mesh_flows``) inside the face:
+   when the whole window agrees that the current frame's appearance sits displaced from its own points, the
+   neighbours are registered by the points instead (a soft gate), must agree more closely with the median, and
+   the current frame's vote is reduced;
 2. at the flow's resolution, the per-pixel weighted median of the current crop (weight 1) and the warped
    neighbours (weights c_j): what the window agrees on. A median keeps every change that lasts at least K+1
    frames (a blink, speech, a head turn, a lighting change: the "root signals" of a median of 2K+1) and
@@ -34,7 +40,7 @@ from ..errors import InputError
 from ..filters import gaussian_blur
 from ..temporal.flow import estimate_flow, fb_confidence, inside_mask, resize_flow, warp_by_flow
 
-__all__ = ["DEBOIL_WINDOW", "deboil_window", "weighted_median"]
+__all__ = ["DEBOIL_WINDOW", "deboil_window", "mesh_flows", "weighted_median"]
 
 # Frames each side a de-boiled frame reads, whenever --deboil is on (the value only blends): a defect lasting
 # up to 3 frames is outvoted by the 4 frames that do not show it; a change of 4 frames or more passes.
@@ -44,6 +50,19 @@ DEBOIL_WINDOW = 3
 # after a light blur, where a sample's weight falls to exp(-1).
 _AGREE_TAU = 0.05
 _BLUR = 1.5
+# A frame whose appearance sits displaced from its own mesh (a ghost: a cross-fade of shifted features pulls the
+# photometric flow toward the shifted copy, the tracked mesh does not move) is registered by its mesh instead,
+# and its neighbours must agree more closely: the window's consistent flow-against-mesh offset, in px at 128 px,
+# from which the mesh takes over (fully at _ANCHOR_HI), and the agreement tolerance then.
+_ANCHOR_LO = 0.35
+_ANCHOR_HI = 0.7
+_AGREE_TAU_ANCHORED = 0.012
+_ANCHORED_VOTE = 0.5  # how much of its vote such a frame loses (a clipped window's tie then goes to the others)
+# The mesh field's Gaussian radius (fraction of the crop; dense mesh, 5 landmarks) and the weight below which a
+# pixel is too far from every point to count as face.
+_SIGMA_MESH = 0.03
+_SIGMA_LANDMARKS = 0.10
+_FACE_WEIGHT = 0.5
 
 
 def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -62,13 +81,80 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return torch.gather(v, 1, pick)[:, 0]
 
 
-def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor, amount: torch.Tensor
-                  ) -> torch.Tensor:
+def _similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """dst_from_src (M, 2, 3): the least-squares similarities of point sets (M, P, 2) onto (M, P, 2)."""
+    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    s0, d0 = src - mu_s, dst - mu_d
+    var = s0.square().sum((1, 2)).clamp(min=1e-12)
+    a = (s0 * d0).sum((1, 2)) / var
+    b = (s0[..., 0] * d0[..., 1] - s0[..., 1] * d0[..., 0]).sum(1) / var
+    lin = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # (M, 2, 2)
+    t = mu_d[:, 0] - (lin @ mu_s[:, 0, :, None])[..., 0]
+    return torch.cat([lin, t[..., None]], -1)
+
+
+def mesh_flows(points: torch.Tensor, size: tuple[int, int], crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flows current -> each neighbour from the tracked points alone, and where they speak for the face.
+
+    points: (B, 2K+1, P, 2) each window's points in its crops' pixels (crops of ``crop`` px; index K the current
+    frame); size: (h, w) of the flow. Returns flows (B, 2K, 2, h, w) in the flow's pixels (neighbours in window
+    order, the current frame left out; the ``estimate_flow`` convention): the similarity of the current points
+    onto the neighbour's plus their remaining offsets spread by a Gaussian (what a tracked mouth or lid moves),
+    and face (B, 1, h, w) 1 where the points are dense enough to say where the face is. Per window, per point:
+    no batch dependence."""
+    b, n, p, _ = points.shape
+    k = n // 2
+    h, w = size
+    pts = points.to(torch.float32) * (w / crop)
+    cur = pts[:, k:k + 1].expand(b, n - 1, p, 2).reshape(-1, p, 2)
+    nb = pts[:, [i for i in range(n) if i != k]].reshape(-1, p, 2)
+    mats = _similarity(cur, nb)  # (M, 2, 3) neighbour_from_current
+    moved = cur @ mats[:, :, :2].transpose(1, 2) + mats[:, None, :, 2]
+    rest = nb - moved  # (M, P, 2) what the similarity leaves: expressions, deformations
+    grid = 32
+    sigma = (_SIGMA_MESH if p > 5 else _SIGMA_LANDMARKS) * w
+    cx = (torch.arange(grid, dtype=torch.float32, device=pts.device) + 0.5) * (w / grid)
+    cy = (torch.arange(grid, dtype=torch.float32, device=pts.device) + 0.5) * (h / grid)
+    gy, gx = torch.meshgrid(cy, cx, indexing="ij")
+    cells = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)  # (g*g, 2)
+    d2 = (cells[None, :, None, :] - pts[:, k, None, :, :]).square().sum(-1)  # (B, g*g, P)
+    wgt = torch.exp(-d2 / (2.0 * sigma * sigma))
+    norm = wgt.sum(-1, keepdim=True)
+    face = (norm / _FACE_WEIGHT).clamp(max=1.0)  # (B, g*g, 1)
+    wgt = wgt / (norm + 0.05)
+    spread = wgt.repeat_interleave(n - 1, 0) @ rest  # (M, g*g, 2)
+    spread = F.interpolate(spread.transpose(1, 2).reshape(-1, 2, grid, grid), size=size, mode="bilinear",
+                           align_corners=False)
+    xs = (torch.arange(w, dtype=torch.float32, device=pts.device) + 0.5).view(1, w).expand(h, w)
+    ys = (torch.arange(h, dtype=torch.float32, device=pts.device) + 0.5).view(h, 1).expand(h, w)
+    at = torch.stack([xs, ys], 0).reshape(1, 2, h * w)
+    sim = (mats[:, :, :2] @ at + mats[:, :, 2:]).reshape(-1, 2, h, w) - at.reshape(1, 2, h, w)
+    face = F.interpolate(face.transpose(1, 2).reshape(b, 1, grid, grid), size=size, mode="bilinear",
+                         align_corners=False)
+    return (sim + spread).view(b, n - 1, 2, h, w), (face >= 1.0).to(torch.float32)
+
+
+def _anchor_gate(flow: torch.Tensor, meshflow: torch.Tensor, face: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """(B,) 0..1: how far each current frame's appearance sits displaced from its own points, consistently
+    against every neighbour. flow, meshflow: (B, 2K, 2, h, w); face: (B, 1, h, w); ok: (B, 2K) bool."""
+    b, m, _, h, w = flow.shape
+    diff = (flow - meshflow).reshape(b, m, 2, h * w)
+    inside = (face.reshape(b, 1, 1, h * w) > 0) & ok.view(b, m, 1, 1)
+    per_pair = torch.where(inside, diff, torch.full_like(diff, float("nan"))).nanmedian(-1).values  # (B, 2K, 2)
+    offset = per_pair.nanmedian(1).values.nan_to_num(0.0)  # (B, 2): the offset the whole window agrees on
+    px = offset.norm(dim=-1) * (128.0 / w)
+    return ((px - _ANCHOR_LO) / (_ANCHOR_HI - _ANCHOR_LO)).clamp(0.0, 1.0)
+
+
+def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor, amount: torch.Tensor,
+                  points: torch.Tensor | None = None) -> torch.Tensor:
     """De-boiled full-size crops (B, 3, S, S) of each window's current (middle) frame.
 
     reduced: (B, 2K+1, 3, h, w) the window's input crops at the flow's resolution; full: (B, 2K+1, 3, S, S) at
     full size; valid: (B, 2K+1) bool (the current frame is always used); amount: (B,) blend 0..1 (0 returns the
-    current crop unchanged, to the bit).
+    current crop unchanged, to the bit); points: (B, 2K+1, P, 2) the window's tracked points in the full crops'
+    pixels (the mesh, or 5 landmarks), or None: where given, a current frame whose flow sits consistently
+    displaced from its points (a ghost) is registered by its points (``mesh_flows``).
     """
     if reduced.ndim != 5 or full.ndim != 5 or reduced.shape[:3] != full.shape[:3] or reduced.shape[1] % 2 != 1:
         raise InputError(f"deboil_window: windows must be (B, 2K+1, 3, ...), got {tuple(reduced.shape)} and "
@@ -87,17 +173,29 @@ def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor
     flow_tj, flow_jt = flows[: b * (n - 1)], flows[b * (n - 1):]
     ok = valid[:, others].to(reduced.dtype).reshape(b * (n - 1), 1, 1, 1)
     conf = fb_confidence(flow_tj, flow_jt, rel=0.05, abs_px=0.75) * inside_mask(flow_tj) * ok
+    tau = torch.full((b, 1, 1, 1, 1), _AGREE_TAU, dtype=reduced.dtype, device=reduced.device)
+    own = torch.ones((b, 1, 1, h, w), dtype=reduced.dtype, device=reduced.device)  # the current frame's vote
+    if points is not None:
+        meshflow, face = mesh_flows(points, (h, w), int(full.shape[-1]))
+        gate = _anchor_gate(flow_tj.view(b, n - 1, 2, h, w), meshflow, face, valid[:, others])
+        if bool((gate > 0).any()):
+            g = gate.to(reduced.dtype).view(b, 1, 1, 1, 1)
+            flow_tj = (flow_tj.view(b, n - 1, 2, h, w) * (1 - g) + meshflow.to(reduced.dtype) * g).view(-1, 2, h, w)
+            conf = (conf.view(b, n - 1, 1, h, w) * (1 - g) + (inside_mask(flow_tj) * ok).view(b, n - 1, 1, h, w) * g
+                    ).view(-1, 1, h, w)
+            tau = tau + g * (_AGREE_TAU_ANCHORED - _AGREE_TAU)
+            own = own * (1 - _ANCHORED_VOTE * g)  # a frame displaced from its points is suspect: a lesser vote
     warped_lo = warp_by_flow(lo_nb, flow_tj)
 
     # 2. What the window agrees on, at the flow's resolution (the current frame first: ties favour it).
     samples = torch.cat([lo_cur.unsqueeze(1), warped_lo.view(b, n - 1, c, h, w)], 1)
-    weights = torch.cat([torch.ones_like(conf.view(b, n - 1, 1, h, w)[:, :1]), conf.view(b, n - 1, 1, h, w)], 1)
+    weights = torch.cat([own, conf.view(b, n - 1, 1, h, w)], 1)
     median = weighted_median(samples, weights)
 
     # 3. Each sample's agreement with it; disagreement dilated so a rejected region's rim goes with it.
     diff = gaussian_blur((samples - median.unsqueeze(1)).reshape(b * n, c, h, w), _BLUR).abs().mean(1, keepdim=True)
     diff = F.max_pool2d(diff, kernel_size=3, stride=1, padding=1)
-    agree = torch.exp(-(diff / _AGREE_TAU).square()).view(b, n, 1, h, w) * weights
+    agree = torch.exp(-(diff.view(b, n, 1, h, w) / tau).square()) * weights
 
     # 4. The weighted mean at full size (fixed order), then the blend.
     flow_full = resize_flow(flow_tj, size)  # type: ignore[arg-type]

@@ -127,8 +127,16 @@ class ClipRepairer:
                 windows.append(win)
             lo, full, valid = stack_windows(windows)
             amounts = to_device([_amount(settings_per_face[i], "deboil") for i in todo], crops.device, crops.dtype)
+            # The tracked points anchor a frame whose appearance drifts from them (a ghost); faces are grouped by
+            # their point count (mesh or 5 landmarks), each face's result being its own anyway.
+            points = [_window_points(window(i), int(crops.shape[-1]))[0] for i in todo]
             out = out.clone() if not dewarped else out
-            out[to_device(todo, crops.device)] = deboil_window(lo, full, valid, amounts)
+            for count_ in sorted({len(q[0]) for q in points}):
+                sel = [j for j, q in enumerate(points) if len(q[0]) == count_]
+                pts = torch.as_tensor(np.stack([points[j] for j in sel]), dtype=torch.float32, device=crops.device)
+                at = to_device(sel, crops.device)
+                out[to_device([todo[j] for j in sel], crops.device)] = deboil_window(lo[at], full[at], valid[at],
+                                                                                  amounts[at], pts)
         # Frames no later face can read are dropped: faces arrive in frame order.
         if count:
             oldest = max(numbers[:count]) + 1 - k

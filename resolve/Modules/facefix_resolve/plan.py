@@ -29,9 +29,10 @@ from typing import Any, Iterable, Mapping, Sequence, Tuple
 __all__ = ["AdapterError", "Media", "ClipFacts", "ClipPlan", "Refusal", "ControlSpec", "PREROLL", "FIXED_BIN",
            "media_of", "plan_clips", "free_track", "control_specs", "settings_from_values", "summary_line",
            "job_key", "face_ellipse", "ellipse_points", "to_fusion", "polygon_setting", "fusion_pattern",
-           "LoaderTiming", "source_frame", "parse_fps", "MOVIE_EXTENSIONS"]
+           "LoaderTiming", "source_frame", "parse_fps", "MOVIE_EXTENSIONS", "REPAIR_WINDOW", "frame_window"]
 
 PREROLL = 6  # frames handed to the bridge before a clip's first, for temporal stabilisation (FaceFix's window)
+REPAIR_WINDOW = 3  # frames before and after a frame that --deboil / --dewarp read (FaceFix's repair window)
 FIXED_BIN = "FaceFix"
 MOVIE_EXTENSIONS = (".mov", ".mp4", ".m4v", ".mkv", ".avi", ".mxf")
 # Media pool item types FaceFix cannot read as one file or one sequence.
@@ -247,8 +248,8 @@ def plan_clips(clips: Sequence[ClipFacts], *, timeline_fps: float | None, occupi
             refusals.append(Refusal(facts.name, f"uses frames {used_first}-{used_last} but the media has "
                                                 f"{media.first}-{media.last} (relink or conform it)"))
             continue
-        temporal = float(settings.get("temporal", 0.5) or 0)
-        preroll = min(PREROLL, facts.left_offset) if temporal > 0 else 0
+        # The frames after the clip that a repair reads, the job reads from the media itself.
+        preroll = min(frame_window(settings)[0], facts.left_offset)
         first = used_first - preroll
         track = free_track(taken, facts.track, tracks, facts.start, facts.end)
         new_track = track > tracks
@@ -277,6 +278,18 @@ def plan_clips(clips: Sequence[ClipFacts], *, timeline_fps: float | None, occupi
         plans.append(ClipPlan(facts.name, facts, media, job, output, folder, first, used_last, track, new_track,
                               place, key, summary_line(job)))
     return plans, refusals
+
+
+def frame_window(settings: Mapping[str, Any]) -> tuple[int, int]:
+    """Frames before and after a frame that its result reads, as FaceFix's ``Session.preroll`` / ``lookahead``
+    count them: the temporal pre-roll when ``temporal`` is on (its default 0.5 included), plus the repair window
+    both ways when ``deboil`` or ``dewarp`` is on (on any key of an animated control)."""
+    def on(name: str, default: float) -> bool:
+        keys = (settings.get("animation") or {}).get(name) or {}
+        return float(settings.get(name, default) or 0) > 0 or any(float(v) > 0 for v in dict(keys).values())
+
+    repair = REPAIR_WINDOW if on("deboil", 0.0) or on("dewarp", 0.0) else 0
+    return (PREROLL if on("temporal", 0.5) else 0) + repair, repair
 
 
 def _refuse(facts: ClipFacts, timeline_fps: float | None) -> str | None:
