@@ -90,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="No log of job state changes on stderr.")
 
     from ..farm import add_farm_parsers
+    from .diagnose import add_diagnose_parser
     from .models import add_models_parser
 
+    add_diagnose_parser(sub)
     add_models_parser(sub)
     add_farm_parsers(sub)  # facefix queue, facefix submit
     return parser
