@@ -1,7 +1,9 @@
 """The analysis pass: detect every face on every frame, find shot cuts, and build FaceTracks.
 
 It reads the shot once, a batch at a time (memory flat), and hands the per-frame detections to the
-tracker, which needs the whole shot for its zero-lag (forward-backward) smoothing.
+tracker, which needs the whole shot for its zero-lag (forward-backward) smoothing. BlazeFace scans the
+shot in windows of ``scan_period`` frames (:mod:`facefix.detect.scan`): its tiles for small faces are
+spread over the window and kept around the faces found, not all run on every frame.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +22,9 @@ from .engine import frames_per_batch
 from .faces import Face, FaceTracks
 from .params import Settings
 from .streaming import prefetch, read_pool
+
+if TYPE_CHECKING:
+    from .detect import Detector
 
 __all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]
 
@@ -49,6 +56,16 @@ def _planar_working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> n
     return np.ascontiguousarray(working_rgb(frame, colorspace, is_float).transpose(2, 0, 1))
 
 
+@lru_cache(maxsize=2)
+def _detector(name: str, device: str, min_face: float) -> Detector:
+    """The detector of an analysis, loaded once per process: a host's session or a farm worker analyses shot
+    after shot, and reading the model files and moving them to the GPU each time costs more than a short
+    shot's detection. Detectors hold only their weights: the scan's state lives in ``track_clip``."""
+    from .detect import load_detector
+
+    return load_detector(name, device=device, min_face=min_face)
+
+
 def track_clip(
     source: object,
     numbers: Sequence[int],
@@ -58,19 +75,23 @@ def track_clip(
     progress: bool = True,
     stats: AnalysisStats | None = None,
     on_frame: Callable[[int, np.ndarray, Sequence[Face]], None] | None = None,
+    scan_period: int | None = None,
 ) -> FaceTracks:
     """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
 
-    on_frame(number, working_rgb (H, W, 3), faces): a hook for debug overlays.
+    on_frame(number, working_rgb (H, W, 3), faces): a hook for debug overlays. scan_period: frames a
+    BlazeFace window spreads its tiles over (None: ``detect.scan.SCAN_PERIOD``; 1: every tile on every
+    frame). Windows start at every ``scan_period``-th frame of ``numbers``, whatever the batch size.
     """
-    from .detect import load_detector
+    from .detect import BlazeFaceDetector
+    from .detect.scan import SCAN_PERIOD, scan_window
     from .track import build_tracks
     from .track.associate import appearance_descriptors
     from .track.cuts import cut_score, find_cuts, thumbnail
 
     stats = stats if stats is not None else AnalysisStats()
     dev = torch.device(device)
-    detector = load_detector(settings.detector, device=str(dev), min_face=settings.min_face)
+    detector = _detector(settings.detector, str(dev), float(settings.min_face))
     is_float = bool(getattr(source, "is_float", False))
     detections: dict[int, list[Face]] = {}
     appearance: dict[int, list[np.ndarray]] = {}
@@ -82,10 +103,16 @@ def track_clip(
 
         bar = tqdm(total=len(numbers), unit="frame", desc="analyse", dynamic_ncols=True)
     step = frames_per_batch(settings, dev)
+    period = max(1, int(SCAN_PERIOD if scan_period is None else scan_period))
+    scanning = isinstance(detector, BlazeFaceDetector)
+    if scanning:
+        step = -(-step // period) * period  # whole windows in a batch
+    carried = torch.zeros(0, 4)
 
-    def read(n: int) -> np.ndarray:
-        # Decoded and converted on an I/O thread while the detector works on the previous batch.
-        return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
+    def read(n: int) -> tuple[np.ndarray, np.ndarray]:
+        # Decoded, converted and thumbnailed on an I/O thread while the detector works on the previous batch.
+        plane = _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
+        return plane, thumbnail(torch.from_numpy(plane))
 
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
     stream = prefetch(read, list(numbers), depth=2 * step, pool=pool)
@@ -93,21 +120,28 @@ def track_clip(
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
             t = time.perf_counter()
-            planes = [next(stream)[1] for _ in chunk]
+            planes, thumbs = zip(*(next(stream)[1] for _ in chunk))
             t = stats.timed("wait_for_frames", t)
             batch = torch.from_numpy(np.stack(planes)).to(dev)
-            with torch.inference_mode():
-                results = detector(batch)  # faces come back to the host: the GPU work is done here
+            with torch.inference_mode():  # faces come back to the host: the GPU work is done here
+                if scanning:
+                    results = []
+                    for w0 in range(0, len(chunk), period):
+                        found, carried = scan_window(detector, batch[w0 : w0 + period],  # type: ignore[arg-type]
+                                                     range(start + w0, start + min(w0 + period, len(chunk))),
+                                                     carried, period)
+                        results += found
+                else:
+                    results = detector(batch)
             t = stats.timed("detect", t)
-            # Descriptors and thumbnails read the host copy of each frame: the same values as the device's,
-            # without bringing every frame back from the GPU.
-            for n, plane, res in zip(chunk, planes, results):
+            # Descriptors read the host copy of each frame: the same values as the device's, without bringing
+            # every frame back from the GPU.
+            for n, plane, thumb, res in zip(chunk, planes, thumbs, results):
                 host = torch.from_numpy(plane)  # (3, H, W), as the functions below take frames
                 detections[n] = list(res.faces)
                 appearance[n] = appearance_descriptors(host, res.faces)
                 stats.faces_detected += len(res.faces)
                 stats.faces_too_small += int(res.skipped_small)
-                thumb = thumbnail(host)
                 if prev_thumb is not None:
                     scores[n] = cut_score(prev_thumb, thumb)
                 prev_thumb = thumb

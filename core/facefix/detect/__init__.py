@@ -104,6 +104,7 @@ class BlazeFaceDetector:
         the 192 px model input in some tile (more tiles for smaller ``min_face`` and bigger frames).
         The box is BlazeFace's: about 0.85 of the brow-to-chin height (a 48 px tall face: ~40 px box).
     tiles: False runs the whole-frame pass only (what MediaPipe does).
+    batch: crops per network call (None: 64 on the CPU, 256 on a GPU).
     mesh: run the 468-point landmark model: the 5 points then come from the mesh, and detections whose
         face-presence score is below ``min_presence`` are dropped as false (MediaPipe's gate).
     min_score: detection score threshold (default: the model's own, 0.6 for the full-range model).
@@ -116,7 +117,7 @@ class BlazeFaceDetector:
 
     def __init__(self, device: str | torch.device = "cpu", min_face: float = 32.0, *, tiles: bool = True,
                  mesh: bool = True, min_score: float | None = None, min_presence: float = 0.5, model: str = "full",
-                 batch: int = 64) -> None:
+                 batch: int | None = None) -> None:
         if not (min_face >= 0 and math.isfinite(min_face)):
             raise SettingsError(f"min_face must be a finite number >= 0, got {min_face!r}")
         if min_score is not None and not 0.0 < min_score < 1.0:
@@ -126,7 +127,8 @@ class BlazeFaceDetector:
         self.tiles = tiles
         self.min_score = min_score
         self.min_presence = min_presence
-        self.batch = batch
+        # Crops per network call: 64 on the CPU (cache-sized); 256 on a GPU, fewer calls and host syncs.
+        self.batch = batch or (256 if self.device.type == "cuda" else 64)
         self.detector = load_blazeface(model, self.device)
         self.landmarks = load_face_landmarks(self.device) if mesh else None
 
@@ -147,18 +149,39 @@ class BlazeFaceDetector:
         return regions
 
     # -- running ---------------------------------------------------------------------------------
+    def region_table(self, width: int, height: int) -> tuple[Tensor, Tensor]:
+        """(K, 3) centre x, centre y and side of :meth:`regions`, and their (K, 5) cores (:func:`tile_cores`)."""
+        regs = self.regions(width, height)
+        return torch.tensor([r[:3] for r in regs], dtype=torch.float32).reshape(-1, 3), tile_cores(regs, width, height)
+
+    @torch.no_grad()
+    def look(self, frames: Tensor, frame: Tensor, region: Tensor) -> tuple[Detections, Tensor]:
+        """Detections of the (frame, region) pairs ``frame`` (P,), ``region`` (P,) (indices into
+        :meth:`regions`), each region's own NMS applied: frame pixels, on the CPU, grouped by pair in order,
+        and the pair of each; before the cores and the merge across regions (:meth:`merge`)."""
+        table, _ = self.region_table(frames.shape[-1], frames.shape[-2])
+        reg = table[region]
+        return self.detector.detect_regions(frames, frame, reg[:, :2], reg[:, 2], self.min_score, self.batch)
+
+    def merge(self, det: Detections, frame: Tensor, region: Tensor, width: int, height: int
+              ) -> tuple[Detections, Tensor]:
+        """Detections of regions (frame (M,) and region (M,) of each, sorted by frame, then region) -> those
+        their region's core keeps, merged per frame (weighted NMS), best score first within a frame; and the
+        frame of each."""
+        _, cores = self.region_table(width, height)
+        ok = in_core(det.boxes, cores[region])
+        return weighted_nms_groups(det.select(ok), frame[ok], self.detector.spec.iou_threshold)
+
     @torch.no_grad()
     def merged(self, frames: Tensor) -> tuple[Detections, Tensor]:
         """Merged detections of all frames (frame pixels, on the CPU, grouped by frame, best score
         first within one) and the frame of each, before the size filter and the mesh."""
         n, _, h, w = frames.shape
-        regs = self.regions(w, h)
-        k = len(regs)
+        k = len(self.regions(w, h))
         index = torch.arange(n).repeat_interleave(k)
-        reg = torch.tensor([r[:3] for r in regs], dtype=torch.float32).repeat(n, 1)
-        det, region = self.detector.detect_regions(frames, index, reg[:, :2], reg[:, 2], self.min_score, self.batch)
-        ok = in_core(det.boxes, tile_cores(regs, w, h)[region % k])
-        return weighted_nms_groups(det.select(ok), region[ok] // k, self.detector.spec.iou_threshold)
+        region = torch.arange(k).repeat(n)
+        det, pair = self.look(frames, index, region)
+        return self.merge(det, index[pair], region[pair], w, h)
 
     def detect(self, frames: Tensor) -> list[Detections]:
         """Merged detections per frame (frame pixels, on the CPU), before the size filter and the mesh."""
@@ -183,8 +206,12 @@ class BlazeFaceDetector:
             shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
             raise InputError(f"detector input must be a (N, 3, H, W) tensor, got {shape}")
         frames = frames.to(self.device, torch.float32)
+        return self.results(frames, *self.merged(frames))
+
+    def results(self, frames: Tensor, det: Detections, frame: Tensor) -> list[DetectResult]:
+        """One DetectResult per frame of ``frames`` (N, 3, H, W) on the detector's device, from merged
+        detections (:meth:`merged`, :meth:`merge`) and the frame of each: the size filter, then the mesh."""
         n = frames.shape[0]
-        det, frame = self.merged(frames)
         size = (det.boxes[:, 2:] - det.boxes[:, :2]).amax(-1)
         ok = size >= self.min_face
         small = torch.bincount(frame[~ok], minlength=n).tolist()

@@ -16,7 +16,7 @@ centre at ``i`` (OpenCV's convention, which MediaPipe's crops use).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +44,14 @@ __all__ = [
     "unit_to_frame",
     "box_iou",
     "crop_rects",
+    "run_padded",
     "BlazeFace",
     "load_blazeface",
 ]
+
+
+# Crops per network call on CUDA are padded to a multiple of this (see run_padded).
+PAD_MULTIPLE = 16
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,18 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     return torch.round(out * 255) / 255 if quantize else out
 
 
+def run_padded(net: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor, multiple: int) -> tuple[Tensor, Tensor]:
+    """``net(x)`` for a batch x (K, ...), run on K rounded up to a multiple of ``multiple`` (zero rows appended,
+    their outputs dropped) on CUDA: a few batch shapes for the whole shot, so cuDNN picks its kernels for a few
+    shapes rather than for every count of crops a frame window happens to need. Elsewhere as it is."""
+    k = x.shape[0]
+    extra = -k % multiple
+    if x.device.type != "cuda" or extra == 0:
+        return net(x)
+    a, b = net(torch.cat([x, x.new_zeros(extra, *x.shape[1:])]))
+    return a[:k], b[:k]
+
+
 class BlazeFace(nn.Module):
     """A BlazeFace network with its anchors: frames -> detections in frame pixels."""
 
@@ -354,7 +371,7 @@ class BlazeFace(nn.Module):
             sides = side_d[sl]
             crops = crop_rects(frames, index[sl], center_d[sl], torch.stack([sides, sides], -1),
                                torch.zeros_like(sides), s, padding="zeros", quantize=self.quantize)
-            rb, rs = self.raw(crops * 2.0 - 1.0)
+            rb, rs = run_padded(self.raw, crops * 2.0 - 1.0, PAD_MULTIPLE)
             det, crop = candidates(rb, rs, self.anchors, s, thr)
             found.append(det)
             regions.append(crop + k0)

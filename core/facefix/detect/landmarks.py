@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .assets import asset_path
-from .blazeface import crop_rects
+from .blazeface import crop_rects, run_padded
 from .tflite_torch import load_tflite
 
 __all__ = ["Rois", "rois_from_detections", "FaceLandmarks", "load_face_landmarks", "LANDMARK_INPUT"]
@@ -82,7 +82,7 @@ class FaceLandmarks(nn.Module):
             side, angle, center = rois.side[sl], rois.angle[sl], rois.center[sl]
             crops = crop_rects(frames, rois.index[sl], center, torch.stack([side, side], -1), angle, s,
                                padding="border", quantize=self.quantize)
-            lm, flag = self.raw(crops)
+            lm, flag = run_padded(self.raw, crops, 8)  # a few shapes on CUDA (blazeface.run_padded)
             pts = lm.reshape(-1, 468, 3) / s
             u, v = pts[..., 0] - 0.5, pts[..., 1] - 0.5
             cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]

@@ -1,0 +1,113 @@
+"""Scanning a shot: the detector's tile pyramid spread over the frames of a window, and kept around faces.
+
+A BlazeFaceDetector looks at every frame through the whole frame plus a pyramid of tiles for small faces
+(93 squares a 1080p frame at ``min_face`` 24). In a shot, faces persist from frame to frame, so a window of
+``period`` consecutive frames is scanned like this:
+
+1. every frame: the whole frame, one ``period``-th of the tiles (tile ``j`` on the frames whose position in the
+   shot is ``j - 1`` modulo ``period``, so each tile is looked at once a window), and every tile around the
+   faces found in the window before;
+2. the window: every tile around any face found in round 1, on every frame of the window (a face found
+   on one frame is looked for on all the others, before and after it);
+3. closure: for each face now found, every tile around it on its frame that has not run yet, until none is
+   left (a face that moved into another tile's core).
+
+"Around" a face: the tiles whose core (:func:`tile_cores`) meets its box grown by half its size on each
+side and whose level keeps faces of at least half its size. Those include every tile that would keep it
+or a detection overlapping it, so each face found is merged from the same detections as with every tile on
+every frame -- the same box, keypoints and mesh. What a window can miss is a face smaller than the whole
+frame's pass finds that is in view for fewer than ``period`` frames, outside the tiles it was looked for in.
+
+Convention: as :mod:`facefix.detect` (frames (N, 3, H, W) float32 sRGB in [0, 1], frame pixels, (x, y)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import BlazeFaceDetector, DetectResult
+from .blazeface import Detections
+
+__all__ = ["SCAN_PERIOD", "tiles_around", "scan_window"]
+
+# Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
+# on 2 CPU cores (benchmarks/analysis_cpu.py) and keeps a window under a third of a second at 24 fps.
+SCAN_PERIOD = 8
+
+
+def tiles_around(boxes: Tensor, cores: Tensor) -> Tensor:
+    """Which regions (cores (K, 5) from :func:`tile_cores`) lie around any of ``boxes`` (B, 4) xyxy: (K,) bool.
+
+    A region is around a box when its core meets the box grown by half the box's size on each side and it
+    keeps faces (its largest, ``cores[:, 4]``) of at least half the box's size.
+    """
+    if boxes.shape[0] == 0:
+        return torch.zeros(cores.shape[0], dtype=torch.bool)
+    b = boxes.to(torch.float32)
+    size = (b[:, 2:] - b[:, :2]).amax(-1, keepdim=True)
+    grown = torch.cat([b[:, :2] - size / 2, b[:, 2:] + size / 2], 1)  # (B, 4)
+    c = cores[None]  # (1, K, 5)
+    g = grown[:, None]  # (B, 1, 4)
+    meets = (c[..., 0] < g[..., 2]) & (c[..., 1] > g[..., 0]) & (c[..., 2] < g[..., 3]) & (c[..., 3] > g[..., 1])
+    big_enough = c[..., 4] >= size / 2
+    return (meets & big_enough).any(0)
+
+
+def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence[int], carried: Tensor,
+                period: int = SCAN_PERIOD) -> tuple[list[DetectResult], Tensor]:
+    """Detect faces on a window of frames (N, 3, H, W) of a shot, the tiles scanned as the module says.
+
+    positions: each frame's position in the shot (which slice of the tiles it gets). carried: boxes (B, 4)
+    of the faces found in the window before (empty for the first). Returns one DetectResult per frame and
+    the boxes of every face returned, to carry into the next window. ``period`` 1 looks at every tile on
+    every frame (the detector's own call).
+    """
+    frames = frames.to(detector.device, torch.float32)
+    n, _, h, w = frames.shape
+    table, cores = detector.region_table(w, h)
+    k = table.shape[0]
+    ran: dict[tuple[int, int], Detections] = {}
+
+    def run(pairs: set[tuple[int, int]]) -> None:
+        todo = sorted(p for p in pairs if p not in ran)
+        if not todo:
+            return
+        frame = torch.tensor([p[0] for p in todo], dtype=torch.long)
+        region = torch.tensor([p[1] for p in todo], dtype=torch.long)
+        det, pair = detector.look(frames, frame, region)
+        for p, d in zip(todo, det.split(torch.bincount(pair, minlength=len(todo)).tolist())):
+            ran[p] = d
+
+    def merged() -> tuple[Detections, Tensor]:
+        order = sorted(ran)
+        parts = [ran[p] for p in order]
+        sizes = torch.tensor([len(d) for d in parts], dtype=torch.long)
+        frame = torch.repeat_interleave(torch.tensor([p[0] for p in order], dtype=torch.long), sizes)
+        region = torch.repeat_interleave(torch.tensor([p[1] for p in order], dtype=torch.long), sizes)
+        return detector.merge(Detections.cat(parts), frame, region, w, h)
+
+    def around(boxes: Tensor) -> list[int]:
+        return tiles_around(boxes, cores).nonzero().flatten().tolist()
+
+    period = max(1, int(period))
+    carried_regions = around(carried)
+    first: set[tuple[int, int]] = set()
+    for i, pos in enumerate(positions):
+        first |= {(i, j) for j in range(k) if j == 0 or (j - 1) % period == pos % period}
+        first |= {(i, j) for j in carried_regions}
+    run(first)
+    det, frame = merged()
+    found = det.boxes[(det.boxes[:, 2:] - det.boxes[:, :2]).amax(-1) >= detector.min_face / 2]
+    run({(i, j) for i in range(n) for j in around(found)})
+    while True:  # closure: at most a few rounds, each only for faces found in the one before
+        det, frame = merged()
+        missing = {(i, j) for i in frame.unique().tolist() for j in around(det.boxes[frame == i])} - ran.keys()
+        if not missing:
+            break
+        run(missing)
+    results = detector.results(frames, det, frame)
+    boxes = [f.box for r in results for f in r.faces]
+    return results, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)

@@ -1,0 +1,140 @@
+"""The shot scan: tiles spread over a window of frames and kept around faces find what every tile finds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facefix.demo import synth
+from facefix.detect import BlazeFaceDetector, tile_cores
+from facefix.detect.scan import scan_window, tiles_around
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def detector() -> BlazeFaceDetector:
+    return BlazeFaceDetector("cpu", min_face=24)
+
+
+@pytest.fixture(scope="module")
+def small_moving_face() -> torch.Tensor:
+    """8 frames of 640x360 with a ~45 px face moving 6 px right and 2 px down a frame: only tiles find it."""
+    clip = synth.motion_clip(8, (360, 640), translate=(6.0, 2.0), start_scale=0.25)
+    return torch.from_numpy(np.ascontiguousarray(clip.frames.transpose(0, 3, 1, 2)))
+
+
+def _counting(detector: BlazeFaceDetector, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    looked: list[int] = []
+    look = detector.look
+
+    def counted(frames, frame, region):  # type: ignore[no-untyped-def]
+        looked.append(len(frame))
+        return look(frames, frame, region)
+
+    monkeypatch.setattr(detector, "look", counted)
+    return looked
+
+
+def test_scan_finds_what_every_tile_finds_with_fewer_looks(detector, small_moving_face, monkeypatch):
+    frames = small_moving_face
+    every_tile = detector(frames)
+    whole_only = BlazeFaceDetector("cpu", min_face=24, tiles=False, mesh=False)(frames)
+    assert sum(len(r.faces) for r in whole_only) < len(frames)  # the tiles are needed for this face
+    looked = _counting(detector, monkeypatch)
+    carried = torch.zeros(0, 4)
+    scanned = []
+    for w0 in (0, 4):  # two windows of 4: the second starts from the faces of the first
+        found, carried = scan_window(detector, frames[w0 : w0 + 4], range(w0, w0 + 4), carried, period=4)
+        scanned += found
+    k = len(detector.regions(640, 360))
+    assert sum(looked) < 0.75 * len(frames) * k  # a small frame: few tiles away from the face to skip
+    assert len(carried) == len(scanned[-4].faces) + len(scanned[-3].faces) + len(scanned[-2].faces) + len(
+        scanned[-1].faces)
+    for full, scan in zip(every_tile, scanned):
+        assert len(full.faces) == len(scan.faces) == 1
+        a, b = full.faces[0], scan.faces[0]
+        np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+        np.testing.assert_allclose(a.mesh, b.mesh, atol=1e-3)
+        assert abs(a.score - b.score) < 1e-5
+
+
+def test_period_one_looks_at_every_tile(detector, small_moving_face):
+    frames = small_moving_face[:2]
+    full = detector(frames)
+    scan, carried = scan_window(detector, frames, range(2), torch.zeros(0, 4), period=1)
+    assert [len(r.faces) for r in scan] == [len(r.faces) for r in full] == [1, 1]
+    for a, b in zip(full, scan):
+        assert a.faces[0].box == b.faces[0].box
+        assert np.array_equal(a.faces[0].landmarks, b.faces[0].landmarks)
+    assert carried.shape == (2, 4)
+
+
+def test_a_face_found_on_one_frame_is_looked_for_on_every_frame_of_its_window(detector, small_moving_face):
+    # The tile slice of frame 0 does not hold the face; round two looks for it there all the same.
+    frames = small_moving_face[:4]
+    scan, _ = scan_window(detector, frames, range(4), torch.zeros(0, 4), period=4)
+    assert all(len(r.faces) == 1 for r in scan)
+
+
+def test_tiles_around_a_box():
+    regions = [(320.0, 180.0, 640.0, float("inf")), (100.0, 100.0, 200.0, 60.0), (500.0, 100.0, 200.0, 60.0),
+               (220.0, 180.0, 400.0, 120.0)]
+    cores = tile_cores(regions, 640, 360)
+    box = torch.tensor([[80.0, 80.0, 120.0, 120.0]])  # 40 px, in the first tile's core
+    assert tiles_around(box, cores).tolist() == [True, True, False, True]
+    big = torch.tensor([[60.0, 60.0, 200.0, 200.0]])  # 140 px: larger than twice what the tiles keep
+    assert tiles_around(big, cores).tolist() == [True, False, False, True]
+    assert tiles_around(torch.zeros(0, 4), cores).tolist() == [False] * 4
+
+
+def test_run_padded_keeps_the_cpu_batch_and_pads_only_on_cuda():
+    from facefix.detect.blazeface import run_padded
+
+    shapes: list[int] = []
+
+    def net(x):  # type: ignore[no-untyped-def]
+        shapes.append(x.shape[0])
+        return x.sum((1, 2, 3)), x[:, :1]
+
+    x = torch.rand(5, 3, 4, 4)
+    a, b = run_padded(net, x, 16)
+    assert shapes == [5] and torch.equal(a, x.sum((1, 2, 3))) and b.shape == (5, 1, 4, 4)
+
+
+@pytest.mark.gpu
+def test_run_padded_on_cuda_rounds_the_batch_up_and_drops_the_padding():
+    from facefix.detect.blazeface import run_padded
+
+    shapes: list[int] = []
+
+    def net(x):  # type: ignore[no-untyped-def]
+        shapes.append(x.shape[0])
+        return x.sum((1, 2, 3)), x[:, :1]
+
+    x = torch.rand(5, 3, 4, 4, device="cuda")
+    a, b = run_padded(net, x, 16)
+    assert shapes == [16] and torch.allclose(a, x.sum((1, 2, 3))) and b.shape == (5, 1, 4, 4)
+
+
+def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_face):
+    from facefix import Settings
+    from facefix.analyse import AnalysisStats, track_clip
+    from facefix.io import Frame, FrameFormat, open_source
+    from facefix.io.sequence import write_frame
+
+    for i, f in enumerate(small_moving_face[:6].permute(0, 2, 3, 1).numpy()):
+        write_frame(tmp_path / f"c.{i + 1:04d}.png", Frame(i + 1, f, FrameFormat.for_pixels(f, "uint8")), bits_per_sample=8)
+    src = open_source(str(tmp_path / "c.####.png"))
+    settings = Settings(device="cpu", batch=2)  # windows of 4 frames span batches: the step grows to whole windows
+    stats = AnalysisStats()
+    scanned = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=4, stats=stats)
+    every = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=1)
+    assert stats.faces_detected == 6 and len(scanned.tracks) == len(every.tracks) == 1
+    a, b = scanned.tracks[0], every.tracks[0]
+    assert sorted(a.faces) == sorted(b.faces) == list(range(1, 7))
+    for n in a.faces:
+        np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=1e-3)
+        np.testing.assert_allclose(a.faces[n].box, b.faces[n].box, atol=1e-3)
