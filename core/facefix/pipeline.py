@@ -250,10 +250,15 @@ def queue_batch(
         if up == 1:
             pasted, alpha = regions.chw(b), regions.pixels(alphas, b)
         else:
+            # Regrain at the output resolution: grain of the upscaled plate's spectrum, made at its pixels.
+            x0, y0 = regions.origins[b]
+            grain_at = (settings.at(numbers[b]).regrain, numbers[b], (x0 * up, y0 * up),
+                        batch.crop_from_frame[sel]) if sel.stop > sel.start else None
             with stats.stage("upscale", dev):
                 pasted, alpha = _upscaled_paste(engine, regions.chw(b), restored[sel], crops[sel], mattes[sel],
                                                 strength[sel], crop_from_roi[sel], up, size,
-                                                regions.pixels(host_masks, b) if host_masks is not None else None)
+                                                regions.pixels(host_masks, b) if host_masks is not None else None,
+                                                grain_at)
         with stats.stage("download", dev):
             pending.append(codecs[b].merge(img, uploads[b], pasted, alpha, regions.origins[b], ct, up, bits_each[b],
                                            inplace, keep_mattes, stages[b].mask if up == 1 else None))
@@ -279,9 +284,12 @@ def _limit_to(weight: torch.Tensor, pasted: torch.Tensor, plate: torch.Tensor) -
 
 def _upscaled_paste(engine: Engine, frame: torch.Tensor, restored: torch.Tensor, crops: torch.Tensor,
                     mattes: torch.Tensor, strength: torch.Tensor, crop_from_roi: np.ndarray, up: int, size: int,
-                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    mask: torch.Tensor | None = None,
+                    grain_at: tuple[float, int, tuple[int, int], np.ndarray] | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole (3, h, w) frame upscaled, its faces pasted at the output resolution against the upscaled
-    frame's own crops: ((3, h*up, w*up), matte (h*up, w*up)); ``mask`` (h, w): the host's, upscaled with it."""
+    frame's own crops: ((3, h*up, w*up), matte (h*up, w*up)); ``mask`` (h, w): the host's, upscaled with it;
+    ``grain_at``: (regrain amount, frame number, the output region's origin, the faces' crop_from_frame)."""
     from .upscale.tile import upscale_tiled
 
     count = restored.shape[0]
@@ -293,9 +301,16 @@ def _upscaled_paste(engine: Engine, frame: torch.Tensor, restored: torch.Tensor,
     m[:, :, :2] /= up  # crop_from_up = crop_from_frame o frame_from_up
     base_crops = warp_affine(base[None], m, (size, size), src_index=np.zeros(count, np.int64)).clamp(0, 1)
     floor = base.clamp(max=0.0)
-    plate = base.clone() if mask is not None else None
+    regrain = grain_at is not None and grain_at[0] > 0
+    plate = base.clone() if mask is not None or regrain else None
     pasted, alpha = paste_faces(base[None], face_deltas(restored, base_crops, strength), mattes, invert_affine(m),
                                 np.zeros(count, np.int64), inplace=True)
+    if regrain and grain_at is not None and plate is not None:
+        from .composite.regrain import regrain_frame, ring_px
+
+        amount, number, origin, crop_from_frame = grain_at
+        regrain_frame(pasted[0], plate, alpha[0, 0], float(amount), int(number), origin,
+                      ring_px(crop_from_frame, size, up))
     no_new_negatives(pasted[0], floor)
     if mask is not None and plate is not None:
         big = F.interpolate(mask[None, None], scale_factor=up, mode="bilinear", align_corners=False)[0, 0]

@@ -158,3 +158,21 @@ def test_mesh_flows_follow_the_points():
     cx, cy = (cur[0] / 4.0).astype(int)
     assert float((flows2 - flows)[0, 0, :, cy, cx].norm()) > 0.5  # near the moved point
     assert torch.equal(flows2[0, 1], flows[0, 1])  # the other neighbour's flow is its own
+
+
+def test_a_ramp_at_a_clipped_window_keeps_the_current_frame():
+    # A blink's onset at a track's second frame: frames before it are missing, the ones after it continue the
+    # change. Flat frames so the flow is still; the current frame lies between its two sides.
+    levels = [0.0, 0.0, 0.40, 0.45, 0.50, 0.55, 0.60]  # t-3 .. t+3; t-3 and t-2 missing
+    full = torch.stack([torch.full((3, 64, 64), v) for v in levels])[None]
+    lo = torch.stack([torch.full((3, 32, 32), v) for v in levels])[None]
+    clipped = torch.tensor([[False, False, True, True, True, True, True]])
+    out = deboil_window(lo, full, clipped, torch.tensor([1.0]))
+    assert abs(float(out.mean()) - 0.45) < 0.01, float(out.mean())
+    # Per-frame texture (the current frame off both sides, not between them) still goes.
+    noisy = full.clone()
+    noisy[0, 3] += 0.2
+    lo_noisy = lo.clone()
+    lo_noisy[0, 3] += 0.2
+    out = deboil_window(lo_noisy, noisy, clipped, torch.tensor([1.0]))
+    assert float(out.mean()) < 0.6

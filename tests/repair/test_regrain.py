@@ -105,3 +105,86 @@ def test_batches_and_chunks_give_the_same_frames(tmp_path):
     for n in one:
         assert np.array_equal(b2[n], one[n]) and np.array_equal(chunks[n], one[n]), n
     assert not np.array_equal(one[FIRST], clip.frames[0])
+
+
+def _fine_std(img, where):
+    return 1.4826 * np.median(np.abs(_hf(img)[where]), axis=0)
+
+
+@pytest.mark.parametrize("size", [0.45, 0.55, 0.65, 1.05, 1.35])
+def test_grain_gain_is_exact_between_table_sizes(size):
+    from facefix.composite.regrain import fine_gain, grain_noise
+
+    white = grain_noise(7, 0, 0, 320, 320, 1, torch.device("cpu"))[None]
+    g = gaussian_blur(white, size)
+    fine = (g - gaussian_blur(g, 1.0))[0, 0, 16:-16, 16:-16]
+    assert abs(float(fine.std()) / fine_gain(size) - 1) < 0.02
+
+
+def _vs_truth(clip, grain, out, mattes, amplitude, corr, seed):
+    """The face's fine-band deviation over that of the airbrushed face carrying the plate's own grain."""
+    flat = np.full_like(clip.frames, 0.5)
+    truth = clip.frames - grain + synth.film_grain(flat, amplitude, corr, seed=seed + 7919) - flat
+    r = [_fine_std(out[i], (clip.face[i] > 0.5) & (mattes[i] > 0.999))
+         / _fine_std(truth[i], (clip.face[i] > 0.5) & (mattes[i] > 0.999)) for i in range(len(out))]
+    return np.mean(r, 0)
+
+
+@pytest.mark.parametrize("amplitude,corr", [(0.01, 0.5), (0.04, 1.2)])
+def test_grain_matches_a_known_plate_grain_across_amplitudes(amplitude, corr):
+    clip, grain = synth.grain_clip(2, (192, 192), seed=11, amplitude=amplitude, corr=corr)
+    out, mattes = _restore(clip.frames, _tracks(clip), regrain=1.0)
+    ratio = _vs_truth(clip, grain, out, mattes, amplitude, corr, 11)
+    assert np.all(np.abs(ratio - 1) < 0.1), ratio
+
+
+def _upscaled(frames, tracks, numbers, **kw):
+    settings = {"model": "passthrough", "temporal": 0.0, "mask": "mesh", "colorspace": "srgb", "device": "cpu",
+                "upscale": 2, "upscale_model": "animevideov3", **kw}
+    with Session(settings) as s:
+        got = s.restore(list(frames), tracks, numbers, colorspace="srgb")
+    return np.stack([g.image for g in got]), np.stack([g.matte for g in got])
+
+
+def test_upscaled_grain_is_made_at_the_output_resolution():
+    clip, _ = synth.grain_clip(2, (96, 96), seed=12, amplitude=0.03, corr=0.7)
+    tracks = _tracks(clip)
+    off, mattes = _upscaled(clip.frames, tracks, [0, 1])
+    on, mattes_on = _upscaled(clip.frames, tracks, [0, 1], regrain=1.0)
+    assert on.shape == (2, 192, 192, 3) and np.array_equal(mattes_on, mattes)
+    assert np.array_equal(on[mattes == 0], off[mattes == 0])
+    for i in range(2):
+        lm = clip.landmarks[i] * 2
+        face = (synth.face_ellipse((192, 192), lm, 0.9) > 0.5) & (mattes[i] > 0.999)
+        ring = ((synth.face_ellipse((192, 192), lm, 1.6) > 0) & (synth.face_ellipse((192, 192), lm, 1.0, 0.15) == 0)
+                & (mattes[i] == 0))
+        before = _fine_std(off[i], face) / _fine_std(off[i], ring)
+        after = _fine_std(on[i], face) / _fine_std(on[i], ring)
+        assert np.all(before < 0.5) and np.all(np.abs(after - 1) < 0.12), (before, after)
+    # Made per output pixel, not a frame-resolution grain enlarged: neighbouring output pixels differ.
+    added = (on - off)[0]
+    both = (mattes[0, 0::2, 0::2] > 0.999) & (mattes[0, 1::2, 1::2] > 0.999)
+    odd, even = added[1::2, 1::2][both], added[0::2, 0::2][both]
+    assert added.std() > 0 and np.corrcoef(odd.ravel(), even.ravel())[0, 1] < 0.8
+
+
+def test_upscaled_grain_is_the_same_in_chunks(tmp_path):
+    clip, _ = synth.grain_clip(3, (96, 96), seed=13, amplitude=0.03, corr=0.7)
+    for i, rgb in enumerate(clip.frames):
+        write_frame(tmp_path / f"p.{FIRST + i:04d}.exr", Frame(FIRST + i, rgb, FrameFormat.for_pixels(rgb, "float")))
+    tracks = _tracks(clip, FIRST)
+
+    def run(dest, batch, frames=None):
+        s = Settings(model="passthrough", mask="mesh", colorspace="srgb", batch=batch, temporal=0.0, regrain=1.0,
+                     upscale=2, upscale_model="animevideov3")
+        run_clip(str(tmp_path / "p.####.exr"), str(tmp_path / dest), s, tracks=tracks, frames=frames,
+                 progress=False, engine=Engine(s))
+        src = open_source(str(tmp_path / dest))
+        return {n: src.read(n).pixels for n in src.frame_numbers}
+
+    one = run("one.####.exr", 3)
+    run("c.####.exr", 1, "1001-1001")
+    chunks = run("c.####.exr", 2, "1002-1003")
+    assert sorted(one) == sorted(chunks) == list(range(FIRST, FIRST + 3))
+    for n in one:
+        assert one[n].shape[:2] == (192, 192) and np.array_equal(chunks[n], one[n]), n

@@ -13,8 +13,12 @@ paste, per frame and in the working-space region the pipeline holds on the devic
    chunk or the region around it (reruns, ``--batch`` and farm chunks give the same bits).
 3. **Add** it inside the face matte only as far as the result lacks high-frequency energy against the ring:
    per pixel and channel, ``sqrt(max(0, ring_energy - local_energy))`` (the local energy a Gaussian-weighted
-   mean over ~3 px of the result's own high-pass), times the matte, times the control. A face that kept its
-   grain, or a plate without grain, gets (almost) none.
+   mean over ~3 px of the result's own high-pass, capped at the face's robust level so its detail does not keep
+   grain off it), times the matte, times the control. A face that kept its grain, or a plate without grain, gets
+   (almost) none. The grain is scaled by the exact fine-band gain of its size (``fine_gain``).
+
+With ``--upscale`` the pipeline runs ``regrain_frame`` on the upscaled frame after its paste: the ring is read on
+the upscaled plate and the grain made at the output's pixels.
 
 Everything works in frame pixels, where grain lives: a face's crop is resampled, so its grain size there
 depends on the face's size. Pixels outside the matte are not touched.
@@ -37,15 +41,17 @@ if TYPE_CHECKING:
     from ..faces import FaceBatch
     from ..gpu import Regions
 
-__all__ = ["regrain_frame", "regrain_regions", "grain_noise", "grain_stats", "highpass_energy"]
+__all__ = ["regrain_frame", "regrain_regions", "grain_noise", "grain_stats", "highpass_energy", "fine_gain",
+           "ring_px"]
 
 HP_SIGMA = 1.0  # the fine band: x - blur(x, HP_SIGMA)
 BAND_SIGMA = 2.5  # the next band: blur(x, HP_SIGMA) - blur(x, BAND_SIGMA)
 LOCAL_SIGMA = 3.0  # px: how locally the result's own high-frequency energy is measured
-FLOOR = 0.5 / 255  # grain below half an 8-bit code is no grain (quantisation, compression)
+FLOOR = 1 / 255 / math.sqrt(12)  # 8-bit quantisation noise: the written face gets its own, so it is no grain
 RING = (0.25, 0.5)  # the ring, from its gap to its outer edge, in fractions of the face's width in the frame
 EDGE = 4  # px of the region's border left out of the ring (the blurs replicate the border)
-CORR_GRID = (0.0, 0.3, 0.5, 0.7, 0.9, 1.2, 1.6, 2.0, 2.6, 3.2)  # grain sizes (Gaussian sigma, px) tabled
+# Grain sizes (Gaussian sigma, px) tabled: 0.1 px apart up to 1.6 (the band ratio changes fastest there), then 0.2.
+CORR_GRID = tuple(round(0.1 * i, 1) for i in range(17)) + tuple(round(1.8 + 0.2 * i, 1) for i in range(8))
 _M = 0xFFFFFFFF
 _MAD = 1.4826  # standard deviation / median absolute value, for Gaussian values
 
@@ -113,23 +119,32 @@ def _flat_deviations(fine: torch.Tensor, nxt: torch.Tensor, ring: torch.Tensor) 
 
 
 @functools.lru_cache(maxsize=1)
-def _spectrum_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _spectrum_table() -> tuple[np.ndarray, np.ndarray]:
     """For each grain size in CORR_GRID, on unit white noise blurred by that size (made once, on the CPU, with
-    the runtime's filters and selection): the fine/next ratio of ``_flat_deviations``, the fine band's robust
-    deviation over all pixels, and the flat selection's bias on it."""
+    the runtime's filters and selection): the fine/next ratio of ``_flat_deviations`` and the flat selection's
+    bias on the fine band's deviation (against ``fine_gain``)."""
     white = grain_noise(0, 0, 0, 256, 256, 1, torch.device("cpu"))[None]
-    ratio, fine_std, bias = [], [], []
+    ratio, bias = [], []
     inner = torch.zeros(224, 224, dtype=torch.bool)
     inner[EDGE:-EDGE, EDGE:-EDGE] = True
     for c in CORR_GRID:
         g = gaussian_blur(white, c)[..., 16:-16, 16:-16]
         fine, nxt = _bands(g)
         a, b = _flat_deviations(fine, nxt, inner)
-        full = float(_robust_std(fine[0, :, inner])[0])
         ratio.append(float(a[0] / b[0]))
-        fine_std.append(full)
-        bias.append(float(a[0]) / full)
-    return np.array(ratio), np.array(fine_std), np.array(bias)
+        bias.append(float(a[0]) / fine_gain(c))
+    return np.array(ratio), np.array(bias)
+
+
+@functools.lru_cache(maxsize=512)
+def fine_gain(size: float) -> float:
+    """The fine band's standard deviation of unit white noise blurred by ``size`` px: exact, from the filters'
+    impulse response (the discrete kernels make it far from linear in the size, so no table)."""
+    r = int(math.ceil(3 * (size + BAND_SIGMA))) + 4
+    delta = torch.zeros(1, 1, 2 * r + 1, 2 * r + 1, dtype=torch.float32)
+    delta[0, 0, r, r] = 1.0
+    fine, _ = _bands(gaussian_blur(delta, size))
+    return float(fine.double().pow(2).sum().sqrt())
 
 
 def grain_stats(plate: torch.Tensor, ring: torch.Tensor) -> tuple[list[float], list[float], float]:
@@ -137,7 +152,7 @@ def grain_stats(plate: torch.Tensor, ring: torch.Tensor) -> tuple[list[float], l
     deviation and the grain size (Gaussian sigma, px), and the channels' shared fraction of it (0..0.95)."""
     fine, nxt = _bands(plate[None].float())
     s1, s2 = _flat_deviations(fine, nxt, ring)
-    ratio, _, bias = _spectrum_table()
+    ratio, bias = _spectrum_table()
     grid = np.array(CORR_GRID)
     r = (s1 / s2.clamp_min(1e-12)).tolist()
     # The ratio falls as the grain grows: interpolate the size on the reversed table.
@@ -156,6 +171,18 @@ def grain_stats(plate: torch.Tensor, ring: torch.Tensor) -> tuple[list[float], l
     else:
         rho = 0.0
     return stds, sizes, min(0.95, max(0.0, rho))
+
+
+def _grain_energy(out: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(3, h, w): per pixel the high-frequency energy ``out`` already holds that counts as grain: its local
+    energy, but no more than the face's typical level (the robust deviation over ``inside``), so the face's
+    own detail (eyes, lips, hair edges: sparse, strong) does not keep grain off it; film grain lies over detail."""
+    fine, _ = _bands(out[None].float())
+    local = gaussian_blur(fine * fine, LOCAL_SIGMA)[0]
+    if int(inside.sum()) < 16:
+        return local
+    level = _robust_std(fine[0][:, inside]).square().view(-1, 1, 1)
+    return torch.minimum(local, level)
 
 
 def _grow(mask: torch.Tensor, px: float) -> torch.Tensor:
@@ -186,37 +213,41 @@ def regrain_frame(out: torch.Tensor, plate: torch.Tensor, alpha: torch.Tensor, a
     target = [max(0.0, s * s - FLOOR * FLOOR) for s in stds]
     if not any(target):
         return
-    _, fine_std, _ = _spectrum_table()
     m = int(math.ceil(2.5 * max(sizes))) + 1
     x0, y0 = origin
     white = grain_noise(frame, y0 - m, x0 - m, h + 2 * m, w + 2 * m, 4, out.device)
     mixed = math.sqrt(1.0 - rho) * white[:3] + math.sqrt(rho) * white[3:]
     grain = torch.stack([
         gaussian_blur(mixed[c][None, None], sizes[c])[0, 0, m:m + h, m:m + w]
-        / float(np.interp(sizes[c], CORR_GRID, fine_std))
+        / fine_gain(round(sizes[c], 3))
         for c in range(3)])
-    have = highpass_energy(out[None].float())[0]
+    have = _grain_energy(out, alpha > 0.5)
     want = torch.tensor(target, device=out.device, dtype=torch.float32).view(3, 1, 1)
     add = (want - have).clamp_min(0.0).sqrt() * grain * (alpha * float(amount))
     out.copy_(torch.where(face, out + add, out))
+
+
+def ring_px(crop_from_frame: np.ndarray, size: int, up: int = 1) -> tuple[float, float]:
+    """The ring's gap from the matte and its outer edge, in output px, for the faces whose (F, 2, 3)
+    ``crop_from_frame`` (crops of ``size``) share a frame: it follows the frame's largest face; ``up``: the
+    output's scale over the frame."""
+    from ..geometry import TEMPLATE_SIZE
+    from . import TEMPLATE_FACE_PX
+
+    scale = np.sqrt(np.abs(np.linalg.det(np.asarray(crop_from_frame, np.float64)[:, :, :2])))
+    face_px = float((TEMPLATE_FACE_PX * size / TEMPLATE_SIZE / scale).max()) * up
+    return RING[0] * face_px, RING[1] * face_px
 
 
 def regrain_regions(regions: Regions, plate: torch.Tensor, alphas: torch.Tensor, amounts: Sequence[float],
                     numbers: Sequence[int], batch: FaceBatch, size: int) -> None:
     """``regrain_frame`` for every frame of a batch whose amount is above 0, in place in ``regions``; ``plate``:
     ``regions.flat`` before the paste, ``alphas`` the paste's mattes (``paste_regions``), ``amounts`` and
-    ``numbers`` per frame, ``size`` the crops' (``batch.crop_from_frame`` maps frames to them). The ring's width
-    follows the frame's largest face."""
-    from ..geometry import TEMPLATE_SIZE
-    from . import TEMPLATE_FACE_PX
-
-    scale = np.sqrt(np.abs(np.linalg.det(np.asarray(batch.crop_from_frame, np.float64)[:, :, :2])))
+    ``numbers`` per frame, ``size`` the crops' (``batch.crop_from_frame`` maps frames to them)."""
     for b, sel in enumerate(batch.frame_slices(len(amounts))):
         (h, w), start = regions.shapes[b], regions.starts[b]
         if amounts[b] <= 0 or sel.stop <= sel.start or not h * w:
             continue
-        face_px = float((TEMPLATE_FACE_PX * size / TEMPLATE_SIZE / scale[sel]).max())
         before = plate[3 * start:3 * (start + h * w)].view(h, w, 3).permute(2, 0, 1)
         regrain_frame(regions.chw(b), before, regions.pixels(alphas, b), float(amounts[b]), int(numbers[b]),
-                      regions.origins[b], (RING[0] * face_px, RING[1] * face_px))
-
+                      regions.origins[b], ring_px(batch.crop_from_frame[sel], size))

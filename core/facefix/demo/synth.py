@@ -38,6 +38,7 @@ __all__ = [
     "local_warp",
     "ghost",
     "film_grain",
+    "grain_clip",
     "waxy",
     "face_ellipse",
     "still_mesh",
@@ -464,3 +465,27 @@ def repair_clip(kind: str = "clean", n_frames: int = 12, size: tuple[int, int] =
     elif kind == "waxy":
         frames_a = waxy(frames_a, lms_a)
     return RepairClip(frames_a, clean_a, defect, lms_a, np.stack(meshes), np.stack(faces), kind)
+
+
+def grain_clip(n_frames: int = 3, size: tuple[int, int] = (160, 160), *, seed: int = 0, amplitude: float = 0.02,
+               corr: float = 0.7) -> tuple[RepairClip, np.ndarray]:
+    """A clip whose plate grain is known: the clean clip's face kept but airbrushed (``waxy``, 3 px: no grain and no fine texture inside), the
+    plate around it replaced by a smooth version of itself (no texture of its own) carrying ``film_grain`` of
+    ``amplitude`` and ``corr`` only outside the face. Returns the clip (``frames`` as described, ``clean`` the
+    grain-free plate) and the grain alone (T, H, W, 3), the truth a regrain measures against."""
+    import torch
+
+    from ..filters import gaussian_blur
+
+    base = repair_clip("clean", n_frames, size, seed=seed, scale=size[0] / 160.0)
+    t = torch.from_numpy(np.ascontiguousarray(base.clean.transpose(0, 3, 1, 2)))
+    smooth = gaussian_blur(t, 6.0).numpy().transpose(0, 2, 3, 1)
+    face = np.stack([face_ellipse(size, lm, 1.0, soft=0.15) for lm in base.landmarks])[..., None]
+    plate = smooth * (1 - face) + base.clean * face
+    flat = np.full_like(plate, 0.5)
+    grain = film_grain(flat, amplitude, corr, seed=seed + 7919) - flat
+    grain = grain * (1 - face)
+    frames = waxy(plate.astype(np.float32), base.landmarks, sigma=3.0) + grain
+    clip = RepairClip(frames.astype(np.float32), plate.astype(np.float32), base.defect, base.landmarks, base.mesh,
+                      base.face, "waxy")
+    return clip, grain.astype(np.float32)

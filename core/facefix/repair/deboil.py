@@ -16,7 +16,10 @@ neighbour j in t-K..t+K (both directions):
 2. at the flow's resolution, the per-pixel weighted median of the current crop (weight 1) and the warped
    neighbours (weights c_j): what the window agrees on. A median keeps every change that lasts at least K+1
    frames (a blink, speech, a head turn, a lighting change: the "root signals" of a median of 2K+1) and
-   drops what lasts fewer (a 3-frame ghost at K = 3, per-frame texture);
+   drops what lasts fewer (a 3-frame ghost at K = 3, per-frame texture). A window clipped at the track's start
+   or end is not symmetric, and there the frames on its full side would drag a ramp (a blink's onset, a word)
+   along; where the current frame lies between what the frames before and after it show, it gets the missing
+   side's votes (``_clipped_ramp_votes``);
 3. each sample's weight a_j: how well it agrees with that median there (blurred absolute difference against a
    tolerance well above sensor noise, well below a feature), times c_j; the current frame's own a_t;
 4. at full resolution the weighted mean of the current crop and the warped neighbour crops by those weights
@@ -146,6 +149,34 @@ def _anchor_gate(flow: torch.Tensor, meshflow: torch.Tensor, face: torch.Tensor,
     return ((px - _ANCHOR_LO) / (_ANCHOR_HI - _ANCHOR_LO)).clamp(0.0, 1.0)
 
 
+def _clipped_ramp_votes(cur: torch.Tensor, warped: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
+                        k: int) -> torch.Tensor:
+    """(B, 1, 1, h, w): extra votes for the current frame where its window is clipped (the track's start or end)
+    and it lies between what the frames before and after it show: a blink or a word in progress. A median keeps
+    a ramp only over a symmetric window; with frames missing on one side the other side drags it along, so the
+    missing votes go to the current frame there. Per-frame texture rarely lies between the two sides."""
+    b, _, _, h, w = warped.shape
+    missing = ((~valid[:, :k]).sum(1) - (~valid[:, k + 1:]).sum(1)).abs().to(cur.dtype)
+    if not bool((missing > 0).any()):
+        return torch.zeros((b, 1, 1, h, w), dtype=cur.dtype, device=cur.device)
+
+    def side(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        wgt = conf[:, sl]
+        return (warped[:, sl] * wgt).sum(1) / wgt.sum(1).clamp_min(1e-6), wgt.sum(1) > 0.5
+
+    def apart(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(x - y, _BLUR).abs().mean(1, keepdim=True)
+
+    before, has_before = side(slice(0, k))
+    after, has_after = side(slice(k, 2 * k))
+    # Between: the path through the current frame is no longer than the direct one (up to the tolerance).
+    span = apart(after, before)
+    detour = apart(cur, before) + apart(cur, after) - span
+    ramp = torch.exp(-(detour.clamp_min(0.0) / _AGREE_TAU).square()) * (span > _AGREE_TAU)
+    ramp = ramp * (has_before & has_after)
+    return (missing.view(b, 1, 1, 1) * ramp).unsqueeze(1)
+
+
 def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor, amount: torch.Tensor,
                   points: torch.Tensor | None = None) -> torch.Tensor:
     """De-boiled full-size crops (B, 3, S, S) of each window's current (middle) frame.
@@ -189,6 +220,7 @@ def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor
 
     # 2. What the window agrees on, at the flow's resolution (the current frame first: ties favour it).
     samples = torch.cat([lo_cur.unsqueeze(1), warped_lo.view(b, n - 1, c, h, w)], 1)
+    own = own + _clipped_ramp_votes(lo_cur, warped_lo.view(b, n - 1, c, h, w), conf.view(b, n - 1, 1, h, w), valid, k)
     weights = torch.cat([own, conf.view(b, n - 1, 1, h, w)], 1)
     median = weighted_median(samples, weights)
 
