@@ -26,14 +26,14 @@ image were a mirrored selfie, so its "Left" is the subject's right hand in ordin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ..detect.assets import MEDIAPIPE_DIR
+from ..detect.assets import MEDIAPIPE_SHA256, asset_path
 from ..detect.blazeface import AnchorSpec, Detections, box_iou, crop_rects, ssd_anchors, weighted_nms
+from ..detect.landmarks import Rois, _normalize_radians
 from ..detect.tflite_torch import load_tflite
 from ..errors import InputError, ModelError
 
@@ -51,11 +51,8 @@ __all__ = [
     "HandLandmarker",
 ]
 
-# From mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl, copied unmodified (see SOURCES).
-HAND_SHA256 = {
-    "palm_detection_full.tflite": "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
-    "hand_landmark_full.tflite": "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
-}
+HAND_MODELS = ("palm_detection_full.tflite", "hand_landmark_full.tflite")
+HAND_SHA256 = {name: MEDIAPIPE_SHA256[name] for name in HAND_MODELS}  # shipped unmodified (see SOURCES)
 PALM_INPUT = 192
 LANDMARK_INPUT = 224
 PALM_ANCHORS = AnchorSpec(input_size=PALM_INPUT, num_layers=4, strides=(8, 16, 16, 16))
@@ -69,28 +66,11 @@ def hand_asset(name: str) -> tuple[Path, str]:
     """Path and expected sha256 of a shipped hand model file."""
     if name not in HAND_SHA256:
         raise ModelError(f"{name}: not a shipped MediaPipe hand model")
-    p = MEDIAPIPE_DIR / name
-    if not p.is_file():
-        raise ModelError(f"{p}: shipped model file is missing (reinstall facefix)")
-    return p, HAND_SHA256[name]
+    return asset_path(name)
 
 
-@dataclass(frozen=True)
-class HandRois:
-    """Square rotated hand regions: index (K,) frame, center (K, 2), side (K,) pixels, angle (K,) radians
-    (crop x axis turned towards the frame's +y for angle > 0, as :func:`crop_rects` samples)."""
-
-    index: Tensor
-    center: Tensor
-    side: Tensor
-    angle: Tensor
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-
-def _normalize_radians(a: Tensor) -> Tensor:
-    return a - 2 * math.pi * torch.floor((a + math.pi) / (2 * math.pi))
+# The hand regions are the face landmarker's rotated squares.
+HandRois = Rois
 
 
 def decode_palms(raw_boxes: Tensor, raw_scores: Tensor, anchors: Tensor, min_score: float
