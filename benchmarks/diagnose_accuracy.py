@@ -13,13 +13,13 @@ Figures:
     warp; waxy -> waxy; drift -> drift, defect frames = blend toward the other person >= 50 %);
   * false-flag rate: share of the clean clips' frames (motion, a blink, speech-like mouth motion) with any flag;
   * the same for ``truth`` tracks (the clips' true 468-point mesh, as ``--tracks`` from a tracker that follows the
-    features would give): the embedded detector's mesh does not follow a local warp of a few pixels, so warp is
-    reported on both;
+    features would give): warp is reported on both (the detector's mesh does not follow a local warp of a few
+    pixels, so there the flow part of the warp score finds it);
   * seconds per frame on --device: the analysis pass (detection, tracking) and the diagnosis pass (samples,
     scores).
 
-Thresholds were calibrated on seeds 1-3 (``facefix.diagnose.scores.THRESHOLDS``); the default seeds 101-103 are
-held out.
+Thresholds were calibrated on development seeds (1-3; the warp score's flow part on 1-6,
+``facefix.diagnose.scores.THRESHOLDS``); the default seeds 101-103 are held out.
 """
 
 from __future__ import annotations

@@ -113,8 +113,9 @@ def test_drift_threshold_follows_the_model():
 def test_scores_on_the_gpu_match_the_cpu():
     crops = _crops().clone()
     crops[4] = (crops[4] + 0.08 * torch.randn(crops[4].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    cpu = sc.boil_scores(crops, list(range(9)))
-    gpu = sc.boil_scores(crops.cuda(), list(range(9)))
-    assert np.allclose(cpu, gpu, atol=0.05)
+    cpu = sc.motion_scores(crops, list(range(9)))
+    gpu = sc.motion_scores(crops.cuda(), list(range(9)))
+    assert np.allclose(cpu[0], gpu[0], atol=0.05)
+    assert np.allclose(cpu[1], gpu[1], atol=0.1)
     assert np.allclose(sc.texture_energy(crops), sc.texture_energy(crops.cuda()), rtol=1e-3)
 

@@ -59,9 +59,11 @@ def score_track(samples: TrackSamples, *, fps: float = 24.0, reference: torch.Te
     numbers = list(samples.numbers)
     t = len(numbers)
     crops = samples.stacked_crops()
+    boil, flow_warp = sc.motion_scores(crops, numbers)
     scores = {
-        "warp": sc.warp_scores(samples.points, numbers),
-        "boil": sc.boil_scores(crops, numbers),
+        # The mesh sees a warp where it follows the features (true meshes, --tracks); the flow where it does not.
+        "warp": np.maximum(sc.warp_scores(samples.points, numbers), flow_warp),
+        "boil": boil,
         "waxy": sc.waxy_scores(sc.texture_energy(crops), np.asarray(samples.scorable, bool)) if t else np.zeros(0),
         "drift": np.zeros(t),
     }

@@ -21,7 +21,8 @@ from ..repair.deboil import DEBOIL_WINDOW, weighted_median
 from ..repair.dewarp import DEWARP_WINDOW, dewarp_offsets
 from ..temporal.flow import estimate_flow, fb_confidence, inside_mask, warp_by_flow
 
-__all__ = ["ANALYSIS_SIZE", "KINDS", "SCORES", "THRESHOLDS", "face_masks", "warp_scores", "boil_scores",
+__all__ = ["ANALYSIS_SIZE", "KINDS", "SCORES", "THRESHOLDS", "WARP_FLOW_DEAD_ZONE", "face_masks", "warp_scores",
+           "motion_scores", "flow_warp_score", "boil_scores",
            "texture_energy", "waxy_scores", "drift_scores", "drift_threshold"]
 
 ANALYSIS_SIZE = 128  # px of the aligned crops the appearance scores read (the flow's resolution)
@@ -30,8 +31,10 @@ KINDS = ("warp", "boil", "waxy", "drift")
 
 # What each score measures and in which unit (the report's documentation, and the README's).
 SCORES = {
-    "warp": "px at the 512 px template: mean of the 10 largest mesh offsets from the shape the 3 frames either "
-            "side agree on (de-warp's robust pose/shape split, less its dead zone)",
+    "warp": "px at the 512 px template, the larger of two transient shape changes, each less its dead zone: the mean "
+            "of the 10 largest mesh offsets from the shape the 3 frames either side agree on (de-warp's robust "
+            "pose/shape split), and the peak of the face's motion against what the 3 frames either side agree on "
+            "(their per-pixel median flow) outside the eyes, horizontal only from the lip line down",
     "boil": "% of full scale: mean absolute difference between the face and what the motion-compensated frames "
             "t-3..t-1 and t+1..t+3 agree on (their per-pixel median), less the same around the face",
     "waxy": "0..1: share of the skin's fine texture missing against the track's typical frames (or a floor)",
@@ -39,7 +42,18 @@ SCORES = {
 }
 
 # Calibrated on development seeds 1-6 of benchmarks/diagnose_accuracy.py (held-out seeds report the accuracy).
+#   kind   threshold  unit (``SCORES``)
+#   warp   4.0        px at the 512 px template (flow part: peak flow 5.6 px less WARP_FLOW_DEAD_ZONE)
+#   boil   0.65       % of full scale
+#   waxy   0.15       share 0..1
+#   drift  0.06       cosine distance (the built-in LBP-HOG descriptor; a learned model carries its own)
 THRESHOLDS = {"warp": 4.0, "boil": 0.65, "waxy": 0.15, "drift": 0.06}
+
+# The flow's own noise on clean faces (motion, blinks, speech): on development seeds 1-6 no clean frame's peak
+# consensus flow passed 4.7 px at the template; a warp's middle frame reached 11.2-17.5 px.
+WARP_FLOW_DEAD_ZONE = 1.6
+_WARP_FLOW_BLUR = 16.0  # px at the template: a warp bends a feature's neighbourhood, flow noise is finer
+_MIN_SUPPORT = 0.25  # share of the blur's weight that must fall on the kept face for a mean to count
 
 # Drift thresholds per identity descriptor: distances of different embedders are not comparable. A model passed
 # in may carry its own (``model.drift_threshold``).
@@ -59,12 +73,16 @@ def _ellipse(size: int, cx: float, cy: float, rx: float, ry: float) -> torch.Ten
 
 def face_masks(size: int = ANALYSIS_SIZE) -> dict[str, torch.Tensor]:
     """(size, size) bool masks in the aligned crop: ``face`` (brows to chin, cheek to cheek), ``ring`` (around the
-    face: hair, background; the plate's own temporal noise) and ``skin`` (both cheeks and the forehead)."""
+    face: hair, background; the plate's own temporal noise), ``skin`` (both cheeks and the forehead), and where faces
+    articulate: ``eyes`` (lids: blinks), ``jaw`` (the face from the lip line down: speech opens it vertically) and
+    ``chin`` (the chin's edge and below, where the jaw slides over the neck)."""
     face = _ellipse(size, 256, 300, 150, 185)
     outer = _ellipse(size, 256, 290, 250, 300)
     ring = outer & ~_ellipse(size, 256, 300, 195, 235)
     skin = (_ellipse(size, 178, 330, 42, 38) | _ellipse(size, 334, 330, 42, 38) | _ellipse(size, 256, 172, 72, 26))
-    return {"face": face, "ring": ring, "skin": skin}
+    eyes = _ellipse(size, 193, 240, 50, 28) | _ellipse(size, 319, 240, 50, 28)
+    rows = ((torch.arange(size, dtype=torch.float32) + 0.5) * (TEMPLATE_SIZE / size))[:, None].expand(size, size)
+    return {"face": face, "ring": ring, "skin": skin, "eyes": eyes, "jaw": face & (rows > 335), "chin": rows > 440}
 
 
 def _neighbours(numbers: Sequence[int], k: int) -> list[list[int | None]]:
@@ -74,7 +92,7 @@ def _neighbours(numbers: Sequence[int], k: int) -> list[list[int | None]]:
 
 
 def warp_scores(points: Sequence[np.ndarray], numbers: Sequence[int]) -> np.ndarray:
-    """(T,) warp score (``SCORES["warp"]``) of each frame; 0 where the window is clipped (a track's first or
+    """(T,) the mesh part of the warp score (``SCORES["warp"]``) of each frame; 0 where the window is clipped (a track's first or
     last 3 frames, next to a gap: de-warp leaves those too)."""
     k = DEWARP_WINDOW
     out = np.zeros(len(numbers))
@@ -88,9 +106,10 @@ def warp_scores(points: Sequence[np.ndarray], numbers: Sequence[int]) -> np.ndar
     return out
 
 
-def _consensus(cur: torch.Tensor, nbs: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+def _consensus(cur: torch.Tensor, nbs: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What the neighbours (B, M, 3, h, w), motion-compensated onto ``cur`` (B, 3, h, w), agree on per pixel: their
-    weighted median, weighted by the flow's forward-backward consistency (``ok`` (B, M): present)."""
+    weighted median, weighted by the flow's forward-backward consistency (``ok`` (B, M): present); and the same
+    median of the flows (B, 2, h, w) from ``cur`` to them (px at h: where ``cur``'s content sits in the others)."""
     b, m, c, h, w = nbs.shape
     ref = cur.unsqueeze(1).expand(b, m, c, h, w).reshape(b * m, c, h, w)
     mov = nbs.reshape(b * m, c, h, w)
@@ -99,32 +118,61 @@ def _consensus(cur: torch.Tensor, nbs: torch.Tensor, ok: torch.Tensor) -> torch.
     conf = fb_confidence(fw, bw, rel=0.05, abs_px=0.75) * inside_mask(fw)
     # A small floor keeps every present neighbour in the vote where no match is consistent (at least one weighs).
     wts = (conf.view(b, m, 1, h, w) + 1e-3) * ok.view(b, m, 1, 1, 1)
-    return weighted_median(warp_by_flow(mov, fw).view(b, m, c, h, w), wts)
+    return weighted_median(warp_by_flow(mov, fw).view(b, m, c, h, w), wts), weighted_median(fw.view(b, m, 2, h, w), wts)
 
 
-def boil_scores(crops: torch.Tensor, numbers: Sequence[int], chunk: int = 16) -> np.ndarray:
-    """(T,) boil score (``SCORES["boil"]``) of each frame: the face's residual against what the motion-compensated
-    frames t-3..t-1 and t+1..t+3 agree on (de-boil's weighted median, weighted by forward-backward consistency),
-    less the same residual around the face (the plate's grain, background motion). A median of those 6 follows
+def flow_warp_score(flow: torch.Tensor) -> np.ndarray:
+    """(B,) the flow part of the warp score (``SCORES["warp"]``) from consensus flows (B, 2, h, w) in px at h: the
+    peak, in 512-template px, of the flow averaged over a feature's neighbourhood (a normalised Gaussian blur, so
+    what is left out does not leak in), inside the face above the chin's edge; the eyes are left out (a blink
+    moves the lids) and from the lip line down only the horizontal part counts (speech opens the jaw vertically);
+    less ``WARP_FLOW_DEAD_ZONE``, at least 0."""
+    h = flow.shape[-1]
+    px = TEMPLATE_SIZE / h
+    m = {k: v.to(flow.device) for k, v in face_masks(h).items()}
+    use_x = (m["face"] & ~m["eyes"] & ~m["chin"]).float()
+    use = torch.stack([use_x, use_x * (~m["jaw"]).float()])[None]  # (1, 2, h, w): per component
+    sigma = _WARP_FLOW_BLUR / px
+    den = gaussian_blur(use, sigma)  # the same for every frame
+    mean = gaussian_blur(flow.float() * use, sigma) / den.clamp_min(_MIN_SUPPORT) * (den > _MIN_SUPPORT)
+    peak = (mean.norm(dim=1) * use_x).flatten(1).amax(1) * px
+    return (peak - WARP_FLOW_DEAD_ZONE).clamp_min(0.0).cpu().numpy().astype(np.float64)
+
+
+def motion_scores(crops: torch.Tensor, numbers: Sequence[int], chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(boil, flow warp) scores (T,) each from one pass of flows between each frame and frames t-3..t-1 and
+    t+1..t+3. Boil (``SCORES["boil"]``): the face's residual against what the motion-compensated neighbours agree on
+    (de-boil's weighted median, weighted by forward-backward consistency), less the same residual around the face
+    (the plate's grain, background motion). Warp (``flow_warp_score``): the same median of the flows, where the
+    face's content is displaced from where its neighbours on both sides agree it is. A median of those 6 follows
     every change lasting 4 frames or more (a blink, speech, a head turn) and outvotes one of 3 or fewer (a ghost,
-    per-frame texture). 0 where the frame has fewer than 4 neighbours (no majority)."""
+    per-frame texture, a warp). Boil is 0 where the frame has fewer than 4 neighbours (no majority), warp where it
+    lacks any of the 6 (a track's first or last 3 frames, next to a gap: as the mesh's warp score)."""
     k = DEBOIL_WINDOW
     t = crops.shape[0]
     masks = face_masks(crops.shape[-1])
     face, ring = masks["face"].to(crops.device), masks["ring"].to(crops.device)
     nbs = [[j for d, j in enumerate(r) if d != k] for r in _neighbours(numbers, k)]
-    out = np.zeros(t)
+    boil, warp = np.zeros(t), np.zeros(t)
     todo = [i for i in range(t) if sum(j is not None for j in nbs[i]) > k]
     for s in range(0, len(todo), chunk):
         rows = todo[s:s + chunk]
         ok = torch.tensor([[j is not None for j in nbs[i]] for i in rows], dtype=crops.dtype, device=crops.device)
         pick = torch.tensor([[i if j is None else j for j in nbs[i]] for i in rows], device=crops.device)
         cur = crops[rows]
-        cons = _consensus(cur, crops[pick.flatten()].view(len(rows), 2 * k, *crops.shape[1:]), ok)
+        cons, flow = _consensus(cur, crops[pick.flatten()].view(len(rows), 2 * k, *crops.shape[1:]), ok)
         r = (cur - cons).abs().mean(1)  # (B, h, w)
+        fw = flow_warp_score(flow)
         for j, i in enumerate(rows):
-            out[i] = 100.0 * max(0.0, float(r[j][face].mean() - r[j][ring].mean()))
-    return out
+            boil[i] = 100.0 * max(0.0, float(r[j][face].mean() - r[j][ring].mean()))
+            if all(n is not None for n in nbs[i]):
+                warp[i] = fw[j]
+    return boil, warp
+
+
+def boil_scores(crops: torch.Tensor, numbers: Sequence[int], chunk: int = 16) -> np.ndarray:
+    """(T,) boil score (``SCORES["boil"]``) of each frame (``motion_scores``' first part)."""
+    return motion_scores(crops, numbers, chunk)[0]
 
 
 def texture_energy(crops: torch.Tensor) -> np.ndarray:
