@@ -55,9 +55,14 @@ ASTRONAUT_LANDMARKS = np.array(
 
 def astronaut() -> np.ndarray:
     """A real portrait (NASA, public domain; the one scikit-image ships) as float32 sRGB (512, 512, 3)."""
+    return bundled_image("astronaut.png")
+
+
+def bundled_image(name: str) -> np.ndarray:
+    """An example image shipped in ``facefix/assets/examples`` as float32 sRGB (H, W, 3)."""
     import OpenImageIO as oiio
 
-    path = Path(__file__).parent.parent / "assets" / "examples" / "astronaut.png"
+    path = Path(__file__).parent.parent / "assets" / "examples" / name
     buf = oiio.ImageBuf(str(path))
     pixels = buf.get_pixels(oiio.FLOAT)
     if buf.has_error or pixels is None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..demo import synth
-from ..errors import InputError
 from ..faces import Face, FaceTracks
 from ..geometry import umeyama_similarity
 from ..io.frames import Frame, FrameFormat
@@ -33,14 +31,7 @@ DEFECT_FLAG = {"ghost": "boil", "boil": "boil", "warp": "warp", "waxy": "waxy", 
 @functools.lru_cache(maxsize=1)
 def second_face() -> np.ndarray:
     """A second real person (float32 sRGB (256, 256, 3)), for identity drift."""
-    import OpenImageIO as oiio
-
-    path = Path(__file__).parent.parent / "assets" / "examples" / "second_face.png"
-    buf = oiio.ImageBuf(str(path))
-    pixels = buf.get_pixels(oiio.FLOAT)
-    if buf.has_error or pixels is None:
-        raise InputError(f"{path}: cannot read the bundled example image ({buf.geterror()})")
-    return np.ascontiguousarray(pixels[..., :3], dtype=np.float32)
+    return synth.bundled_image("second_face.png")
 
 
 @dataclass(frozen=True)
