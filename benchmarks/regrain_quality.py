@@ -29,14 +29,9 @@ sys.path.insert(0, str(ROOT / "core"))
 
 
 def _tracks(clip):
-    from facefix import Face, FaceTracks
+    from facefix.demo.synth import truth_tracks
 
-    per = {}
-    for i, (lm, mesh) in enumerate(zip(clip.landmarks, clip.mesh)):
-        c = lm.mean(0)
-        r = 1.8 * float(np.linalg.norm(lm[1] - lm[0]))
-        per[i] = [Face(box=(c[0] - r, c[1] - r, c[0] + r, c[1] + r), landmarks=lm, track_id=0, mesh=mesh)]
-    return FaceTracks.from_faces(per)
+    return truth_tracks(clip.landmarks, clip.mesh)
 
 
 def fine_std(img, where):

@@ -40,14 +40,9 @@ KINDS = ("ghost", "warp", "boil", "clean")
 
 
 def _faces(clip, first):
-    from facefix import Face, FaceTracks
+    from facefix.demo.synth import truth_tracks
 
-    per = {}
-    for i, (lm, mesh) in enumerate(zip(clip.landmarks, clip.mesh)):
-        c = lm.mean(0)
-        r = 1.8 * float(np.linalg.norm(lm[1] - lm[0]))
-        per[first + i] = [Face(box=(c[0] - r, c[1] - r, c[0] + r, c[1] + r), landmarks=lm, track_id=0, mesh=mesh)]
-    return FaceTracks.from_faces(per)
+    return truth_tracks(clip.landmarks, clip.mesh, first)
 
 
 def _restore(clip, settings, device, timings):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, FaceTracks, Settings
+from facefix import Settings
 from facefix.api import Session
 from facefix.demo import synth
 from facefix.engine import Engine
@@ -19,12 +19,7 @@ FIRST = 1001
 
 
 def _tracks(clip, first=0):
-    per = {}
-    for i, (lm, mesh) in enumerate(zip(clip.landmarks, clip.mesh)):
-        c = lm.mean(0)
-        r = 1.8 * float(np.linalg.norm(lm[1] - lm[0]))
-        per[first + i] = [Face(box=(c[0] - r, c[1] - r, c[0] + r, c[1] + r), landmarks=lm, track_id=0, mesh=mesh)]
-    return FaceTracks.from_faces(per)
+    return synth.truth_tracks(clip.landmarks, clip.mesh, first)
 
 
 def _restore(frames, tracks, **kw):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..faces import Face, FaceTracks
 
 __all__ = [
     "ASTRONAUT_LANDMARKS",
@@ -394,6 +395,17 @@ class RepairClip:
     mesh: np.ndarray
     face: np.ndarray
     kind: str
+
+
+def truth_tracks(landmarks: np.ndarray, mesh: np.ndarray, first: int = 0) -> FaceTracks:
+    """One track of a clip's true landmarks (T, 5, 2) and mesh (T, 468, 2) from frame ``first`` on: what
+    ``--tracks`` would give (a box 1.8 eye distances around the landmarks' centre)."""
+    per = {}
+    for i, (lm, m) in enumerate(zip(landmarks, mesh)):
+        c = lm.mean(0)
+        r = 1.8 * float(np.linalg.norm(lm[1] - lm[0]))
+        per[first + i] = [Face(box=(c[0] - r, c[1] - r, c[0] + r, c[1] + r), landmarks=lm, track_id=0, mesh=m)]
+    return FaceTracks.from_faces(per)
 
 
 DEFECTS = ("clean", "ghost", "warp", "boil", "waxy")

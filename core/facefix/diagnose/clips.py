@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..demo import synth
-from ..faces import Face, FaceTracks
+from ..faces import FaceTracks
 from ..geometry import umeyama_similarity
 from ..io.frames import Frame, FrameFormat
 
@@ -49,12 +49,7 @@ class DiagnoseClip:
 
     def truth_tracks(self, first: int = 0) -> FaceTracks:
         """One track of the clip's true landmarks and mesh (what ``--tracks`` would give)."""
-        per = {}
-        for i, (lm, mesh) in enumerate(zip(self.landmarks, self.mesh)):
-            c = lm.mean(0)
-            r = 1.8 * float(np.linalg.norm(lm[1] - lm[0]))
-            per[first + i] = [Face(box=(c[0] - r, c[1] - r, c[0] + r, c[1] + r), landmarks=lm, track_id=0, mesh=mesh)]
-        return FaceTracks.from_faces(per)
+        return synth.truth_tracks(self.landmarks, self.mesh, first)
 
 
 def _second_on_still(still_shape: tuple[int, int], still: np.ndarray) -> np.ndarray:
