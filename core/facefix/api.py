@@ -81,7 +81,11 @@ class Session:
         self.settings = settings_from(settings)
         from .engine import Engine
 
-        self._engine: Any = Engine(self.settings, restorer_path=model_path, compile=compile, device=device)
+        self._start(Engine(self.settings, restorer_path=model_path, compile=compile, device=device))
+
+    def _start(self, engine: Any) -> None:
+        """Run on ``engine``'s models with fresh per-shot state (temporal, repair, face selection)."""
+        self._engine: Any = engine
         self._stabiliser: Any = None
         self._repairer: Any = None
         self._selected: tuple[int, dict[int, list[Face]]] | None = None  # (id of the FaceTracks, faces by frame)
@@ -261,13 +265,9 @@ class Session:
         else a SettingsError), with its own temporal state and face selection: for hosts whose controls change
         from render to render. Closing it leaves this session's models loaded."""
         engine = self._engine_for(settings)
-        other = object.__new__(Session)
+        other = Session.__new__(Session)
         other.settings = engine.settings
-        other._engine = engine
-        other._stabiliser = None
-        other._repairer = None
-        other._selected = None
-        other._closed = False
+        other._start(engine)
         return other
 
     def uses_models_of(self, settings: Settings | Mapping[str, Any]) -> bool:
