@@ -126,3 +126,121 @@ def test_an_analysis_tracks_the_frames_the_host_hands_over(bridge, clip, segment
     assert tracks.metadata["frames"] == [numbers[0], numbers[-1]]
     with pytest.raises(BridgeError, match="no analysis"):
         bridge.analysis_result(analysis)
+
+
+# -- hosts sending nonsense -----------------------------------------------------------------------------------
+
+
+def _segment_file(name: str):
+    from pathlib import Path
+
+    return Path("/dev/shm") / name
+
+
+@pytest.mark.skipif(not _segment_file("").is_dir(), reason="POSIX shared memory in /dev/shm")
+def test_segments_that_are_links_or_not_the_bridge_user_s_are_refused(bridge, models, clip, segments, tmp_path):
+    import os
+
+    pixels, _ = clip
+    src, dst = segments(pixels[:1]), segments(pixels[0].nbytes)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"\0" * pixels[0].nbytes)
+    link = _segment_file(f"facefix-test-link-{uuid.uuid4().hex[:8]}")
+    link.symlink_to(target)
+    try:
+        with pytest.raises(BridgeError, match="cannot open") as err:
+            bridge.restore_frames(_request(clip, [FIRST], src, dst, output=link.name))
+        assert err.value.status == 400
+        assert target.read_bytes() == b"\0" * pixels[0].nbytes  # nothing written through the link
+    finally:
+        link.unlink()
+    for bad in ("facefix-../../etc/passwd", "/dev/shm/facefix-x", "facefix-a/b", "FACEFIX-x", "facefix-"):
+        with pytest.raises(BridgeError, match="shared memory segment name"):
+            bridge.restore_frames(_request(clip, [FIRST], src, dst, output=bad))
+    if os.geteuid() == 0:  # another user's segment (making one needs chown)
+        other = _segment_file(f"facefix-test-other-{uuid.uuid4().hex[:8]}")
+        other.write_bytes(b"\0" * pixels[0].nbytes)
+        os.chown(other, 65534, 65534)
+        try:
+            with pytest.raises(BridgeError, match="bridge's own user"):
+                bridge.restore_frames(_request(clip, [FIRST], src, dst, output=other.name))
+        finally:
+            other.unlink()
+
+
+def test_a_segment_shrunk_mid_request_never_takes_the_bridge_down(bridge, models, clip, segments, monkeypatch):
+    """A mapping of a segment the host truncates would SIGBUS the bridge; copies only see a short file."""
+    from facefix.bridge import server as server_module
+
+    pixels, _ = clip
+    src, dst = segments(pixels[:2]), segments(pixels[0].nbytes)
+    shrink = server_module._Segment.read
+
+    def read_after_shrinking(self):
+        if self.what == "input":
+            _segment_file(self.name).write_bytes(b"")  # the host truncates its segment
+        return shrink(self)
+
+    monkeypatch.setattr(server_module._Segment, "read", read_after_shrinking)
+    with pytest.raises(BridgeError, match="shrank while being read") as err:
+        bridge.restore_frames(_request(clip, [FIRST, FIRST + 1], src, dst))
+    assert err.value.status == 400
+    monkeypatch.setattr(server_module, "_frames_of", _truncating(server_module._frames_of, src.name))
+    monkeypatch.setattr(server_module._Segment, "read", shrink)
+    src2 = segments(pixels[:2])
+    bridge.restore_frames(_request(clip, [FIRST, FIRST + 1], src2, dst))  # truncated after the copy: harmless
+    assert bridge.health()["ok"]
+
+
+def _truncating(frames_of, name):
+    def call(*args, **kw):
+        _segment_file(name).write_bytes(b"")
+        return frames_of(*args, **kw)
+
+    return call
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/frames"), ("POST", "/frames/window"), ("POST", "/analyses"),
+                                          ("POST", "/analyses/abc/frames"), ("GET", "/analyses/abc"),
+                                          ("DELETE", "/analyses/abc")])
+def test_the_frame_endpoints_need_the_token(server, method, path):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=10)
+    conn.request(method, path, body=b"{}" if method == "POST" else None,
+                 headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"})
+    answer = conn.getresponse()
+    assert answer.status == 401
+    conn.close()
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_a_client_that_stalls_mid_request_is_cut_off(server, monkeypatch):
+    import socket
+
+    from facefix.bridge import server as server_module
+
+    monkeypatch.setattr(server_module._Handler, "timeout", 0.5)
+    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10)
+    try:
+        sock.sendall(b"POST /frames HTTP/1.1\r\nAuthorization: Bearer " + server.token.encode()
+                     + b"\r\nContent-Length: 100\r\n\r\n{")  # then nothing more
+        answer = b""
+        while chunk := sock.recv(4096):  # the bridge answers and closes, rather than waiting forever
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in answer
+    finally:
+        sock.close()
+    from facefix.bridge.client import Bridge
+
+    assert Bridge(server.url, server.token, timeout=10).health()["ok"]
+
+
+def test_huge_frames_are_refused_before_any_segment_is_read(bridge, models, clip, segments):
+    pixels, _ = clip
+    src, dst = segments(pixels[:1]), segments(pixels[0].nbytes)
+    for change in ({"width": 1 << 40}, {"height": -1}, {"width": 0}, {"channels": 7}, {"mask_channels": 9}):
+        extra = {"mask": src.name} if "mask_channels" in change else {}
+        with pytest.raises(BridgeError, match="expected a whole number") as err:
+            bridge.restore_frames(_request(clip, [FIRST], src, dst, **change, **extra))
+        assert err.value.status == 400

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -331,42 +332,77 @@ def parse_frames(body: object) -> FramesSpec:
                       mask_channels=_int_field(body, "mask_channels", 1, 4, 1) if mask else 1)
 
 
-@contextlib.contextmanager
-def _mapped(name: str, size: int, what: str) -> Any:
-    """The host's segment ``name`` (at least ``size`` bytes) mapped while the block runs, as a memoryview; the
-    host owns it (the bridge never removes it)."""
-    import mmap
+class _Segment:
+    """The host's shared memory segment ``name``, checked to be at least ``size`` bytes, a regular file and the
+    bridge user's own. Pixels are copied with pread/pwrite rather than mapped: a host that shrinks its segment
+    mid-request then gets a short read (a 400), where a mapping would kill the bridge with SIGBUS."""
 
-    try:
-        try:  # POSIX: shm_open + mmap directly; SharedMemory would register the host's segment for removal
-            import _posixshmem  # type: ignore[import-not-found]
-        except ImportError:  # Windows: named file mappings, which SharedMemory does not remove
-            from multiprocessing import shared_memory
-
-            shm = shared_memory.SharedMemory(name=name)
-            mapping, length = shm._mmap, shm.size  # type: ignore[attr-defined]
-        else:
-            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    def __init__(self, name: str, size: int, what: str) -> None:
+        self.name, self.size, self.what = name, size, what
+        self._fd: int | None = None
+        self._shm: Any = None
+        try:
             try:
-                length = os.fstat(fd).st_size
-                if length < size:
-                    raise RequestError(400, f"{what}: segment {name!r} holds {length} bytes, {size} needed")
-                mapping = mmap.mmap(fd, length)
-            finally:
-                os.close(fd)
-    except FileNotFoundError:
-        raise RequestError(400, f"{what}: no shared memory segment {name!r}") from None
-    except OSError as err:
-        raise RequestError(400, f"{what}: cannot map {name!r} ({err.strerror or err})") from None
-    if length < size:
-        raise RequestError(400, f"{what}: segment {name!r} holds {length} bytes, {size} needed")
-    view = memoryview(mapping)
-    try:
-        yield view
-    finally:
-        with contextlib.suppress(BufferError):  # an array still viewing it: the map goes with that array
-            view.release()
-            mapping.close()
+                import _posixshmem  # type: ignore[import-not-found]
+            except ImportError:  # Windows: named file mappings, which cannot shrink
+                from multiprocessing import shared_memory
+
+                self._shm = shared_memory.SharedMemory(name=name)
+                length = self._shm.size
+            else:  # shm_open adds O_NOFOLLOW: a symlink named facefix-... is refused (ELOOP)
+                self._fd = _posixshmem.shm_open("/" + name, os.O_RDWR | os.O_NONBLOCK, mode=0o600)
+                info = os.fstat(self._fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                    self.close()
+                    raise RequestError(400, f"{what}: segment {name!r} is not a file of the bridge's own user")
+                length = info.st_size
+        except FileNotFoundError:
+            raise RequestError(400, f"{what}: no shared memory segment {name!r}") from None
+        except OSError as err:
+            self.close()
+            raise RequestError(400, f"{what}: cannot open {name!r} ({err.strerror or err})") from None
+        if length < size:
+            self.close()
+            raise RequestError(400, f"{what}: segment {name!r} holds {length} bytes, {size} needed")
+
+    def read(self) -> Any:
+        """The segment's first ``size`` bytes, copied (uint8)."""
+        import numpy as np
+
+        data = np.empty(self.size, np.uint8)
+        if self._shm is not None:
+            data[:] = np.frombuffer(self._shm.buf, np.uint8, self.size)
+            return data
+        view, done = memoryview(data), 0  # type: ignore[arg-type]
+        while done < self.size:
+            got = os.preadv(self._fd, [view[done:]], done)  # type: ignore[arg-type]
+            if got <= 0:
+                raise RequestError(400, f"{self.what}: segment {self.name!r} shrank while being read")
+            done += got
+        return data
+
+    def write(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        if self._shm is not None:
+            self._shm.buf[:len(view)] = view
+            return
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._fd, view[done:], done)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
+
+    def __enter__(self) -> _Segment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _frames_of(buffer: Any, layout: FrameLayout, count: int, channels: int | None = None) -> Any:
@@ -747,15 +783,15 @@ class BridgeServer:
             base = self._frame_session(spec.settings)
             session = base.for_settings(replace(spec.settings, device=base.settings.device))
             with contextlib.ExitStack() as stack:
-                src = stack.enter_context(_mapped(spec.input, count * layout.frame_bytes, "input"))
-                dst = stack.enter_context(_mapped(spec.output, layout.frame_bytes, "output"))
+                src = stack.enter_context(_Segment(spec.input, count * layout.frame_bytes, "input"))
+                dst = stack.enter_context(_Segment(spec.output, layout.frame_bytes, "output"))
                 masks = None
                 if spec.mask is not None:
-                    held = stack.enter_context(_mapped(spec.mask, mask_bytes, "mask"))
-                    views = _frames_of(held, layout, count, spec.mask_channels)
+                    with _Segment(spec.mask, mask_bytes, "mask") as held:
+                        views = _frames_of(held.read(), layout, count, spec.mask_channels)
                     masks = [_mask_of(views[i], layout.depth) for i in range(count)]
                     del views
-                frames = _frames_of(src, layout, count)
+                frames = _frames_of(src.read(), layout, count)
                 lookahead = count - 1 - spec.frames.index(spec.render)
                 try:
                     results = session.restore(list(frames), spec.tracks, list(spec.frames), masks=masks,
@@ -767,8 +803,9 @@ class BridgeServer:
                     raise
                 finally:
                     del frames
-                out = _frames_of(dst, layout, 1)
+                out = _frames_of(bytearray(layout.frame_bytes), layout, 1)
                 out[0] = results[-1].image
+                dst.write(out)
                 del out, results
         return {"frame": spec.render, "seconds": time.perf_counter() - start}
 
@@ -853,12 +890,10 @@ class BridgeServer:
         if isinstance(number, bool) or not isinstance(number, int):
             raise RequestError(400, f"frame: expected a frame number, got {number!r}")
         layout = analysis.source.layout
-        with _mapped(str(_shm_field(body, "input")), layout.frame_bytes, "input") as shm:
-            view = _frames_of(shm, layout, 1)
-            pixels = view[0].astype(np.float32)  # a copy: the segment is the host's again when this returns
-            if layout.depth != "float32":
-                pixels /= float(np.iinfo(layout.depth).max)
-            del view
+        with _Segment(str(_shm_field(body, "input")), layout.frame_bytes, "input") as shm:
+            pixels = _frames_of(shm.read(), layout, 1)[0].astype(np.float32)
+        if layout.depth != "float32":
+            pixels /= float(np.iinfo(layout.depth).max)
         given = analysis.source.give(number, pixels)
         return {"given": given, "total": len(analysis.source.numbers)}
 
@@ -943,6 +978,7 @@ class _V6Server(_V4Server):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "facefix-serve"
     protocol_version = "HTTP/1.1"
+    timeout = 60.0  # seconds a client may stall mid-request (or idle between requests) before its socket closes
 
     @property
     def bridge(self) -> BridgeServer:
@@ -1051,7 +1087,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if length > self.bridge.max_body:
             self._discard_body()
             raise RequestError(413, f"the request body is {length} bytes; the limit is {self.bridge.max_body}")
-        raw = self.rfile.read(length) if length > 0 else b""
+        try:
+            raw = self.rfile.read(length) if length > 0 else b""
+        except OSError:  # a stalled or vanished client: answer if it still listens, then close
+            self.close_connection = True
+            raise RequestError(408, "the request body did not arrive in time") from None
+        if len(raw) < length:
+            self.close_connection = True
+            raise RequestError(400, f"the request body ended after {len(raw)} of {length} bytes")
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
