@@ -33,3 +33,25 @@ def repair_clip():
 @pytest.fixture(scope="session")
 def align():
     return aligned
+
+
+@pytest.fixture(scope="session")
+def write_repair_shot():  # type: ignore[no-untyped-def]
+    """``write(root, clip, first=1001, mesh=True)``: a ``synth.repair_clip`` as a float EXR sequence ``p.####.exr``
+    in ``root``; returns its FaceTracks from the clip's true landmarks (boxes 30 px around them; with the true mesh
+    unless ``mesh=False``)."""
+
+    def write(root, clip, first=1001, mesh=True):  # type: ignore[no-untyped-def]
+        from facefix import Face, FaceTracks
+        from facefix.io import Frame, FrameFormat
+        from facefix.io.sequence import write_frame
+
+        per = {}
+        for i, (rgb, lm, m) in enumerate(zip(clip.frames, clip.landmarks, clip.mesh)):
+            n = first + i
+            write_frame(root / f"p.{n:04d}.exr", Frame(n, rgb, FrameFormat.for_pixels(rgb, "float")))
+            box = (*(lm.min(0) - 30), *(lm.max(0) + 30))
+            per[n] = [Face(box=box, landmarks=lm, track_id=0, mesh=m if mesh else None)]
+        return FaceTracks.from_faces(per)
+
+    return write

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, FaceTracks, Settings
+from facefix import Settings
 from facefix.api import Session
 from facefix.demo import synth
 from facefix.engine import Engine
 from facefix.geometry import crop_from_frame_matrix, warp_affine
-from facefix.io import Frame, FrameFormat, open_source, read_frame
-from facefix.io.sequence import write_frame
+from facefix.io import open_source, read_frame
 from facefix.run import run_clip
 from facefix.temporal import flicker
 
@@ -20,15 +19,10 @@ FIRST = 1001
 
 
 @pytest.fixture(scope="module")
-def shot(tmp_path_factory):
+def shot(tmp_path_factory, write_repair_shot):
     root = tmp_path_factory.mktemp("deboil_shot")
     clip = synth.repair_clip("boil", N, (160, 160), seed=21, scale=1.1)
-    per = {}
-    for i, (rgb, lm) in enumerate(zip(clip.frames, clip.landmarks)):
-        n = FIRST + i
-        write_frame(root / f"p.{n:04d}.exr", Frame(n, rgb, FrameFormat.for_pixels(rgb, "float")))
-        per[n] = [Face(box=(*(lm.min(0) - 30), *(lm.max(0) + 30)), landmarks=lm, track_id=0)]
-    tracks = FaceTracks.from_faces(per)
+    tracks = write_repair_shot(root, clip, FIRST, mesh=False)
     tracks.save(root / "tracks.json")
     return root, tracks, clip
 

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from facefix import Face, FaceTracks, Settings
+from facefix import Face, Settings
 from facefix.demo import synth
 from facefix.engine import Engine
-from facefix.io import Frame, FrameFormat, open_source
-from facefix.io.sequence import write_frame
+from facefix.io import open_source
 from facefix.repair import ClipRepairer, repair_window
 from facefix.repair.dewarp import DEWARP_WINDOW, dewarp_crops, dewarp_offsets
 from facefix.run import run_clip
@@ -138,15 +137,10 @@ FIRST = 1001
 
 
 @pytest.fixture(scope="module")
-def shot(tmp_path_factory):
+def shot(tmp_path_factory, write_repair_shot):
     root = tmp_path_factory.mktemp("dewarp_shot")
     clip = synth.repair_clip("warp", N, (128, 128), seed=1, scale=0.9)
-    per = {}
-    for i, (rgb, lm, mesh) in enumerate(zip(clip.frames, clip.landmarks, clip.mesh)):
-        n = FIRST + i
-        write_frame(root / f"p.{n:04d}.exr", Frame(n, rgb, FrameFormat.for_pixels(rgb, "float")))
-        per[n] = [Face(box=(*(lm.min(0) - 30), *(lm.max(0) + 30)), landmarks=lm, track_id=0, mesh=mesh)]
-    return root, FaceTracks.from_faces(per), clip
+    return root, write_repair_shot(root, clip, FIRST), clip
 
 
 def _run(root, tracks, dest, frames=None, **kw):
