@@ -11,16 +11,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ofxCore.h"
@@ -39,13 +44,23 @@
 #ifndef SOCK_CLOEXEC
 #define SOCK_CLOEXEC 0
 #endif
+#ifndef SOCK_NONBLOCK /* macOS: O_NONBLOCK set with fcntl after socket() */
+#define SOCK_NONBLOCK 0
+#define FACEFIX_FCNTL_NONBLOCK 1
+#endif
 
 #define PLUGIN_ID "org.facefix.FaceFix"
 #define MASK_CLIP "Mask"
 #define TRACKS_PARAM "tracks"
 #define ANALYSE_PARAM "analyse"
-#define MAX_WINDOW 64
-#define RENDER_TIMEOUT_S 600
+#define MAX_WINDOW 64            /* frames one render hands over at most (the bridge's limit) */
+#define REQUEST_TIMEOUT_S 600    /* seconds one bridge request may take, start to end; FACEFIX_OFX_TIMEOUT overrides */
+#define MAX_ANSWER (64u << 20)   /* bytes of an answer's body: the face tracks of a long shot fit, a runaway does not */
+#define MAX_ANSWER_HEAD (64u << 10) /* bytes of an answer's status line and headers */
+#define MAX_SIDE 32768           /* pixels a side of a frame (the bridge's limit) */
+#define MAX_EDGE 1073741824.0    /* |pixel coordinate| a host may use: edges and their differences fit an int */
+#define MAX_FRAME 1000000000.0   /* |frame number|: beyond it a host's time is no frame (and frame +- window fits) */
+#define MAX_CLIP 1000000         /* frames one analysis takes (the bridge's limit) */
 
 static OfxHost *g_host;
 static const OfxPropertySuiteV1 *g_prop;
@@ -106,6 +121,13 @@ static void buf_json_string(buf *b, const char *text) {
 
 static void buf_free(buf *b) { free(b->data); memset(b, 0, sizeof *b); }
 
+/* 1 if the request body `b` was built whole; 0 and a reason if memory ran out on the way. */
+static int request_ready(const buf *b, char *err, size_t errsize) {
+    if (!b->failed) return 1;
+    snprintf(err, errsize, "out of memory for a request to the bridge");
+    return 0;
+}
+
 /* The end of the JSON value starting at p (an object, array, string or scalar), or NULL. */
 static const char *json_skip(const char *p) {
     if (*p == '"') {
@@ -131,6 +153,7 @@ static const char *json_skip(const char *p) {
 /* The value of top-level key `key` in the JSON object `json`: its span [*start, *end), 1 if found. */
 static int json_find(const char *json, const char *key, const char **start, const char **end) {
     const char *p = json;
+    if (!p) return 0;
     while (*p && *p != '{') p++;
     if (!*p) return 0;
     p++;
@@ -175,17 +198,24 @@ static int json_string(const char *json, const char *key, char *out, size_t size
 
 typedef struct bridge { char host[64]; int port; char token[256]; char url[128]; } bridge;
 
-static void connection_path(char *out, size_t size) {
+/* The connection file's path into out; 0 when it does not fit. */
+static int connection_path(char *out, size_t size) {
     const char *own = getenv("FACEFIX_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (own && *own) snprintf(out, size, "%s/serve.json", own);
-    else if (xdg && *xdg) snprintf(out, size, "%s/facefix/serve.json", xdg);
-    else snprintf(out, size, "%s/.cache/facefix/serve.json", home ? home : "");
+    int n;
+    if (own && *own) n = snprintf(out, size, "%s/serve.json", own);
+    else if (xdg && *xdg) n = snprintf(out, size, "%s/facefix/serve.json", xdg);
+    else n = snprintf(out, size, "%s/.cache/facefix/serve.json", home ? home : "");
+    return n >= 0 && (size_t)n < size;
 }
 
 /* The bridge named by the connection file; 0 and a one-line reason in err if there is none. */
 static int find_bridge(bridge *br, char *err, size_t errsize) {
     char path[768];
-    connection_path(path, sizeof path);
+    if (!connection_path(path, sizeof path)) {
+        snprintf(err, errsize, "the path of the FaceFix bridge's connection file (FACEFIX_CACHE, XDG_CACHE_HOME or "
+                 "HOME) is over %zu characters", sizeof path - 1);
+        return 0;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errsize, "no FaceFix bridge is running (no %s): start it with `facefix serve`", path);
@@ -196,17 +226,115 @@ static int find_bridge(bridge *br, char *err, size_t errsize) {
     fclose(f);
     text[n] = 0;
     memset(br, 0, sizeof *br);
+    int at = -1;  /* where the port begins */
     if (!json_string(text, "url", br->url, sizeof br->url) || !json_string(text, "token", br->token, sizeof br->token)
-        || sscanf(br->url, "http://%63[^:/]:%d", br->host, &br->port) != 2) {
+        || sscanf(br->url, "http://%63[^:/]:%n", br->host, &at) != 1 || at < 0) {
         snprintf(err, errsize, "the FaceFix bridge's connection file %s is unreadable: restart `facefix serve`", path);
+        return 0;
+    }
+    const char *digits = br->url + at;
+    char *stop = NULL;
+    errno = 0;
+    long number = *digits >= '0' && *digits <= '9' ? strtol(digits, &stop, 10) : 0;
+    if (errno || number < 1 || number > 65535 || (*stop && *stop != '/')) {
+        snprintf(err, errsize, "the FaceFix bridge's connection file %s names no usable port (%.40s; 1 to 65535): "
+                 "restart `facefix serve`", path, br->url);
+        return 0;
+    }
+    br->port = (int)number;
+    /* the token goes into a header line: printable ASCII only (the bridge's are URL-safe base64) */
+    for (const char *c = br->token; *c; c++)
+        if (*c <= ' ' || *c > '~') {
+            snprintf(err, errsize, "the FaceFix bridge's connection file %s has an unusable token: restart "
+                     "`facefix serve`", path);
+            return 0;
+        }
+    if (!br->token[0]) {
+        snprintf(err, errsize, "the FaceFix bridge's connection file %s has an empty token: restart `facefix serve`",
+                 path);
         return 0;
     }
     return 1;
 }
 
-/* One HTTP/1.1 request; returns the status (0 when the bridge cannot be reached, err says why) and the body. */
+/* The one deadline of every request, in ms from now: REQUEST_TIMEOUT_S or FACEFIX_OFX_TIMEOUT (seconds). */
+static int request_timeout_ms(long long *ms, char *err, size_t errsize) {
+    const char *text = getenv("FACEFIX_OFX_TIMEOUT");
+    *ms = REQUEST_TIMEOUT_S * 1000LL;
+    if (!text || !*text) return 1;
+    char *stop = NULL;
+    errno = 0;
+    double seconds = strtod(text, &stop);
+    if (stop == text || *stop || errno || !(seconds > 0 && seconds <= 86400)) {
+        snprintf(err, errsize, "FACEFIX_OFX_TIMEOUT=%.40s is not a number of seconds (more than 0, at most 86400)",
+                 text);
+        return 0;
+    }
+    *ms = (long long)ceil(seconds * 1000);
+    return 1;
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until `fd` is ready for `events` or the clock passes `deadline`: 1 ready, 0 out of time, -1 error (errno). */
+static int wait_until(int fd, short events, long long deadline) {
+    for (;;) {
+        long long left = deadline - now_ms();
+        if (left <= 0) return 0;
+        struct pollfd p = {fd, events, 0};
+        int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (n > 0) return 1;  /* POLLERR / POLLHUP too: the next call says what happened */
+        if (n < 0 && errno != EINTR) return -1;
+    }
+}
+
+/* The value of header `name` in the header lines [head, end) (after the status line), or NULL; *count: how many. */
+static const char *header_value(const char *head, const char *end, const char *name, int *count) {
+    const char *found = NULL;
+    size_t n = strlen(name);
+    *count = 0;
+    for (const char *line = head; line < end;) {
+        const char *next = memchr(line, '\n', (size_t)(end - line));
+        next = next ? next + 1 : end;
+        if ((size_t)(next - line) > n && strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            if (!found) found = line + n + 1;
+            (*count)++;
+        }
+        line = next;
+    }
+    return found;
+}
+
+/* A Content-Length value: 1 and its number (at most MAX_ANSWER; *over when it names more), 0 if it is no number. */
+static int content_length(const char *value, size_t *length, int *over) {
+    while (*value == ' ' || *value == '\t') value++;
+    size_t n = 0;
+    const char *p = value;
+    *over = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > MAX_ANSWER) *over = 1;  /* keep reading the digits, not the number: no overflow */
+        else n = n * 10 + (size_t)(*p - '0');
+    }
+    while (*p == ' ' || *p == '\t') p++;
+    if (p == value || (*p != '\r' && *p != '\n')) return 0;
+    if (n > MAX_ANSWER) *over = 1;
+    *length = n;
+    return 1;
+}
+
+/* One HTTP/1.1 request; returns the status (0 when the bridge cannot be reached or its answer is unusable, err
+ * says why) and the body in `answer`. The whole exchange, connect to last byte, ends by one deadline (a bridge that
+ * trickles bytes cannot hold a render thread); the answer must name its Content-Length, at most MAX_ANSWER bytes,
+ * and bring exactly that many. */
 static int http_request(const bridge *br, const char *method, const char *path, const buf *body, buf *answer,
                         char *err, size_t errsize) {
+    long long timeout_ms;
+    if (!request_timeout_ms(&timeout_ms, err, errsize)) return 0;
+    long long deadline = now_ms() + timeout_ms;
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
@@ -215,58 +343,108 @@ static int http_request(const bridge *br, const char *method, const char *path, 
         snprintf(err, errsize, "the FaceFix bridge's address %s is not a local IPv4 address", br->url);
         return 0;
     }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) { snprintf(err, errsize, "cannot open a socket: %s", strerror(errno)); return 0; }
+#ifdef FACEFIX_FCNTL_NONBLOCK
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
 #ifdef SO_NOSIGPIPE
     int on = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
 #endif
-    struct timeval tv = {RENDER_TIMEOUT_S, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int failure = 0;  /* errno of a failed connect */
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        failure = errno;
+        if (failure == EINPROGRESS || failure == EINTR) {
+            int ready = wait_until(fd, POLLOUT, deadline);
+            socklen_t len = sizeof failure;
+            if (ready == 0) failure = ETIMEDOUT;
+            else if (ready < 0) failure = errno;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &len) != 0) failure = errno;
+        }
+    }
+    if (failure) {
         snprintf(err, errsize, "cannot reach the FaceFix bridge at %s (%s): start it with `facefix serve`", br->url,
-                 strerror(errno));
+                 strerror(failure));
         close(fd);
         return 0;
     }
-    buf head = {0};
+    buf head = {0}, raw = {0};
     size_t body_len = body ? body->len : 0;
     buf_fmt(&head, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\nAccept: application/json\r\n"
             "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
             method, path, br->host, br->port, br->token, body_len);
-    int ok = !head.failed;
-    for (int part = 0; ok && part < 2; part++) {
+    const char *why = head.failed ? "out of memory" : NULL;  /* set: the exchange failed, and why */
+    int late = 0;  /* the deadline passed */
+    for (int part = 0; !why && part < 2; part++) {
         const char *p = part == 0 ? head.data : (body ? body->data : NULL);
         size_t left = part == 0 ? head.len : body_len;
-        while (p && left > 0) {
+        while (!why && p && left > 0) {
+            if (now_ms() >= deadline) { late = 1; why = ""; break; }  /* a bridge that reads, but slowly */
             ssize_t sent = send(fd, p, left, MSG_NOSIGNAL);
-            if (sent <= 0) { if (sent < 0 && errno == EINTR) continue; ok = 0; break; }
-            p += sent;
-            left -= (size_t)sent;
+            if (sent > 0) { p += sent; left -= (size_t)sent; continue; }
+            if (sent < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) { why = strerror(errno); break; }
+            int ready = wait_until(fd, POLLOUT, deadline);
+            if (ready <= 0) { late = ready == 0; why = late ? "" : strerror(errno); }
         }
     }
     buf_free(&head);
-    buf raw = {0};
     char chunk[8192];
-    while (ok) {
+    size_t head_len = 0, length = 0;  /* once the headers are in: their bytes (with the blank line), the body's */
+    int status = 0;
+    for (;;) {
+        if (!why && now_ms() >= deadline) { late = 1; why = ""; }  /* a bridge that writes, but slowly */
+        if (why) break;
         ssize_t got = recv(fd, chunk, sizeof chunk, 0);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) { ok = 0; break; }
-        if (got == 0) break;
+        if (got < 0) {
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) { why = strerror(errno); break; }
+            int ready = wait_until(fd, POLLIN, deadline);
+            if (ready <= 0) { late = ready == 0; why = late ? "" : strerror(errno); }
+            continue;
+        }
+        if (got == 0) {  /* the bridge closed the connection */
+            if (!head_len) why = raw.len ? "its answer is not HTTP" : "it closed the connection without an answer";
+            else if (raw.len - head_len < length) why = "its answer was cut short of its Content-Length";
+            break;
+        }
         buf_add(&raw, chunk, (size_t)got);
+        if (raw.failed) { why = "out of memory"; break; }
+        if (!head_len) {
+            const char *split = strstr(raw.data, "\r\n\r\n");
+            if (!split) {
+                if (raw.len > MAX_ANSWER_HEAD) why = "its answer's headers are over 64 KiB";
+                continue;
+            }
+            head_len = (size_t)(split + 4 - raw.data);
+            int count = 0, encodings = 0, over = 0;
+            const char *line_end = memchr(raw.data, '\n', head_len);
+            const char *value = header_value(line_end + 1, split + 2, "Content-Length", &count);
+            if (sscanf(raw.data, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599)
+                why = "its answer is not HTTP";
+            else if (header_value(line_end + 1, split + 2, "Transfer-Encoding", &encodings))
+                why = "its answer has a Transfer-Encoding";
+            else if (!value) why = "its answer has no Content-Length";
+            else if (count > 1 || !content_length(value, &length, &over)) why = "its answer's Content-Length is unusable";
+            else if (over) why = "its answer is larger than 64 MiB";
+            if (why) break;
+        }
+        if (raw.len - head_len > length) { why = "its answer is longer than its Content-Length"; break; }
+        if (raw.len - head_len == length) break;  /* all of it: no need to wait for the bridge to close */
     }
     close(fd);
-    int status = 0;
-    const char *split = raw.data ? strstr(raw.data, "\r\n\r\n") : NULL;
-    if (!ok || raw.failed || !split || sscanf(raw.data, "HTTP/1.%*d %d", &status) != 1) {
-        snprintf(err, errsize, "the FaceFix bridge at %s did not answer (%s)", br->url,
-                 errno ? strerror(errno) : "no reply");
+    if (why) {
+        if (late)
+            snprintf(err, errsize, "the FaceFix bridge at %s did not answer within %g s (FACEFIX_OFX_TIMEOUT sets the "
+                     "limit)", br->url, (double)timeout_ms / 1000);
+        else
+            snprintf(err, errsize, "the FaceFix bridge at %s did not answer usably (%s)", br->url, why);
         buf_free(&raw);
         return 0;
     }
-    buf_str(answer, split + 4);
+    buf_add(answer, raw.data + head_len, length);  /* never NULL on success, even for an empty body */
     buf_free(&raw);
+    if (answer->failed) { snprintf(err, errsize, "out of memory for the FaceFix bridge's answer"); return 0; }
     return status;
 }
 
@@ -316,12 +494,26 @@ static int segment_reserve(segment *s, const char *role, size_t size, char *err,
              __atomic_add_fetch(&g_segment_counter, 1, __ATOMIC_SEQ_CST), role);
     int fd = segment_open(s->name, O_RDWR | O_CREAT | O_EXCL);
     if (fd < 0) { snprintf(err, errsize, "cannot create shared memory %s: %s", s->name, strerror(errno)); return 0; }
-    if (ftruncate(fd, (off_t)size) != 0) {
+    if (size > (size_t)INT64_MAX || ftruncate(fd, (off_t)size) != 0) {
         snprintf(err, errsize, "cannot size shared memory %s to %zu bytes: %s", s->name, size, strerror(errno));
         close(fd);
         segment_unlink(s->name);
         return 0;
     }
+#ifdef __linux__
+    /* A mapping of more than /dev/shm holds would take the host down (SIGBUS) at the first write past its end:
+     * refuse what is plainly too big, then reserve every page now, so a full /dev/shm is an error here instead. */
+    struct statvfs fs;
+    int failure = fstatvfs(fd, &fs) == 0 && (double)fs.f_bavail * (double)fs.f_frsize < (double)size
+                  ? ENOSPC : posix_fallocate(fd, 0, (off_t)size);
+    if (failure) {
+        snprintf(err, errsize, "cannot reserve %.0f MiB of shared memory for %s (%s): free some or enlarge /dev/shm",
+                 (double)size / 1048576.0, s->name, strerror(failure));
+        close(fd);
+        segment_unlink(s->name);
+        return 0;
+    }
+#endif
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) {
@@ -358,7 +550,7 @@ static instance *instance_of(OfxImageEffectHandle effect) {
 }
 
 static OfxStatus fail(OfxImageEffectHandle effect, const char *text) {
-    if (g_message) g_message->message(effect, kOfxMessageError, "FaceFix.error", "FaceFix: %s", text);
+    if (g_message && g_message->message) g_message->message(effect, kOfxMessageError, "FaceFix.error", "FaceFix: %s", text);
     return kOfxStatFailed;
 }
 
@@ -505,7 +697,8 @@ static OfxStatus destroy_instance(OfxImageEffectHandle effect) {
 
 /* ------------------------------------------------------------------------------------------ settings */
 
-static void add_value(buf *b, const instance *it, int i, OfxTime time) {
+/* Control `i` at `time` as JSON; 0 and a reason when the host's value is no number (NaN or infinite). */
+static int add_value(buf *b, const instance *it, int i, OfxTime time, char *err, size_t errsize) {
     const ff_param *p = &ff_params[i];
     OfxParamHandle h = it->params[i];
     double d = p->def;
@@ -514,6 +707,11 @@ static void add_value(buf *b, const instance *it, int i, OfxTime time) {
     switch (p->kind) {
     case FF_DOUBLE:
         if (h) g_param->paramGetValueAtTime(h, time, &d);
+        if (!isfinite(d)) {
+            snprintf(err, errsize, "the host gave the control %s the value %g at time %g: not a number", p->name, d,
+                     time);
+            return 0;
+        }
         buf_fmt(b, "%.17g", d);
         break;
     case FF_INT:
@@ -533,10 +731,13 @@ static void add_value(buf *b, const instance *it, int i, OfxTime time) {
         buf_json_string(b, s ? s : p->def_string);
         break;
     }
+    return 1;
 }
 
-/* "settings": the controls at `frames` (animatable ones as {"frame": value} keys, the others at `time`). */
-static void add_settings(buf *b, const instance *it, OfxTime time, const int *frames, int count) {
+/* "settings": the controls at `frames` (animatable ones as {"frame": value} keys, the others at `time`); 0 and a
+ * reason when a value is unusable. */
+static int add_settings(buf *b, const instance *it, OfxTime time, const int *frames, int count, char *err,
+                        size_t errsize) {
     buf_str(b, "\"settings\": {");
     for (int i = 0; i < FF_N_PARAMS; i++) {
         buf_fmt(b, "%s\"%s\": ", i ? ", " : "", ff_params[i].name);
@@ -544,14 +745,15 @@ static void add_settings(buf *b, const instance *it, OfxTime time, const int *fr
             buf_str(b, "{");
             for (int k = 0; k < count; k++) {
                 buf_fmt(b, "%s\"%d\": ", k ? ", " : "", frames[k]);
-                add_value(b, it, i, (OfxTime)frames[k]);
+                if (!add_value(b, it, i, (OfxTime)frames[k], err, errsize)) return 0;
             }
             buf_str(b, "}");
-        } else {
-            add_value(b, it, i, time);
+        } else if (!add_value(b, it, i, time, err, errsize)) {
+            return 0;
         }
     }
     buf_str(b, "}");
+    return 1;
 }
 
 /* ------------------------------------------------------------------------------------------ pixels */
@@ -604,8 +806,20 @@ static int fetch(OfxImageClipHandle clip, OfxTime time, const char *what, image 
                  "16-bit or float RGBA/RGB)", what, time, depth ? depth : "none", components ? components : "none");
         return 0;
     }
+    const int edges[4] = {im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2};
+    for (int k = 0; k < 4; k++)
+        if (!(edges[k] >= -MAX_EDGE && edges[k] <= MAX_EDGE)) {
+            snprintf(err, errsize, "%s image at frame %g: bounds out of range (%d %d %d %d)", what, time,
+                     im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2);
+            return 0;
+        }
     long width = (long)im->bounds.x2 - im->bounds.x1;
-    if (width < 0 || labs((long)im->row_bytes) < width * im->channels * im->bytes_per_channel) {
+    if (width < 0 || im->bounds.y2 < im->bounds.y1) {
+        snprintf(err, errsize, "%s image at frame %g: its bounds are reversed (%d %d %d %d)", what, time,
+                 im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2);
+        return 0;
+    }
+    if (labs((long)im->row_bytes) < width * im->channels * im->bytes_per_channel) {
         snprintf(err, errsize, "%s image at frame %g: row bytes %d too small for its bounds", what, time,
                  im->row_bytes);
         return 0;
@@ -670,7 +884,37 @@ static int clip_connected(OfxImageClipHandle clip) {
     return connected;
 }
 
-/* The source's region of definition at `time` in whole pixels, and its frame range. */
+/* The frame number of host time `t`: 1, or 0 when `t` is no frame (NaN, infinite, beyond MAX_FRAME). */
+static int frame_of(double t, int *frame) {
+    if (!(t >= -MAX_FRAME && t <= MAX_FRAME)) return 0;
+    *frame = (int)floor(t + 0.5);
+    return 1;
+}
+
+/* `time` as a frame number, or 0 and a one-line reason naming `action`. */
+static int host_frame(OfxTime time, const char *action, int *frame, char *err, size_t errsize) {
+    if (frame_of(time, frame)) return 1;
+    snprintf(err, errsize, "the host asked to %s at time %g, which is no frame (at most %.0f either side of 0)",
+             action, time, MAX_FRAME);
+    return 0;
+}
+
+/* a * b into *out; 0 when it does not fit a size_t. */
+static int size_product(size_t a, size_t b, size_t *out) {
+    if (b && a > SIZE_MAX / b) return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* Bytes of `count` packed frames covering `frame` of `channels` x `bytes`; 0 when that is beyond a size_t. */
+static int frames_size(const OfxRectI *frame, int channels, int bytes, int count, size_t *out) {
+    size_t pixels, frame_bytes;
+    return size_product((size_t)(frame->x2 - frame->x1), (size_t)(frame->y2 - frame->y1), &pixels)
+           && size_product(pixels, (size_t)channels * (size_t)bytes, &frame_bytes)
+           && size_product(frame_bytes, (size_t)count, out);
+}
+
+/* The source's region of definition at `time` in whole pixels (at most MAX_SIDE a side), and its frame range. */
 static int source_frame(const instance *it, OfxTime time, OfxRectI *frame, int *first, int *last, char *err,
                         size_t errsize) {
     OfxRectD rod;
@@ -678,18 +922,33 @@ static int source_frame(const instance *it, OfxTime time, OfxRectI *frame, int *
         snprintf(err, errsize, "the host gave no region of definition for the Source clip");
         return 0;
     }
+    const double edges[4] = {rod.x1, rod.y1, rod.x2, rod.y2};
+    for (int k = 0; k < 4; k++)
+        if (!(edges[k] >= -MAX_EDGE && edges[k] <= MAX_EDGE)) {
+            snprintf(err, errsize, "the host gave the Source clip a region of definition out of range (%g %g %g %g)",
+                     rod.x1, rod.y1, rod.x2, rod.y2);
+            return 0;
+        }
     frame->x1 = (int)floor(rod.x1); frame->y1 = (int)floor(rod.y1);
     frame->x2 = (int)ceil(rod.x2); frame->y2 = (int)ceil(rod.y2);
     if (frame->x2 <= frame->x1 || frame->y2 <= frame->y1) {
         snprintf(err, errsize, "the Source clip is empty at frame %g", time);
         return 0;
     }
+    if (frame->x2 - frame->x1 > MAX_SIDE || frame->y2 - frame->y1 > MAX_SIDE) {
+        snprintf(err, errsize, "the Source clip is %d x %d pixels; FaceFix takes at most %d a side",
+                 frame->x2 - frame->x1, frame->y2 - frame->y1, MAX_SIDE);
+        return 0;
+    }
     double range[2] = {time, time};
     OfxPropertySetHandle props;
     if (g_effect->clipGetPropertySet(it->source, &props) == kOfxStatOK)
         g_prop->propGetDoubleN(props, kOfxImageEffectPropFrameRange, 2, range);
-    *first = (int)floor(range[0] + 0.5);
-    *last = (int)floor(range[1] + 0.5);
+    if (!frame_of(range[0], first) || !frame_of(range[1], last) || *last < *first) {
+        snprintf(err, errsize, "the host gave the Source clip a frame range out of range (%g to %g)", range[0],
+                 range[1]);
+        return 0;
+    }
     return 1;
 }
 
@@ -718,17 +977,28 @@ static int frame_window(const instance *it, OfxTime time, int *preroll, int *loo
 static OfxStatus render_locked(OfxImageEffectHandle effect, instance *it, OfxPropertySetHandle in, char *err,
                                size_t errsize) {
     OfxTime time = 0;
-    OfxRectI window;
+    OfxRectI window = {0, 0, 0, 0};
     double scale[2] = {1, 1};
     g_prop->propGetDouble(in, kOfxPropTime, 0, &time);
-    g_prop->propGetIntN(in, kOfxImageEffectPropRenderWindow, 4, &window.x1);
+    if (g_prop->propGetIntN(in, kOfxImageEffectPropRenderWindow, 4, &window.x1) != kOfxStatOK) {
+        snprintf(err, errsize, "the host gave no render window");
+        return kOfxStatFailed;
+    }
     g_prop->propGetDoubleN(in, kOfxImageEffectPropRenderScale, 2, scale);
     if (scale[0] != 1.0 || scale[1] != 1.0) {
-        snprintf(err, errsize, "FaceFix renders at full resolution only (render scale %g): turn proxy off", scale[0]);
+        snprintf(err, errsize, "FaceFix renders at full resolution only (render scale %g x %g): turn proxy off",
+                 scale[0], scale[1]);
+        return kOfxStatFailed;
+    }
+    if (window.x2 < window.x1 || window.y2 < window.y1 || window.x1 < -MAX_EDGE || window.y1 < -MAX_EDGE
+        || window.x2 > MAX_EDGE || window.y2 > MAX_EDGE) {
+        snprintf(err, errsize, "the host gave a render window out of range (%d %d %d %d)", window.x1, window.y1,
+                 window.x2, window.y2);
         return kOfxStatFailed;
     }
     OfxRectI frame;
-    int first, last, now = (int)floor(time + 0.5);
+    int first, last, now;
+    if (!host_frame(time, "render", &now, err, errsize)) return kOfxStatFailed;
     if (!source_frame(it, time, &frame, &first, &last, err, errsize)) return kOfxStatFailed;
     char *tracks = NULL;
     if (it->tracks) g_param->paramGetValue(it->tracks, &tracks);
@@ -745,8 +1015,13 @@ static OfxStatus render_locked(OfxImageEffectHandle effect, instance *it, OfxPro
     image im;
     int channels, bytes;
     if (!source_format(it, &channels, &bytes, err, errsize)) return kOfxStatFailed;
-    size_t frame_bytes = (size_t)(frame.x2 - frame.x1) * (size_t)(frame.y2 - frame.y1) * (size_t)(channels * bytes);
-    if (!segment_reserve(&it->input, "in", frame_bytes * (size_t)count, err, errsize)
+    size_t frame_bytes, window_bytes;
+    if (!frames_size(&frame, channels, bytes, 1, &frame_bytes)
+        || !frames_size(&frame, channels, bytes, count, &window_bytes)) {
+        snprintf(err, errsize, "the Source frames are too large to hand over");
+        return kOfxStatFailed;
+    }
+    if (!segment_reserve(&it->input, "in", window_bytes, err, errsize)
         || !segment_reserve(&it->result, "out", frame_bytes, err, errsize))
         return kOfxStatFailed;
     for (int k = 0; k < count; k++) {
@@ -769,10 +1044,16 @@ static OfxStatus render_locked(OfxImageEffectHandle effect, instance *it, OfxPro
                 release(&im);
                 return kOfxStatFailed;
             }
-            size_t mask_bytes = (size_t)(frame.x2 - frame.x1) * (size_t)(frame.y2 - frame.y1) * (size_t)(im.channels * bytes);
+            size_t mask_bytes, masks_bytes;
+            if (!frames_size(&frame, im.channels, bytes, 1, &mask_bytes)
+                || !frames_size(&frame, im.channels, bytes, count, &masks_bytes)) {
+                snprintf(err, errsize, "the Mask frames are too large to hand over");
+                release(&im);
+                return kOfxStatFailed;
+            }
             if (k == 0) {
                 mask_channels = im.channels;
-                if (!segment_reserve(&it->masks, "mask", mask_bytes * (size_t)count, err, errsize)) {
+                if (!segment_reserve(&it->masks, "mask", masks_bytes, err, errsize)) {
                     release(&im);
                     return kOfxStatFailed;
                 }
@@ -793,14 +1074,14 @@ static OfxStatus render_locked(OfxImageEffectHandle effect, instance *it, OfxPro
     for (int k = 0; k < count; k++) buf_fmt(&body, "%s%d", k ? ", " : "", frames[k]);
     buf_str(&body, "], ");
     if (mask_channels) buf_fmt(&body, "\"mask\": \"%s\", \"mask_channels\": %d, ", it->masks.name + 1, mask_channels);
-    add_settings(&body, it, time, frames, count);
+    int ok = add_settings(&body, it, time, frames, count, err, errsize);
     buf_str(&body, ", \"tracks\": ");
     tracks = NULL;  /* fetched again: a host's string is only sure to live until the next parameter call */
     g_param->paramGetValue(it->tracks, &tracks);
     buf_str(&body, tracks && tracks[0] == '{' ? tracks : "{}");
     buf_str(&body, "}");
     buf answer = {0};
-    int ok = !body.failed && call_bridge("POST", "/frames", &body, &answer, err, errsize);
+    ok = ok && request_ready(&body, err, errsize) && call_bridge("POST", "/frames", &body, &answer, err, errsize);
     buf_free(&body);
     buf_free(&answer);
     if (!ok) return kOfxStatFailed;
@@ -829,24 +1110,40 @@ static OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in) {
 
 static OfxStatus analyse_locked(instance *it, OfxTime time, char *err, size_t errsize) {
     OfxRectI frame;
-    int first, last;
+    int first, last, now;
+    if (!host_frame(time, "analyse", &now, err, errsize)) return kOfxStatFailed;
     if (!source_frame(it, time, &frame, &first, &last, err, errsize)) return kOfxStatFailed;
+    if ((long long)last - first + 1 > MAX_CLIP) {
+        snprintf(err, errsize, "the Source clip has %lld frames; one analysis takes at most %d",
+                 (long long)last - first + 1, MAX_CLIP);
+        return kOfxStatFailed;
+    }
     image im;
     int channels, bytes;
     if (!source_format(it, &channels, &bytes, err, errsize)) return kOfxStatFailed;
-    size_t frame_bytes = (size_t)(frame.x2 - frame.x1) * (size_t)(frame.y2 - frame.y1) * (size_t)(channels * bytes);
+    size_t frame_bytes;
+    if (!frames_size(&frame, channels, bytes, 1, &frame_bytes)) {
+        snprintf(err, errsize, "the Source frames are too large to hand over");
+        return kOfxStatFailed;
+    }
     if (!segment_reserve(&it->input, "in", frame_bytes, err, errsize)) return kOfxStatFailed;
     buf body = {0}, answer = {0};
     buf_fmt(&body, "{\"width\": %d, \"height\": %d, \"channels\": %d, \"depth\": \"%s\", \"frames\": [",
             frame.x2 - frame.x1, frame.y2 - frame.y1, channels, depth_name(bytes));
     for (int n = first; n <= last; n++) buf_fmt(&body, "%s%d", n > first ? ", " : "", n);
     buf_str(&body, "], ");
-    add_settings(&body, it, time, NULL, 0);
+    int ok = add_settings(&body, it, time, NULL, 0, err, errsize);
     buf_str(&body, "}");
-    int ok = !body.failed && call_bridge("POST", "/analyses", &body, &answer, err, errsize);
+    ok = ok && request_ready(&body, err, errsize) && call_bridge("POST", "/analyses", &body, &answer, err, errsize);
     buf_free(&body);
     char id[64] = "", path[128];
-    if (ok && !json_string(answer.data, "id", id, sizeof id)) { snprintf(err, errsize, "no analysis id"); ok = 0; }
+    /* the id goes into request paths: letters, digits, '-' and '_' only */
+    if (ok && (!json_string(answer.data, "id", id, sizeof id) || !id[0]
+               || strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(id))) {
+        snprintf(err, errsize, "the FaceFix bridge answered the analysis without a usable id");
+        id[0] = 0;
+        ok = 0;
+    }
     buf_free(&answer);
     for (int n = first; ok && n <= last; n++) {
         ok = fetch(it->source, (OfxTime)n, "Source", &im, err, errsize);
@@ -859,7 +1156,7 @@ static OfxStatus analyse_locked(instance *it, OfxTime time, char *err, size_t er
         if (!ok) break;
         buf_fmt(&body, "{\"input\": \"%s\", \"frame\": %d}", it->input.name + 1, n);
         snprintf(path, sizeof path, "/analyses/%s/frames", id);
-        ok = call_bridge("POST", path, &body, &answer, err, errsize);
+        ok = request_ready(&body, err, errsize) && call_bridge("POST", path, &body, &answer, err, errsize);
         buf_free(&body);
         buf_free(&answer);
     }
@@ -922,29 +1219,58 @@ static OfxStatus regions_of_interest(OfxImageEffectHandle effect, OfxPropertySet
     return kOfxStatOK;
 }
 
-/* The frames before and after `now` that its result reads (the bridge knows the controls' reach); 0 if unknown. */
-static int frame_window(const instance *it, OfxTime time, int *preroll, int *lookahead, char *err, size_t errsize) {
-    buf body = {0}, answer = {0};
-    int now[1] = {(int)floor(time + 0.5)};
-    buf_str(&body, "{");
-    add_settings(&body, it, time, now, 1);
-    buf_str(&body, "}");
-    int ok = !body.failed && call_bridge("POST", "/frames/window", &body, &answer, err, errsize);
+/* The whole number of top-level key `key` in `json`, from `low` to `high`; 0 and a reason naming `what` if none. */
+static int json_count(const char *json, const char *key, const char *what, long low, long high, int *out, char *err,
+                      size_t errsize) {
     const char *s, *e;
-    *preroll = *lookahead = 0;
-    if (ok && json_find(answer.data, "preroll", &s, &e)) *preroll = atoi(s);
-    if (ok && json_find(answer.data, "lookahead", &s, &e)) *lookahead = atoi(s);
+    if (!json || !json_find(json, key, &s, &e)) {
+        snprintf(err, errsize, "the FaceFix bridge answered without a %s", what);
+        return 0;
+    }
+    char *stop = NULL;
+    errno = 0;
+    long value = *s == '-' || (*s >= '0' && *s <= '9') ? strtol(s, &stop, 10) : 0;
+    while (stop && stop < e && (*stop == ' ' || *stop == '\n' || *stop == '\r' || *stop == '\t')) stop++;
+    if (!stop || stop != e || errno || value < low || value > high) {
+        snprintf(err, errsize, "the FaceFix bridge answered a %s of %.*s (expected a whole number from %ld to %ld)",
+                 what, (int)(e - s < 24 ? e - s : 24), s, low, high);
+        return 0;
+    }
+    *out = (int)value;
+    return 1;
+}
+
+/* The frames before and after `now` that its result reads (the bridge knows the controls' reach); 0 and a reason if
+ * the bridge cannot say, or says more than one request carries (MAX_WINDOW frames in all). */
+static int frame_window(const instance *it, OfxTime time, int *preroll, int *lookahead, char *err, size_t errsize) {
+    int now[1];
+    if (!host_frame(time, "render", &now[0], err, errsize)) return 0;
+    buf body = {0}, answer = {0};
+    buf_str(&body, "{");
+    int ok = add_settings(&body, it, time, now, 1, err, errsize);
+    buf_str(&body, "}");
+    ok = ok && request_ready(&body, err, errsize) && call_bridge("POST", "/frames/window", &body, &answer, err, errsize)
+             && json_count(answer.data, "preroll", "pre-roll", 0, MAX_WINDOW - 1, preroll, err, errsize)
+             && json_count(answer.data, "lookahead", "look-ahead", 0, MAX_WINDOW - 1, lookahead, err, errsize);
+    if (ok && *preroll + *lookahead + 1 > MAX_WINDOW) {
+        snprintf(err, errsize, "the FaceFix bridge asked for %d frames before and %d after each frame; one render "
+                 "carries at most %d frames", *preroll, *lookahead, MAX_WINDOW);
+        ok = 0;
+    }
     buf_free(&body);
     buf_free(&answer);
     return ok;
 }
 
+/* The Source frames a render at `time` reads. A time that is no frame is the host's error; a bridge that cannot say
+ * leaves the host's default (the frame alone), and the render then reports why. */
 static OfxStatus frames_needed(OfxImageEffectHandle effect, OfxPropertySetHandle in, OfxPropertySetHandle out) {
     instance *it = instance_of(effect);
     OfxTime time = 0;
-    char err[256];
-    int preroll, lookahead;
+    char err[1024];
+    int preroll, lookahead, now;
     g_prop->propGetDouble(in, kOfxPropTime, 0, &time);
+    if (!host_frame(time, "render", &now, err, sizeof err)) return fail(effect, err);
     if (!it || !frame_window(it, time, &preroll, &lookahead, err, sizeof err)) return kOfxStatReplyDefault;
     double range[2] = {time - preroll, time + lookahead};
     g_prop->propSetDoubleN(out, kOfxImageClipPropFrameRangePrefix kOfxImageEffectSimpleSourceClipName, 2, range);
@@ -954,7 +1280,7 @@ static OfxStatus frames_needed(OfxImageEffectHandle effect, OfxPropertySetHandle
 /* ------------------------------------------------------------------------------------------ entry points */
 
 static OfxStatus load(void) {
-    if (!g_host) return kOfxStatErrMissingHostFeature;
+    if (!g_host || !g_host->fetchSuite) return kOfxStatErrMissingHostFeature;
     g_prop = g_host->fetchSuite(g_host->host, kOfxPropertySuite, 1);
     g_param = g_host->fetchSuite(g_host->host, kOfxParameterSuite, 1);
     g_effect = g_host->fetchSuite(g_host->host, kOfxImageEffectSuite, 1);
@@ -969,7 +1295,7 @@ static OfxStatus main_entry(const char *action, const void *handle, OfxPropertyS
     OfxImageEffectHandle effect = (OfxImageEffectHandle)handle;
     if (!action) return kOfxStatErrUnknown;
     if (strcmp(action, kOfxActionLoad) == 0) return load();
-    if (!g_prop || !g_effect) return kOfxStatErrMissingHostFeature;
+    if (!g_prop || !g_param || !g_effect || !g_memory || !g_thread) return kOfxStatErrMissingHostFeature;
     if (strcmp(action, kOfxActionUnload) == 0) return kOfxStatOK;
     if (strcmp(action, kOfxActionDescribe) == 0) return describe(effect);
     if (strcmp(action, kOfxImageEffectActionDescribeInContext) == 0) return describe_in_context(effect);

@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_FILE = Path(__file__).resolve().parent / "ofx_host.py"
+HOSTILE_FILE = HOST_FILE.parent / "hostile.py"
 FIRST, N, SIZE = 1001, 4, (72, 88)  # frames, (height, width)
 
 if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
@@ -38,14 +39,40 @@ def bundle(tmp_path_factory) -> Path:
     return build_bundle(tmp_path_factory.mktemp("ofx_build"))
 
 
+def libasan() -> str | None:
+    """The compiler's AddressSanitizer runtime, to preload into Python for the sanitizer build; None without one."""
+    done = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = done.stdout.strip()
+    return path if done.returncode == 0 and Path(path).is_absolute() and Path(path).exists() else None
+
+
 @pytest.fixture(scope="session")
-def ofx():
-    """The test host module (loaded by path: the tests import in importlib mode)."""
-    spec = importlib.util.spec_from_file_location("facefix_ofx_test_host", HOST_FILE)
+def sanitized_bundle(tmp_path_factory) -> Path:
+    """The AddressSanitizer + UndefinedBehaviorSanitizer build (-DFACEFIX_SANITIZE=ON)."""
+    return build_bundle(tmp_path_factory.mktemp("ofx_asan"), sanitize=True)
+
+
+def load_module(name: str, path: Path):
+    """A module of this folder, loaded by path once (the tests import in importlib mode)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def ofx():
+    """The test host module."""
+    return load_module("facefix_ofx_test_host", HOST_FILE)
+
+
+@pytest.fixture(scope="session")
+def hostile():
+    """The misbehaving bridge and host cases (hostile.py)."""
+    return load_module("facefix_ofx_hostile", HOSTILE_FILE)
 
 
 @pytest.fixture(scope="session")

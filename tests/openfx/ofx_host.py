@@ -128,6 +128,8 @@ class Host:
         self._mutexes: dict[int, threading.RLock] = {}
         self.messages: list[str] = []
         self.rod = (0.0, 0.0, 0.0, 0.0)
+        self.reported_rod: tuple[float, float, float, float] | None = None  # a region of definition to report
+        # instead of ``rod`` (a host's nonsense: NaN, huge), while images keep ``rod``'s size
         self.frame_range = (0.0, 0.0)
         self.aborted = False
         self._suites = self._make_suites()
@@ -519,7 +521,7 @@ class Host:
     def _clip_rod(self, h: int, time: float, out: Any) -> int:
         if self._obj(h, Clip) is None:
             return ERR_BAD_HANDLE
-        out[0] = OfxRectD(*self.rod)
+        out[0] = OfxRectD(*(self.reported_rod or self.rod))
         return OK
 
     def _clip_image(self, h: int, time: float, region: int, out: Any) -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from facefix.bridge.client import Bridge
 
-from .conftest import FIRST, REPO, SIZE, N, build_bundle
+from .conftest import FIRST, REPO, SIZE, N, libasan
 
 ROD = (10.0, 20.0, 10.0 + SIZE[1], 20.0 + SIZE[0])  # a region of definition off the origin
 SETTINGS = {"model": "gfpgan-1.4", "device": "cpu", "temporal": 0.5}
@@ -215,21 +215,15 @@ print("ok")
 """
 
 
-def _libasan() -> str | None:
-    done = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
-    path = done.stdout.strip()
-    return path if done.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
-
-
-def test_the_plugin_runs_clean_under_asan_and_ubsan(clip, host_bridge, fake_model, tmp_path):
-    libasan = _libasan()
-    if libasan is None:
+def test_the_plugin_runs_clean_under_asan_and_ubsan(clip, host_bridge, fake_model, tmp_path, sanitized_bundle):
+    preload = libasan()
+    if preload is None:
         pytest.skip("no libasan")
-    sanitized = build_bundle(tmp_path / "asan", sanitize=True)
+    sanitized = sanitized_bundle
     pixels, tracks = clip
     np.save(tmp_path / "pixels.npy", pixels)
     (tmp_path / "tracks.json").write_text(json.dumps(tracks))
-    env = {**os.environ, "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+    env = {**os.environ, "LD_PRELOAD": preload, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
     done = subprocess.run([sys.executable, "-c", ASAN_SCRIPT, str(Path(__file__).parent), str(sanitized),
                            str(tmp_path / "pixels.npy"), str(tmp_path / "tracks.json")],

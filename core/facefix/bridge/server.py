@@ -219,6 +219,8 @@ FRAME_FIELDS = ("width", "height", "channels", "depth", "input", "output", "fram
 ANALYSIS_FIELDS = ("width", "height", "channels", "depth", "frames", "settings")
 ANALYSIS_BUFFER = 4  # frames a host may hand over ahead of the detector (then it waits)
 ANALYSIS_IDLE_S = 120.0  # an analysis whose host stops sending frames for this long fails
+ANALYSIS_KEEP_S = 1800.0  # a finished analysis whose host never collects it is forgotten after this long
+KEEP_ANALYSES = 16  # analyses held at once (beyond, the oldest is failed and forgotten)
 
 
 @dataclass(frozen=True)
@@ -486,6 +488,7 @@ class Analysis:
     tracks: Any = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    finished: float | None = None  # the bridge's clock when it ended (done or failed)
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -496,7 +499,9 @@ class BridgeServer:
 
     host/port: where to listen (port 0 = any free port). device: the jobs' device (``auto``, ``cpu``,
     ``cuda``, ``cuda:N``) unless a job's settings name one. model_path: a weights file for every job that
-    gives none. log: where job state changes go, one line each (None: nowhere).
+    gives none. log: where job state changes go, one line each (None: nowhere). analysis_keep_s: how long a
+    finished analysis waits for its host to collect it (``ANALYSIS_KEEP_S``); clock: the monotonic clock that
+    measures it (tests pass their own).
 
         server = BridgeServer(port=0, device="cpu").start()
         ... server.url, server.token ...
@@ -505,7 +510,8 @@ class BridgeServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, device: str = "auto",
                  model_path: str | None = None, log: Callable[[str], None] | None = None,
-                 max_body: int = MAX_BODY, warm_sessions: int = WARM_SESSIONS) -> None:
+                 max_body: int = MAX_BODY, warm_sessions: int = WARM_SESSIONS,
+                 analysis_keep_s: float = ANALYSIS_KEEP_S, clock: Callable[[], float] = time.monotonic) -> None:
         from .. import __version__
         from ..engine import resolve_device
 
@@ -523,7 +529,11 @@ class BridgeServer:
         self._sessions: OrderedDict[tuple, Any] = OrderedDict()
         self._frame_sessions: OrderedDict[tuple, Any] = OrderedDict()  # guarded by _frames_lock
         self._frames_lock = threading.Lock()
-        self._analyses: OrderedDict[str, Analysis] = OrderedDict()
+        self._analyses: OrderedDict[str, Analysis] = OrderedDict()  # guarded by _lock
+        self.analysis_keep_s = float(analysis_keep_s)
+        if not self.analysis_keep_s > 0:
+            raise ValueError(f"analysis_keep_s: expected seconds above 0, got {analysis_keep_s!r}")
+        self._clock = clock
         self._stopping = False
         self._connection_file: Path | None = None
         server_class = _V6Server if ":" in host else _V4Server
@@ -852,8 +862,9 @@ class BridgeServer:
         with self._lock:
             if self._stopping:
                 raise RequestError(503, "the bridge is shutting down")
+            self._forget_stale_analyses()
             self._analyses[analysis.id] = analysis
-            while len(self._analyses) > 16:
+            while len(self._analyses) > KEEP_ANALYSES:
                 self._analyses.popitem(last=False)[1].source.fail("too many analyses at once")
         threading.Thread(target=self._analyse, args=(analysis, settings, device), name="facefix-serve-analyse",
                          daemon=True).start()
@@ -870,14 +881,28 @@ class BridgeServer:
             analysis.error = _error_line(err)
             analysis.source.fail(analysis.error)
         finally:
+            analysis.finished = self._clock()
             analysis.done.set()
         self.log(f"analysis {analysis.id} " + (f"failed: {analysis.error}" if analysis.error else "done"))
 
+    def _forget_stale_analyses(self) -> None:
+        """Forget the analyses that finished ``analysis_keep_s`` ago or more and were never collected (their
+        hosts went away): their tracks would otherwise stay until KEEP_ANALYSES newer ones push them out.
+        Called with ``_lock`` held, whenever a host starts or asks for an analysis."""
+        now = self._clock()
+        stale = [key for key, analysis in self._analyses.items()
+                 if analysis.finished is not None and now - analysis.finished >= self.analysis_keep_s]
+        for key in stale:
+            del self._analyses[key]
+            self.log(f"analysis {key} forgotten: never collected in the {self.analysis_keep_s:g} s after it finished")
+
     def analysis(self, analysis_id: str) -> Analysis:
         with self._lock:
+            self._forget_stale_analyses()
             found = self._analyses.get(analysis_id)
         if found is None:
-            raise RequestError(404, f"no analysis {analysis_id!r}")
+            raise RequestError(404, f"no analysis {analysis_id!r} (a finished analysis is kept "
+                                    f"{self.analysis_keep_s:g} s for its host to collect)")
         return found
 
     def give_frame(self, analysis_id: str, body: object) -> dict[str, int]:
