@@ -133,3 +133,34 @@ def test_shipped_files_have_notice_and_sources():
         assert f"{sha}  {name}" in sources
     assert "Apache License" in (MEDIAPIPE_DIR / "LICENSE").read_text()
     assert (MEDIAPIPE_DIR / "NOTICE").is_file()
+
+
+def test_pointwise_product_is_the_convolution():
+    """What CUDA runs for a 1x1 convolution (a batched matrix product) is the convolution, to rounding."""
+    from facefix.detect.tflite_torch import _pointwise
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(3, 16, 9, 7, generator=g), torch.randn(24, 16, 1, 1, generator=g), torch.randn(24, generator=g)
+    want = torch.nn.functional.conv2d(x, w, b)
+    assert torch.allclose(_pointwise(x, w, b), want, atol=1e-5)
+    assert torch.allclose(_pointwise(x, w, None), want - b.view(1, -1, 1, 1), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("model", "key", "lo", "hi"), CASES)
+def test_cuda_outputs_match_litert(modules, raw, model, key, lo, hi):
+    """On CUDA (pointwise convolutions as matrix products, resizes channels-last) the outputs are LiteRT's,
+    within the TF32 rounding of cuDNN's other convolutions."""
+    x_u8 = raw[f"{key}_input"]
+    x = torch.from_numpy(x_u8.astype(np.float32) / 255.0 * (hi - lo) + lo).permute(2, 0, 1)[None].cuda()
+    net = modules[model].cuda()
+    try:
+        with torch.no_grad():
+            outs = [y.cpu() for y in net(x.repeat(5, 1, 1, 1))]
+    finally:
+        modules[model].cpu()
+    for j, y in enumerate(outs):
+        ref = raw[f"{key}_out{j}"]
+        assert torch.equal(y[0], y[4])
+        err = np.abs(y[0].numpy() - ref[0]).max()
+        assert err < 2e-2 * max(1.0, np.abs(ref).max() / 10), (key, j, err)
