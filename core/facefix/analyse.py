@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .colour import colour_transform, resolve_colorspace
+from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .engine import frames_per_batch
 from .faces import Face, FaceTracks
+from .io.dpx import PackedLayout
+from .io.frames import unit_from_codes
 from .params import Settings
 from .streaming import prefetch, read_pool
 
@@ -52,8 +54,82 @@ def working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> np.ndarra
 
 
 def _planar_working_rgb(frame: np.ndarray, colorspace: str, is_float: bool) -> np.ndarray:
-    """(3, H, W) contiguous working RGB of one frame: what a detector batch is stacked from."""
+    """(3, H, W) contiguous working RGB of one frame: what a detector batch is stacked from on the CPU."""
     return np.ascontiguousarray(working_rgb(frame, colorspace, is_float).transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A frame read for a GPU analysis, on its way to the device as compactly as the file keeps it (``data``,
+    uploading on the copy stream), made working RGB there by ``_working_batch``. ``kind``: 'words' (a plain
+    10-bit DPX's words, ``layout``), 'codes' ((H, W, 3) integer codes of stored depth ``bits``, 16-bit ones as
+    int16 bit patterns) or 'rgb' ((H, W, 3) float32 in the working space, not yet finite or clipped)."""
+
+    kind: str
+    data: torch.Tensor
+    bits: int | None = None
+    layout: PackedLayout | None = None
+
+
+def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
+    """``frame`` (a Frame read with integer codes, or a PackedFrame) sent to ``device``, from an I/O thread: the
+    file's words or codes as they are (a 1080p 10-bit frame travels as 8 or 12 MB, not as 25 MB of float) from
+    pinned memory, so the copy overlaps the detector's work on the frames before; only a colour conversion other
+    than sRGB/raw runs here (OpenColorIO, on the CPU)."""
+    from .gpu import host_buffer, upload
+    from .io.dpx import PackedFrame
+
+    if isinstance(frame, PackedFrame):  # words already in pinned memory (FrameReader's allocator)
+        return _Staged("words", upload(torch.from_numpy(frame.words.view(np.int32)), device), layout=frame.layout)
+    px = frame.pixels[..., :3]  # type: ignore[attr-defined]
+    bits = frame.format.bits_per_sample  # type: ignore[attr-defined]
+    if px.dtype in (np.uint8, np.uint16) and ct.is_identity:
+        host = torch.empty(px.shape, dtype=torch.uint8 if px.dtype == np.uint8 else torch.int16,
+                           pin_memory=device.type == "cuda")
+        np.copyto(host.numpy().view(px.dtype), px)
+        return _Staged("codes", upload(host, device), bits=bits)
+    host = host_buffer(px.shape, device)
+    rgb = host.numpy()
+    if px.dtype != np.float32:
+        unit_from_codes(px, bits, out=rgb)
+    else:
+        np.copyto(rgb, px)
+    ct.to_working(rgb, out=rgb)
+    return _Staged("rgb", upload(host, device))
+
+
+@lru_cache(maxsize=8)
+def _code_table(dtype: str, bits: int | None, device: torch.device) -> torch.Tensor:
+    """Every code's working value, as ``unit_from_codes`` gives it on the CPU, on ``device``."""
+    codes = np.arange(256 if dtype == "uint8" else 65536, dtype=dtype)
+    return torch.from_numpy(unit_from_codes(codes, bits)).to(device)
+
+
+def _working_batch(staged: Sequence[_Staged], device: torch.device) -> torch.Tensor:
+    """(N, 3, H, W) float32 working RGB on ``device`` of staged frames, converted on the compute stream once their
+    uploads are done: the same values as ``working_rgb`` on the CPU (codes through the same table, NaN -> 0,
+    clipped to [0, 1])."""
+    from .gpu import wait_uploads
+    from .io.packed import PackedRegion, unpack_unit
+
+    wait_uploads(device)
+    rgbs = []
+    for s in staged:
+        dev_data = s.data
+        if s.kind == "words":
+            assert s.layout is not None
+            rgb = unpack_unit(dev_data, PackedRegion(0, s.layout.width, s.layout))
+        elif s.kind == "codes":
+            if dev_data.dtype == torch.int16:
+                index = dev_data.to(torch.int32) & 0xFFFF
+                rgb = _code_table("uint16", s.bits, device)[index]
+            else:
+                rgb = _code_table("uint8", s.bits, device)[dev_data.to(torch.int32)]
+        else:
+            rgb = dev_data
+        rgbs.append(rgb.permute(2, 0, 1))
+    batch = torch.stack(rgbs)
+    return torch.nan_to_num_(batch, nan=0.0).clamp_(0.0, 1.0)
 
 
 @lru_cache(maxsize=2)
@@ -85,9 +161,10 @@ def track_clip(
     """
     from .detect import BlazeFaceDetector
     from .detect.scan import SCAN_PERIOD, scan_window
+    from .gpu import host_words
     from .track import build_tracks
-    from .track.associate import appearance_descriptors
-    from .track.cuts import cut_score, find_cuts, thumbnail
+    from .track.associate import appearance_batch
+    from .track.cuts import cut_score, find_cuts, thumbnails
 
     stats = stats if stats is not None else AnalysisStats()
     dev = torch.device(device)
@@ -109,10 +186,19 @@ def track_clip(
         step = -(-step // period) * period  # whole windows in a batch
     carried = torch.zeros(0, 4)
 
-    def read(n: int) -> tuple[np.ndarray, np.ndarray]:
-        # Decoded, converted and thumbnailed on an I/O thread while the detector works on the previous batch.
-        plane = _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
-        return plane, thumbnail(torch.from_numpy(plane))
+    on_gpu = dev.type == "cuda"
+    if on_gpu:  # read as the restore pass does: a plain 10-bit DPX as its words, other integer files as codes
+        from .io.regions import FrameReader, reads_words
+
+        ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
+        reader = FrameReader(source, reads_words(source, ct, dev), host_words(dev))  # type: ignore[arg-type]
+
+    def read(n: int) -> object:
+        # Decoded and made ready for the detector on an I/O thread while it works on the previous batch: on the
+        # GPU as compact pinned pixels (converted there), on the CPU as working RGB planes.
+        if on_gpu:
+            return _stage(reader.read(n), ct, dev)
+        return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
 
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
     stream = prefetch(read, list(numbers), depth=2 * step, pool=pool)
@@ -120,10 +206,11 @@ def track_clip(
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
             t = time.perf_counter()
-            planes, thumbs = zip(*(next(stream)[1] for _ in chunk))
+            frames = [next(stream)[1] for _ in chunk]
             t = stats.timed("wait_for_frames", t)
-            batch = torch.from_numpy(np.stack(planes)).to(dev)
             with torch.inference_mode():  # faces come back to the host: the GPU work is done here
+                batch = (_working_batch(frames, dev) if on_gpu  # type: ignore[arg-type]
+                         else torch.from_numpy(np.stack(frames)))  # type: ignore[arg-type]
                 if scanning:
                     results = []
                     for w0 in range(0, len(chunk), period):
@@ -133,20 +220,20 @@ def track_clip(
                         results += found
                 else:
                     results = detector(batch)
-            t = stats.timed("detect", t)
-            # Descriptors read the host copy of each frame: the same values as the device's, without bringing
-            # every frame back from the GPU.
-            for n, plane, thumb, res in zip(chunk, planes, thumbs, results):
-                host = torch.from_numpy(plane)  # (3, H, W), as the functions below take frames
+                t = stats.timed("detect", t)
+                # Thumbnails and descriptors are sampled where the frames are: only they come back from the GPU.
+                thumbs = thumbnails(batch)
+                described = appearance_batch(batch, [r.faces for r in results])
+            for i, (n, thumb, res) in enumerate(zip(chunk, thumbs, results)):
                 detections[n] = list(res.faces)
-                appearance[n] = appearance_descriptors(host, res.faces)
+                appearance[n] = described[i]
                 stats.faces_detected += len(res.faces)
                 stats.faces_too_small += int(res.skipped_small)
                 if prev_thumb is not None:
                     scores[n] = cut_score(prev_thumb, thumb)
                 prev_thumb = thumb
                 if on_frame is not None:
-                    on_frame(n, plane.transpose(1, 2, 0), res.faces)
+                    on_frame(n, batch[i].permute(1, 2, 0).cpu().numpy(), res.faces)
             stats.timed("describe", t)
             stats.frames += len(chunk)
             if bar is not None:

@@ -37,7 +37,7 @@ from .frames import codes_from_unit, unit_from_codes
 from .packed import PackedRegion, merge_unit, unpack_unit
 
 __all__ = ["mask_plane", "RegionCodec", "PixelCodec", "WordCodec", "StagedFrame", "PendingFrame", "codec_for", "frame_reader",
-           "FrameReader", "restore_input", "touched_boxes", "finish_frame", "Box"]
+           "FrameReader", "reads_words", "restore_input", "touched_boxes", "finish_frame", "Box"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
@@ -366,11 +366,17 @@ def frame_reader(source: Source, dest: str, upscale: int, ct: ColourTransform, d
     written to DPX, restored on a GPU in its own colourspace, sRGB or raw, without upscaling); frames that
     turn out not to be the plain layout are read as usual. On the CPU the word steps cost more than they save
     (a 720p, 4-face shot took 1.07x the time): there frames are read as integer codes."""
-    fmt = getattr(source, "format", None)
-    words = (device.type == "cuda" and getattr(source, "kind", "") == "sequence" and fmt is not None
-             and fmt.file_format == "dpx" and (fmt.pixel_type, fmt.bits_per_sample) == ("uint16", 10)
-             and Path(dest).suffix.lower() == ".dpx" and upscale == 1 and ct.is_identity)
+    words = reads_words(source, ct, device) and Path(dest).suffix.lower() == ".dpx" and upscale == 1
     return FrameReader(source, words, host_words(device) if words else None)
+
+
+def reads_words(source: Source, ct: ColourTransform, device: torch.device) -> bool:
+    """Whether frames of ``source`` can travel to ``device`` as their files' words: a 10-bit DPX sequence, in its
+    own colourspace (sRGB or raw), for a GPU."""
+    fmt = getattr(source, "format", None)
+    return (device.type == "cuda" and getattr(source, "kind", "") == "sequence" and fmt is not None
+            and fmt.file_format == "dpx" and (fmt.pixel_type, fmt.bits_per_sample) == ("uint16", 10)
+            and ct.is_identity)
 
 
 def mask_plane(frame: Frame, size: tuple[int, int], number: int) -> np.ndarray:

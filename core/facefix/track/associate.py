@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..errors import InputError, SettingsError
 from ..faces import Face
@@ -66,35 +67,67 @@ def landmark_distance(a: np.ndarray, b: np.ndarray, size_a: np.ndarray, size_b: 
 
 
 # -- appearance ----------------------------------------------------------------------------------------
-def _to_hwc(frame: object) -> np.ndarray:
-    """A frame as float (H, W, 3) numpy: accepts a (3, H, W) tensor/array or an (H, W, 3) array."""
-    if hasattr(frame, "detach"):
-        arr = frame.detach().float().cpu().numpy()  # type: ignore[attr-defined]
-        if arr.ndim == 3:
-            arr = arr.transpose(1, 2, 0)  # tensors are channels-first
+def _to_chw(frame: object) -> torch.Tensor:
+    """A frame as a (3, H, W) float tensor (a view where it can be): accepts a (3, H, W) tensor/array or an
+    (H, W, 3) array."""
+    if isinstance(frame, torch.Tensor):
+        x = frame
     else:
         arr = np.asarray(frame)
-        if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and arr.shape[0] in (3, 4):
-            arr = arr.transpose(1, 2, 0)
-    if arr.ndim != 3 or arr.shape[-1] < 3:
-        raise InputError(f"appearance: expected a (3, H, W) or (H, W, 3) frame, got shape {arr.shape}")
-    return np.asarray(arr[..., :3], np.float32)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            arr = arr.transpose(2, 0, 1)
+        x = torch.from_numpy(np.asarray(arr, np.float32))
+    if x.ndim != 3 or x.shape[0] < 3:
+        raise InputError(f"appearance: expected a (3, H, W) or (H, W, 3) frame, got shape {tuple(x.shape)}")
+    return x[:3]
 
 
-def _bilinear(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Sample (H, W, C) ``img`` at pixel coordinates (centres at +0.5), edge-clamped -> (..., C)."""
-    h, w = img.shape[:2]
+def _taps(h: int, w: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Bilinear taps of pixel coordinates (centres at +0.5) in an h x w image, edge-clamped: the rows y0, y1,
+    columns x0, x1 and weights fx, fy (..., 1)."""
     x = np.clip(xs - 0.5, 0, w - 1)
     y = np.clip(ys - 0.5, 0, h - 1)
     x0 = np.floor(x).astype(np.int64)
     y0 = np.floor(y).astype(np.int64)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
-    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
-    bot = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
-    return top * (1 - fy) + bot * fy
+    return y0, np.minimum(y0 + 1, h - 1), x0, np.minimum(x0 + 1, w - 1), (x - x0)[..., None], (y - y0)[..., None]
+
+
+def appearance_batch(frames: torch.Tensor, faces: Sequence[Sequence[Face]], patch: int = PATCH_SIZE
+                     ) -> list[list[np.ndarray]]:
+    """``appearance_descriptors`` of the faces of every frame of a batch (N, 3, H, W), on any device: the
+    sample points are placed on the CPU, the frames' pixels under them gathered where the frames are, in one
+    transfer (a GPU batch sends back a few kB, not its frames)."""
+    from ..geometry import umeyama_similarity
+
+    h, w = frames.shape[-2:]
+    # 2x2 sub-samples per patch pixel, in unit patch coordinates (pixel centres at +0.5).
+    sub = (np.arange(2 * patch) + 0.5) / (2 * patch)
+    gx, gy = np.meshgrid(sub, sub)
+    taps, frame_of = [], []
+    for i, fs in enumerate(faces):
+        for f in fs:
+            m = umeyama_similarity(_PATCH_LAYOUT, f.landmarks)
+            taps.append(_taps(h, w, m[0, 0] * gx + m[0, 1] * gy + m[0, 2], m[1, 0] * gx + m[1, 1] * gy + m[1, 2]))
+            frame_of.append(i)
+    out: list[list[np.ndarray]] = [[] for _ in faces]
+    if not taps:
+        return out
+    k = gx.size
+    index = torch.from_numpy(np.repeat(np.asarray(frame_of, np.int64), 4 * k))
+    rows = torch.from_numpy(np.concatenate([np.concatenate([t[0], t[0], t[1], t[1]], None) for t in taps]))
+    cols = torch.from_numpy(np.concatenate([np.concatenate([t[2], t[3], t[2], t[3]], None) for t in taps]))
+    dev = frames.device
+    values = frames[index.to(dev), :3, rows.to(dev), cols.to(dev)].float().cpu().numpy().reshape(len(taps), 4, k, 3)
+    for (y0, _, _, _, fx, fy), v, i in zip(taps, values, frame_of):
+        shape = (*y0.shape, 3)
+        v00, v01, v10, v11 = (c.reshape(shape) for c in v)
+        top = v00 * (1 - fx) + v01 * fx
+        bot = v10 * (1 - fx) + v11 * fx
+        s = (top * (1 - fy) + bot * fy).reshape(patch, 2, patch, 2, 3).mean(axis=(1, 3))
+        d = (s - s.mean()).astype(np.float64).ravel()
+        n = np.linalg.norm(d)
+        out[i].append((d / n if n > 1e-9 else d).astype(np.float32))
+    return out
 
 
 def appearance_descriptors(frame: object, faces: Sequence[Face], patch: int = PATCH_SIZE) -> list[np.ndarray]:
@@ -106,22 +139,7 @@ def appearance_descriptors(frame: object, faces: Sequence[Face], patch: int = PA
     the vector L2-normalised, so a global exposure change barely moves it. Returns (3 * patch**2,) float32
     vectors, compared by ``appearance_distance``.
     """
-    from ..geometry import umeyama_similarity
-
-    img = _to_hwc(frame)
-    out: list[np.ndarray] = []
-    # 2x2 sub-samples per patch pixel, in unit patch coordinates (pixel centres at +0.5).
-    sub = (np.arange(2 * patch) + 0.5) / (2 * patch)
-    gx, gy = np.meshgrid(sub, sub)
-    for f in faces:
-        frame_from_unit = umeyama_similarity(_PATCH_LAYOUT, f.landmarks)
-        xs = frame_from_unit[0, 0] * gx + frame_from_unit[0, 1] * gy + frame_from_unit[0, 2]
-        ys = frame_from_unit[1, 0] * gx + frame_from_unit[1, 1] * gy + frame_from_unit[1, 2]
-        s = _bilinear(img, xs, ys).reshape(patch, 2, patch, 2, 3).mean(axis=(1, 3))
-        v = (s - s.mean()).astype(np.float64).ravel()
-        n = np.linalg.norm(v)
-        out.append((v / n if n > 1e-9 else v).astype(np.float32))
-    return out
+    return appearance_batch(_to_chw(frame)[None], [faces], patch)[0]
 
 
 def appearance_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

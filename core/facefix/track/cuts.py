@@ -36,7 +36,6 @@ def thumbnail(frame: object, size: int = THUMB_SIZE) -> np.ndarray:
     are clipped to [0, 1] so scene-linear highlights do not dominate).
     """
     import torch
-    import torch.nn.functional as F
 
     if hasattr(frame, "detach"):
         x = frame.detach().float().cpu()  # type: ignore[attr-defined]
@@ -48,9 +47,17 @@ def thumbnail(frame: object, size: int = THUMB_SIZE) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(arr))
     if x.ndim != 3 or x.shape[0] < 3:
         raise InputError(f"thumbnail: expected a (3, H, W) or (H, W, 3) frame, got shape {tuple(x.shape)}")
-    x = x[:3].clamp(0, 1)
-    t = F.adaptive_avg_pool2d(x[None], (size, size))[0]
-    return np.ascontiguousarray(t.permute(1, 2, 0).numpy(), dtype=np.float32)
+    return thumbnails(x[None], size)[0]
+
+
+def thumbnails(frames: object, size: int = THUMB_SIZE) -> list[np.ndarray]:
+    """``thumbnail`` of every frame of a batch (N, 3, H, W) tensor, computed on its device (a GPU batch sends
+    back its thumbnails only)."""
+    import torch.nn.functional as F
+
+    x = frames[:, :3].float().clamp(0, 1)  # type: ignore[index]
+    t = F.adaptive_avg_pool2d(x, (size, size)).permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(v, dtype=np.float32) for v in t]
 
 
 def _chroma_hist(thumb: np.ndarray) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""The analysis pass's GPU frame path: frames staged as the file keeps them and made working RGB on the device
+must equal the CPU path's working RGB, value for value, for every kind of file; and the batched thumbnail and
+descriptor functions equal their one-frame forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facefix.analyse import _planar_working_rgb, _stage, _working_batch, track_clip
+from facefix.colour import colour_transform, resolve_colorspace
+from facefix.faces import Face
+from facefix.io import Frame, FrameFormat, open_source
+from facefix.io.regions import FrameReader, reads_words
+from facefix.io.sequence import write_frame
+from facefix.params import Settings
+from facefix.track.associate import appearance_batch, appearance_descriptors
+from facefix.track.cuts import thumbnail, thumbnails
+
+CPU = torch.device("cpu")
+
+
+def _plate(h: int = 24, w: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("ext", "pixel_type", "bits", "colorspace"), [
+    ("png", "uint8", 8, "auto"),
+    ("png", "uint16", 16, "auto"),
+    ("dpx", "uint16", 10, "auto"),   # read as the file's words
+    ("dpx", "uint16", 10, "linear"),  # a colour conversion: converted on the CPU, uploaded as float
+    ("tif", "uint16", 16, "linear"),
+    ("exr", "half", 16, "auto"),
+    ("exr", "float", 32, "srgb"),
+])
+def test_staged_frames_become_the_cpu_paths_working_rgb(tmp_path, ext, pixel_type, bits, colorspace) -> None:  # type: ignore[no-untyped-def]
+    img = _plate()
+    if pixel_type in ("half", "float"):  # values a float plate has: out of range, NaN, infinities
+        img = img * 3.0 - 1.0
+        img[0, 0] = (np.nan, np.inf, -np.inf)
+    path = tmp_path / f"plate.1001.{ext}"
+    write_frame(path, Frame(1001, img, FrameFormat.for_pixels(img, pixel_type)), bits_per_sample=bits)
+    src = open_source(str(tmp_path / f"plate.####.{ext}"))
+    ct = colour_transform(resolve_colorspace(colorspace, src.is_float))
+    # The device path on the CPU: words are read (as the GPU run would) where the format allows it.
+    words = ext == "dpx" and ct.is_identity
+    assert reads_words(src, ct, torch.device("cuda")) == words
+    reader = FrameReader(src, words)
+    frame = reader.read(1001)
+    staged = _stage(frame, ct, CPU)
+    assert staged.kind == ("words" if words else "codes" if pixel_type.startswith("uint") and ct.is_identity
+                           else "rgb")
+    got = _working_batch([staged, staged], CPU)
+    want = _planar_working_rgb(src.read(1001).pixels, colorspace, src.is_float)
+    assert got.shape == (2, 3, *img.shape[:2]) and got.dtype == torch.float32
+    np.testing.assert_array_equal(got[1].numpy(), want)
+
+
+def test_batched_thumbnails_and_descriptors_equal_the_one_frame_forms() -> None:
+    frames = torch.from_numpy(np.stack([_plate(64, 80, s).transpose(2, 0, 1) for s in range(3)]))
+    assert all(np.array_equal(a, thumbnail(f)) for a, f in zip(thumbnails(frames), frames))
+    lm = np.array([[30.0, 25.0], [50.0, 26.0], [40.0, 35.0], [32.0, 45.0], [48.0, 46.0]])
+    faces = [[Face(box=(20, 15, 60, 55), landmarks=lm)], [],
+             [Face(box=(20, 15, 60, 55), landmarks=lm + 3), Face(box=(0, 0, 30, 30), landmarks=lm * 0.5 - 2)]]
+    batch = appearance_batch(frames, faces)
+    assert [len(b) for b in batch] == [1, 0, 2]
+    for f, fs, got in zip(frames, faces, batch):
+        # The one-frame form from an (H, W, 3) array, as other callers pass frames.
+        want = appearance_descriptors(f.permute(1, 2, 0).numpy(), fs)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.gpu
+def test_gpu_analysis_finds_the_cpu_analysiss_faces(tmp_path, write_face_shot) -> None:  # type: ignore[no-untyped-def]
+    write_face_shot(tmp_path, 10, (192, 160))
+    src = open_source(str(tmp_path / "plate.####.png"))
+    settings = Settings(min_face=24)
+    cpu = track_clip(src, list(src.frame_numbers), settings, device="cpu", progress=False)
+    gpu = track_clip(src, list(src.frame_numbers), settings, device="cuda", progress=False)
+    assert len(cpu.tracks) == len(gpu.tracks) == 1
+    a, b = cpu.tracks[0].faces, gpu.tracks[0].faces
+    assert a.keys() == b.keys()
+    # TF32 convolutions (cuDNN's first layers) against the CPU's float32: a fraction of a pixel.
+    assert max(float(np.abs(a[n].landmarks - b[n].landmarks).max()) for n in a) < 0.5
