@@ -80,6 +80,15 @@ class FaceTrack:
         return sorted(self.faces)
 
 
+def _as_saved(f: Face, track_id: int) -> Face:
+    """A face as a FaceTracks file keeps it and reads it back: box and landmarks to 1e-4 px, the score to 1e-5,
+    the mesh's x and y to 1e-3 px (its depth is not kept)."""
+    return Face(box=tuple(round(float(v), 4) for v in f.box),  # type: ignore[arg-type]
+                landmarks=np.array([[round(float(x), 4), round(float(y), 4)] for x, y in f.landmarks], np.float64),
+                score=round(float(f.score), 5), track_id=track_id, source=f.source,
+                mesh=None if f.mesh is None else np.round(f.mesh[:, :2], 3).astype(np.float64))
+
+
 @dataclass(frozen=True)
 class FaceTracks:
     """All tracks of a clip, with the frame -> faces lookup the restore pass needs."""
@@ -99,19 +108,21 @@ class FaceTracks:
         for t in self.tracks:
             frames = []
             for n in t.frames:
-                f = t.faces[n]
-                entry: dict[str, Any] = {
-                    "frame": int(n),
-                    "box": [round(float(v), 4) for v in f.box],
-                    "landmarks": [[round(float(x), 4), round(float(y), 4)] for x, y in f.landmarks],
-                    "score": round(float(f.score), 5),
-                    "source": f.source,
-                }
+                f = _as_saved(t.faces[n], int(t.id))
+                entry: dict[str, Any] = {"frame": int(n), "box": list(f.box), "landmarks": f.landmarks.tolist(),
+                                         "score": f.score, "source": f.source}
                 if f.mesh is not None:
-                    entry["mesh"] = np.round(f.mesh[:, :2], 3).tolist()
+                    entry["mesh"] = f.mesh.tolist()
                 frames.append(entry)
             tracks.append({"id": int(t.id), "frames": frames})
         return {"version": FACETRACKS_VERSION, "metadata": dict(self.metadata), "tracks": tracks}
+
+    def as_saved(self) -> FaceTracks:
+        """These tracks as a FaceTracks file holds them (what ``from_json(to_json())`` gives), made without the
+        text: a run that analysed a shot restores with exactly the tracks its sidecar keeps."""
+        tracks = tuple(FaceTrack(id=int(t.id), faces={int(n): _as_saved(t.faces[n], int(t.id)) for n in t.frames})
+                       for t in self.tracks)
+        return FaceTracks(tracks=tracks, metadata=json.loads(json.dumps(dict(self.metadata))))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], origin: str = "FaceTracks") -> FaceTracks:
@@ -143,10 +154,13 @@ class FaceTracks:
             raise InputError(f"{origin}: malformed FaceTracks ({type(err).__name__}: {err})") from None
         return cls(tracks=tuple(tracks), metadata=dict(data.get("metadata", {})))
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, indent: int | None = 1) -> None:
+        """Write the tracks as JSON (atomically); ``indent`` None writes them compact, ~6x faster (a run's sidecar:
+        the 4-face, 96-frame tracks of a 1080p shot with their meshes are 3.6 MB)."""
         from .io.atomic import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1))
+        text = json.dumps(self.to_json(), indent=indent, separators=None if indent is not None else (",", ":"))
+        atomic_write_text(Path(path), text)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FaceTracks:

@@ -469,10 +469,11 @@ def _analysed_tracks(full: object, source: str, dest: str, numbers: Sequence[int
     summary.timings["analyse"] = time.perf_counter() - t_analyse
     summary.timings.update({f"analyse_{k}": v for k, v in analysis.timings.items()})
     # The run uses the tracks as the sidecar holds them (FaceTracks JSON rounds to 1e-4 px): a resumed run, or
-    # `facefix track` followed by `restore --tracks`, then gives exactly the frames of this run.
-    tracks = FaceTracks.from_json(replace_tracks(tracks, metadata={**tracks.metadata, "analysis": key}).to_json())
+    # `facefix track` followed by `restore --tracks`, then gives exactly the frames of this run. The sidecar is
+    # for the program alone: compact JSON, written ~6x faster than the indented form.
+    tracks = replace_tracks(tracks, metadata={**tracks.metadata, "analysis": key}).as_saved()
     try:
-        tracks.save(sidecar)
+        tracks.save(sidecar, indent=None)
     except (FaceFixError, OSError) as err:
         log.warning("could not keep the tracks next to the output (%s): a resumed run will analyse again", err)
     return tracks

@@ -36,3 +36,30 @@ def test_bad_facetracks_are_refused(tmp_path):
         FaceTracks.from_json({"version": FACETRACKS_VERSION, "tracks": [{"id": 1, "frames": [{"frame": 1}]}]})
     with pytest.raises(InputError):
         Face(box=(0, 0, 1, 1), landmarks=np.full((5, 2), np.nan))
+
+
+def test_as_saved_is_the_json_round_trip_without_the_text(tmp_path):
+    """``as_saved`` gives exactly what a sidecar's JSON reads back as (values rounded as the file keeps them,
+    float32 meshes included); a compact file reads back the same as an indented one."""
+    rng = np.random.default_rng(3)
+    per = {n: [Face(box=tuple(rng.uniform(0, 500, 4)), landmarks=rng.uniform(0, 500, (5, 2)),
+                    score=float(rng.uniform()), track_id=k, source="detected",
+                    mesh=rng.uniform(0, 500, (468, 3)).astype(np.float64 if k else np.float32)) for k in range(2)]
+           for n in range(1001, 1005)}
+    tracks = FaceTracks(tracks=FaceTracks.from_faces(per).tracks, metadata={"cuts": (1003,), "frames": [1001, 1004]})
+    want = FaceTracks.from_json(json.loads(json.dumps(tracks.to_json())))
+    got = tracks.as_saved()
+    assert got.metadata == want.metadata == {"cuts": [1003], "frames": [1001, 1004]}
+    assert [t.id for t in got.tracks] == [t.id for t in want.tracks]
+    for a, b in zip(got.tracks, want.tracks):
+        assert list(a.faces) == list(b.faces)
+        for n in a.faces:
+            fa, fb = a.faces[n], b.faces[n]
+            assert fa.track_id == fb.track_id and fa.box == fb.box and fa.score == fb.score and fa.source == fb.source
+            assert np.array_equal(fa.landmarks, fb.landmarks) and fa.landmarks.dtype == fb.landmarks.dtype
+            assert np.array_equal(fa.mesh, fb.mesh) and fa.mesh.dtype == fb.mesh.dtype
+    assert got.to_json() == want.to_json()
+    tracks.save(tmp_path / "compact.json", indent=None)
+    tracks.save(tmp_path / "indented.json")
+    assert "\n" not in (tmp_path / "compact.json").read_text()
+    assert FaceTracks.load(tmp_path / "compact.json").to_json() == FaceTracks.load(tmp_path / "indented.json").to_json()
