@@ -106,29 +106,32 @@ def _code_table(dtype: str, bits: int | None, device: torch.device) -> torch.Ten
 
 
 def _working_batch(staged: Sequence[_Staged], device: torch.device) -> torch.Tensor:
-    """(N, 3, H, W) float32 working RGB on ``device`` of staged frames, converted on the compute stream once their
-    uploads are done: the same values as ``working_rgb`` on the CPU (codes through the same table, NaN -> 0,
-    clipped to [0, 1])."""
+    """(N, 3, H, W) float32 working RGB on ``device`` of staged frames (one shot: one size), converted on the
+    compute stream once their uploads are done: the same values as ``working_rgb`` on the CPU (codes through the
+    same table, NaN -> 0, clipped to [0, 1]). Frames stored alike convert together: one kernel a batch, not one
+    a frame (launching a kernel costs the feeding thread more than the GPU spends on a frame)."""
     from .gpu import wait_uploads
     from .io.packed import PackedRegion, unpack_unit
 
     wait_uploads(device)
-    rgbs = []
-    for s in staged:
-        dev_data = s.data
-        if s.kind == "words":
-            assert s.layout is not None
-            rgb = unpack_unit(dev_data, PackedRegion(0, s.layout.width, s.layout))
-        elif s.kind == "codes":
-            if dev_data.dtype == torch.int16:
-                index = dev_data.to(torch.int32) & 0xFFFF
-                rgb = _code_table("uint16", s.bits, device)[index]
-            else:
-                rgb = _code_table("uint8", s.bits, device)[dev_data.to(torch.int32)]
+    out: list[torch.Tensor | None] = [None] * len(staged)
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, s in enumerate(staged):
+        groups.setdefault((s.kind, s.data.dtype, s.bits, s.layout, tuple(s.data.shape)), []).append(i)
+    for (kind, dtype, bits, layout, _), members in groups.items():
+        data = torch.stack([staged[i].data for i in members])
+        if kind == "words":
+            assert isinstance(layout, PackedLayout)
+            flat = unpack_unit(data.reshape(-1, data.shape[-1]), PackedRegion(0, layout.width, layout))
+            rgb = flat.reshape(len(members), layout.height, layout.width, 3)
+        elif kind == "codes":
+            index = data.to(torch.int32) & 0xFFFF if dtype == torch.int16 else data.to(torch.int32)
+            rgb = _code_table("uint16" if dtype == torch.int16 else "uint8", bits, device)[index]  # type: ignore[arg-type]
         else:
-            rgb = dev_data
-        rgbs.append(rgb.permute(2, 0, 1))
-    batch = torch.stack(rgbs)
+            rgb = data
+        for i, frame in zip(members, rgb.permute(0, 3, 1, 2)):
+            out[i] = frame
+    batch = torch.stack(out)  # type: ignore[arg-type]
     return torch.nan_to_num_(batch, nan=0.0).clamp_(0.0, 1.0)
 
 

@@ -58,6 +58,22 @@ def test_staged_frames_become_the_cpu_paths_working_rgb(tmp_path, ext, pixel_typ
     np.testing.assert_array_equal(got[1].numpy(), want)
 
 
+def test_a_batch_of_mixed_files_keeps_each_frames_values_and_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ct = colour_transform("srgb")
+    staged, want = [], []
+    for i, (ext, pixel_type, bits) in enumerate([("png", "uint8", 8), ("dpx", "uint16", 10), ("png", "uint16", 16),
+                                                  ("exr", "float", 32), ("png", "uint8", 8)]):
+        img = _plate(seed=i)
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        write_frame(folder / f"p.0001.{ext}", Frame(1, img, FrameFormat.for_pixels(img, pixel_type)), bits_per_sample=bits)
+        src = open_source(str(folder / f"p.####.{ext}"))
+        staged.append(_stage(FrameReader(src, ext == "dpx").read(1), ct, CPU))
+        want.append(_planar_working_rgb(src.read(1).pixels, "srgb", src.is_float))
+    assert [s.kind for s in staged] == ["codes", "words", "codes", "rgb", "codes"]
+    np.testing.assert_array_equal(_working_batch(staged, CPU).numpy(), np.stack(want))
+
+
 def test_batched_thumbnails_and_descriptors_equal_the_one_frame_forms() -> None:
     frames = torch.from_numpy(np.stack([_plate(64, 80, s).transpose(2, 0, 1) for s in range(3)]))
     assert all(np.array_equal(a, thumbnail(f)) for a, f in zip(thumbnails(frames), frames))
