@@ -117,6 +117,27 @@ def test_run_padded_on_cuda_rounds_the_batch_up_and_drops_the_padding():
     x = torch.rand(5, 3, 4, 4, device="cuda")
     a, b = run_padded(net, x, 16)
     assert shapes == [16] and torch.allclose(a, x.sum((1, 2, 3))) and b.shape == (5, 1, 4, 4)
+    for k in (16, 17, 40, 100, 128):  # power-of-two chunks: a few shapes (graphs) for any crop count
+        y = torch.rand(k, 3, 4, 4, device="cuda")
+        a, b = run_padded(net, y, 16)
+        assert torch.allclose(a, y.sum((1, 2, 3))) and torch.equal(b, y[:, :1])
+    assert shapes[1:] == [16, 16, 16, 32, 16, 64, 32, 16, 128]
+
+
+@pytest.mark.gpu
+def test_detector_graphs_replay_the_eager_outputs():
+    """Under inference mode the networks replay CUDA graphs (one per batch shape); the outputs are the eager
+    ones, for every shape, and a shape seen before is replayed, not captured again."""
+    from facefix.detect.blazeface import load_blazeface
+
+    net = load_blazeface("full", "cuda").net
+    for k in (16, 32, 16):
+        x = torch.rand(k, 3, 192, 192, device="cuda") * 2 - 1
+        with torch.inference_mode():
+            graphed = net(x)
+            eager = net.run_eager(x)
+        assert all(torch.equal(a, b) for a, b in zip(graphed, eager))
+    assert net._graphs is not None and len(net._graphs.entries) == 2
 
 
 def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_face):

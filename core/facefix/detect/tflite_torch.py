@@ -20,6 +20,7 @@ the memory layout (RESHAPE, axis arguments). Its outputs are returned in the gra
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ChecksumError, ModelError
+from ..cuda_graphs import CudaGraphs
+from ..errors import ChecksumError, ModelError, SettingsError
 
 __all__ = ["TFLiteModule", "load_tflite", "read_verified", "densify", "same_padding", "SUPPORTED_OPS"]
 
@@ -185,6 +187,12 @@ class TFLiteModule(nn.Module):
         # time for every new batch shape, ~2.6 s (BlazeFace) and ~1.5 s (face mesh) on an H100 (cuDNN 9.19),
         # which a shot's analysis met on each of its batch shapes; through cuBLAS a new shape costs ~15 ms.
         self.pointwise_matmul_on_cuda = True
+        # On CUDA a call is replayed from a CUDA graph per input shape (callers pad batches to a few shapes): one
+        # launch instead of ~300 kernel launches, which otherwise kept the analysis thread busy longer than the
+        # GPU. The lock: detectors are shared by a process's threads, and a graph has one static input.
+        self.cuda_graphs = True
+        self._graphs: CudaGraphs | None = None
+        self._graph_lock = threading.Lock()
         try:
             model = tflite.Model.GetRootAsModel(data, 0)
             graph = model.Subgraphs(0)
@@ -576,6 +584,19 @@ class TFLiteModule(nn.Module):
         """Run the graph on NCHW image inputs; returns the outputs in graph layout (see module doc)."""
         if len(inputs) != len(self.input_ids):
             raise ModelError(f"{self.origin}: expects {len(self.input_ids)} input(s), got {len(inputs)}")
+        # Graphs only under inference mode (the analysis pass): their static tensors are inference tensors.
+        if self.cuda_graphs and len(inputs) == 1 and inputs[0].is_cuda and torch.is_inference_mode_enabled():
+            with self._graph_lock:
+                if self._graphs is None:
+                    self._graphs = CudaGraphs(self.origin, lambda _, x, __: self.run_eager(x), False, limit=8)
+                try:
+                    return self._graphs(self, inputs[0], 0.0)  # type: ignore[no-any-return]
+                except SettingsError:  # cannot be captured here: run as it is from now on
+                    self.cuda_graphs = False
+        return self.run_eager(*inputs)
+
+    def run_eager(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        """:meth:`forward` op by op."""
         if self.channels_last_on_cpu:
             inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4
                            else x for x in inputs)

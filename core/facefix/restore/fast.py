@@ -24,11 +24,9 @@ that many crops (the last chunk is padded with copies of its last crop, whose re
 from __future__ import annotations
 
 import importlib
-import itertools
 import math
 import warnings
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import MethodType
 from typing import Any
 
@@ -36,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cuda_graphs import CudaGraphs
 from ..errors import SettingsError
 from .base import Restorer, RunFn
 
@@ -54,8 +53,6 @@ _CAPTURES = frozenset({"GFPGAN"})
 _IGNORES_FIDELITY = frozenset({"GFPGAN", "RestoreFormer"})
 _STYLEGAN2_MODULE = "spandrel.architectures.GFPGAN.__arch.stylegan2_clean_arch"
 _STYLE_CONV_GAIN = math.sqrt(2.0)  # StyleConv's "* 2**0.5 for conversion"
-_GRAPH_WARMUP = 3  # eager runs on a side stream before capture (allocator, cuDNN and compile settle)
-_GRAPH_LIMIT = 4  # captured shapes kept per Restorer; each holds its own activation memory
 _CHANNELS_LAST_FLAG = "_facefix_channels_last"  # set on swapped convolutions: run them NHWC
 
 
@@ -177,70 +174,6 @@ def _prepare_channels_last(restorer: Restorer) -> None:
 
 
 @dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    static_in: Tensor
-    static_out: Tensor
-
-
-def _storage_key(module: nn.Module) -> tuple[int, ...]:
-    """Addresses of the weights: a captured graph reads them there, so a move invalidates it."""
-    return tuple(t.data_ptr() for t in itertools.chain(module.parameters(), module.buffers()))
-
-
-@dataclass
-class _Graphs:
-    """CUDA graphs of ``fn(module, x, fidelity)``, one per input shape/dtype/device (and fidelity)."""
-
-    name: str
-    fn: RunFn
-    keyed_on_fidelity: bool
-    entries: OrderedDict[tuple[object, ...], _Captured] = field(default_factory=OrderedDict)
-    weights: tuple[int, ...] = ()
-
-    def __call__(self, module: nn.Module, x: Tensor, fidelity: float) -> Tensor:
-        weights = _storage_key(module)
-        if weights != self.weights:
-            self.entries.clear()
-            self.weights = weights
-        key = (x.device, x.dtype, tuple(x.shape), x.stride(), fidelity if self.keyed_on_fidelity else None)
-        entry = self.entries.get(key)
-        if entry is None:
-            entry = self._capture(module, x, fidelity)
-            self.entries[key] = entry
-            while len(self.entries) > _GRAPH_LIMIT:
-                self.entries.popitem(last=False)
-        else:
-            self.entries.move_to_end(key)
-        entry.static_in.copy_(x)
-        entry.graph.replay()
-        return entry.static_out.clone()  # the next replay overwrites the static output
-
-    def _capture(self, module: nn.Module, x: Tensor, fidelity: float) -> _Captured:
-        static_in = x.clone()
-        try:
-            with torch.cuda.device(x.device):
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(_GRAPH_WARMUP):
-                        self.fn(module, static_in, fidelity)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                # thread_local: the run's I/O threads go on allocating pinned buffers meanwhile.
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    static_out = self.fn(module, static_in, fidelity)
-        except torch.cuda.OutOfMemoryError:
-            raise  # the caller's out-of-memory back-off handles it
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            raise SettingsError(
-                f"--cuda-graphs: {self.name} cannot be captured in a CUDA graph ({first})"
-            ) from None
-        return _Captured(graph, static_in, static_out)
-
-
-@dataclass
 class _AcceleratedRun:
     """A RunFn: ``base`` (or its compiled form) over fixed micro-batches, CUDA-graphed on CUDA devices."""
 
@@ -248,7 +181,7 @@ class _AcceleratedRun:
     fn: RunFn
     channels_last: bool
     micro_batch: int | None
-    graphs: _Graphs | None
+    graphs: CudaGraphs | None
 
     def __call__(self, module: nn.Module, crops: Tensor, fidelity: float) -> Tensor:
         if self.channels_last:
@@ -348,6 +281,6 @@ def accelerate(
     if cuda_graphs == "auto" and restorer.architecture not in _CAPTURES:
         cuda_graphs = False
     if cuda_graphs and mode not in _GRAPHING_MODES:
-        graphs = _Graphs(restorer.name, fn, restorer.architecture not in _IGNORES_FIDELITY)
+        graphs = CudaGraphs(restorer.name, fn, restorer.architecture not in _IGNORES_FIDELITY)
     run = _AcceleratedRun(base, fn, channels_last, micro_batch, graphs)
     return replace(restorer, run=run)
