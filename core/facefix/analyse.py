@@ -90,7 +90,7 @@ def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
         return _Staged("codes", upload(host, device), bits=bits)
     host = host_buffer(px.shape, device)
     rgb = host.numpy()
-    if px.dtype != np.float32:
+    if np.issubdtype(px.dtype, np.integer):
         unit_from_codes(px, bits, out=rgb)
     else:
         np.copyto(rgb, px)
