@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <limits.h>
+#include <locale.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -19,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,6 +27,9 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __APPLE__
+#include <xlocale.h>
+#endif
 
 #include "ofxCore.h"
 #include "ofxImageEffect.h"
@@ -71,6 +74,41 @@ static const OfxMultiThreadSuiteV1 *g_thread;
 static const OfxMessageSuiteV1 *g_message;
 static unsigned g_segment_counter;
 
+/* ------------------------------------------------------------------------------------------ numbers */
+
+/* Numbers go to the bridge as JSON, come from the environment and appear in messages in C notation ("0.25"),
+ * whatever the host's locale: Qt hosts (Nuke, Resolve) set the process's LC_NUMERIC from the user's, and de_DE's
+ * would write "0,25". Every float this plug-in formats or parses goes through c_vsnprintf or c_strtod, which put
+ * the calling thread alone in the C locale (uselocale) for that call only: the host's other threads, and its own
+ * code on this one, keep theirs. (Whole numbers do not depend on the locale: printed without the ' flag, read with
+ * strtol or sscanf's %d and %x, as everywhere here.) */
+static locale_t g_c_locale;  /* made at load */
+
+static int c_vsnprintf(char *out, size_t size, const char *fmt, va_list ap) {
+    locale_t previous = g_c_locale ? uselocale(g_c_locale) : (locale_t)0;
+    int n = vsnprintf(out, size, fmt, ap);
+    if (previous) uselocale(previous);
+    return n;
+}
+
+static int c_snprintf(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int c_snprintf(char *out, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = c_vsnprintf(out, size, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+static double c_strtod(const char *text, char **stop) {
+    locale_t previous = g_c_locale ? uselocale(g_c_locale) : (locale_t)0;
+    double value = strtod(text, stop);
+    int saved = errno;  /* strtod's range error, whatever restoring the locale does */
+    if (previous) uselocale(previous);
+    errno = saved;
+    return value;
+}
+
 /* ------------------------------------------------------------------------------------------ strings */
 
 typedef struct buf { char *data; size_t len, cap; int failed; } buf;
@@ -92,18 +130,19 @@ static void buf_add(buf *b, const char *text, size_t n) {
 
 static void buf_str(buf *b, const char *text) { buf_add(b, text, strlen(text)); }
 
+static void buf_fmt(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void buf_fmt(buf *b, const char *fmt, ...) {
     char small[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
+    int n = c_vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
     if (n < 0) { b->failed = 1; return; }
     if ((size_t)n < sizeof small) { buf_add(b, small, (size_t)n); return; }
     char *big = malloc((size_t)n + 1);
     if (!big) { b->failed = 1; return; }
     va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    c_vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
     buf_add(b, big, (size_t)n);
     free(big);
@@ -264,7 +303,7 @@ static int request_timeout_ms(long long *ms, char *err, size_t errsize) {
     if (!text || !*text) return 1;
     char *stop = NULL;
     errno = 0;
-    double seconds = strtod(text, &stop);
+    double seconds = c_strtod(text, &stop);
     if (stop == text || *stop || errno || !(seconds > 0 && seconds <= 86400)) {
         snprintf(err, errsize, "FACEFIX_OFX_TIMEOUT=%.40s is not a number of seconds (more than 0, at most 86400)",
                  text);
@@ -292,6 +331,18 @@ static int wait_until(int fd, short events, long long deadline) {
     }
 }
 
+/* Whether the `n` bytes at `a` and `b` are equal but for the case of ASCII letters. (strncasecmp follows the host's
+ * LC_CTYPE: in tr_TR.ISO-8859-9 'I' lower-cases to a dotless i, and "TRANSFER-ENCODING" would not match.) */
+static int ascii_equal_ignoring_case(const char *a, const char *b, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        unsigned char x = (unsigned char)a[k], y = (unsigned char)b[k];
+        if (x >= 'A' && x <= 'Z') x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = (unsigned char)(y - 'A' + 'a');
+        if (x != y) return 0;
+    }
+    return 1;
+}
+
 /* The value of header `name` in the header lines [head, end) (after the status line), or NULL; *count: how many. */
 static const char *header_value(const char *head, const char *end, const char *name, int *count) {
     const char *found = NULL;
@@ -300,7 +351,7 @@ static const char *header_value(const char *head, const char *end, const char *n
     for (const char *line = head; line < end;) {
         const char *next = memchr(line, '\n', (size_t)(end - line));
         next = next ? next + 1 : end;
-        if ((size_t)(next - line) > n && strncasecmp(line, name, n) == 0 && line[n] == ':') {
+        if ((size_t)(next - line) > n && ascii_equal_ignoring_case(line, name, n) && line[n] == ':') {
             if (!found) found = line + n + 1;
             (*count)++;
         }
@@ -435,8 +486,8 @@ static int http_request(const bridge *br, const char *method, const char *path, 
     close(fd);
     if (why) {
         if (late)
-            snprintf(err, errsize, "the FaceFix bridge at %s did not answer within %g s (FACEFIX_OFX_TIMEOUT sets the "
-                     "limit)", br->url, (double)timeout_ms / 1000);
+            c_snprintf(err, errsize, "the FaceFix bridge at %s did not answer within %g s (FACEFIX_OFX_TIMEOUT sets "
+                       "the limit)", br->url, (double)timeout_ms / 1000);
         else
             snprintf(err, errsize, "the FaceFix bridge at %s did not answer usably (%s)", br->url, why);
         buf_free(&raw);
@@ -507,8 +558,8 @@ static int segment_reserve(segment *s, const char *role, size_t size, char *err,
     int failure = fstatvfs(fd, &fs) == 0 && (double)fs.f_bavail * (double)fs.f_frsize < (double)size
                   ? ENOSPC : posix_fallocate(fd, 0, (off_t)size);
     if (failure) {
-        snprintf(err, errsize, "cannot reserve %.0f MiB of shared memory for %s (%s): free some or enlarge /dev/shm",
-                 (double)size / 1048576.0, s->name, strerror(failure));
+        c_snprintf(err, errsize, "cannot reserve %.0f MiB of shared memory for %s (%s): free some or enlarge /dev/shm",
+                   (double)size / 1048576.0, s->name, strerror(failure));
         close(fd);
         segment_unlink(s->name);
         return 0;
@@ -708,8 +759,8 @@ static int add_value(buf *b, const instance *it, int i, OfxTime time, char *err,
     case FF_DOUBLE:
         if (h) g_param->paramGetValueAtTime(h, time, &d);
         if (!isfinite(d)) {
-            snprintf(err, errsize, "the host gave the control %s the value %g at time %g: not a number", p->name, d,
-                     time);
+            c_snprintf(err, errsize, "the host gave the control %s the value %g at time %g: not a number", p->name, d,
+                       time);
             return 0;
         }
         buf_fmt(b, "%.17g", d);
@@ -786,7 +837,7 @@ static int components_channels(const char *components) {
 static int fetch(OfxImageClipHandle clip, OfxTime time, const char *what, image *im, char *err, size_t errsize) {
     memset(im, 0, sizeof *im);
     if (g_effect->clipGetImage(clip, time, NULL, &im->handle) != kOfxStatOK || !im->handle) {
-        snprintf(err, errsize, "the host gave no %s image at frame %g", what, time);
+        c_snprintf(err, errsize, "the host gave no %s image at frame %g", what, time);
         im->handle = NULL;
         return 0;
     }
@@ -802,26 +853,26 @@ static int fetch(OfxImageClipHandle clip, OfxTime time, const char *what, image 
     im->bytes_per_channel = depth ? depth_bytes(depth) : 0;
     im->channels = components ? components_channels(components) : 0;
     if (!im->data || im->bytes_per_channel == 0 || im->channels == 0) {
-        snprintf(err, errsize, "%s image at frame %g: unsupported pixel depth %s or components %s (use 8-bit, "
-                 "16-bit or float RGBA/RGB)", what, time, depth ? depth : "none", components ? components : "none");
+        c_snprintf(err, errsize, "%s image at frame %g: unsupported pixel depth %s or components %s (use 8-bit, "
+                   "16-bit or float RGBA/RGB)", what, time, depth ? depth : "none", components ? components : "none");
         return 0;
     }
     const int edges[4] = {im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2};
     for (int k = 0; k < 4; k++)
         if (!(edges[k] >= -MAX_EDGE && edges[k] <= MAX_EDGE)) {
-            snprintf(err, errsize, "%s image at frame %g: bounds out of range (%d %d %d %d)", what, time,
-                     im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2);
+            c_snprintf(err, errsize, "%s image at frame %g: bounds out of range (%d %d %d %d)", what, time,
+                       im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2);
             return 0;
         }
     long width = (long)im->bounds.x2 - im->bounds.x1;
     if (width < 0 || im->bounds.y2 < im->bounds.y1) {
-        snprintf(err, errsize, "%s image at frame %g: its bounds are reversed (%d %d %d %d)", what, time,
-                 im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2);
+        c_snprintf(err, errsize, "%s image at frame %g: its bounds are reversed (%d %d %d %d)", what, time,
+                   im->bounds.x1, im->bounds.y1, im->bounds.x2, im->bounds.y2);
         return 0;
     }
     if (labs((long)im->row_bytes) < width * im->channels * im->bytes_per_channel) {
-        snprintf(err, errsize, "%s image at frame %g: row bytes %d too small for its bounds", what, time,
-                 im->row_bytes);
+        c_snprintf(err, errsize, "%s image at frame %g: row bytes %d too small for its bounds", what, time,
+                   im->row_bytes);
         return 0;
     }
     return 1;
@@ -894,8 +945,8 @@ static int frame_of(double t, int *frame) {
 /* `time` as a frame number, or 0 and a one-line reason naming `action`. */
 static int host_frame(OfxTime time, const char *action, int *frame, char *err, size_t errsize) {
     if (frame_of(time, frame)) return 1;
-    snprintf(err, errsize, "the host asked to %s at time %g, which is no frame (at most %.0f either side of 0)",
-             action, time, MAX_FRAME);
+    c_snprintf(err, errsize, "the host asked to %s at time %g, which is no frame (at most %.0f either side of 0)",
+               action, time, MAX_FRAME);
     return 0;
 }
 
@@ -925,14 +976,14 @@ static int source_frame(const instance *it, OfxTime time, OfxRectI *frame, int *
     const double edges[4] = {rod.x1, rod.y1, rod.x2, rod.y2};
     for (int k = 0; k < 4; k++)
         if (!(edges[k] >= -MAX_EDGE && edges[k] <= MAX_EDGE)) {
-            snprintf(err, errsize, "the host gave the Source clip a region of definition out of range (%g %g %g %g)",
-                     rod.x1, rod.y1, rod.x2, rod.y2);
+            c_snprintf(err, errsize, "the host gave the Source clip a region of definition out of range (%g %g %g %g)",
+                       rod.x1, rod.y1, rod.x2, rod.y2);
             return 0;
         }
     frame->x1 = (int)floor(rod.x1); frame->y1 = (int)floor(rod.y1);
     frame->x2 = (int)ceil(rod.x2); frame->y2 = (int)ceil(rod.y2);
     if (frame->x2 <= frame->x1 || frame->y2 <= frame->y1) {
-        snprintf(err, errsize, "the Source clip is empty at frame %g", time);
+        c_snprintf(err, errsize, "the Source clip is empty at frame %g", time);
         return 0;
     }
     if (frame->x2 - frame->x1 > MAX_SIDE || frame->y2 - frame->y1 > MAX_SIDE) {
@@ -945,8 +996,8 @@ static int source_frame(const instance *it, OfxTime time, OfxRectI *frame, int *
     if (g_effect->clipGetPropertySet(it->source, &props) == kOfxStatOK)
         g_prop->propGetDoubleN(props, kOfxImageEffectPropFrameRange, 2, range);
     if (!frame_of(range[0], first) || !frame_of(range[1], last) || *last < *first) {
-        snprintf(err, errsize, "the host gave the Source clip a frame range out of range (%g to %g)", range[0],
-                 range[1]);
+        c_snprintf(err, errsize, "the host gave the Source clip a frame range out of range (%g to %g)", range[0],
+                   range[1]);
         return 0;
     }
     return 1;
@@ -986,8 +1037,8 @@ static OfxStatus render_locked(OfxImageEffectHandle effect, instance *it, OfxPro
     }
     g_prop->propGetDoubleN(in, kOfxImageEffectPropRenderScale, 2, scale);
     if (scale[0] != 1.0 || scale[1] != 1.0) {
-        snprintf(err, errsize, "FaceFix renders at full resolution only (render scale %g x %g): turn proxy off",
-                 scale[0], scale[1]);
+        c_snprintf(err, errsize, "FaceFix renders at full resolution only (render scale %g x %g): turn proxy off",
+                   scale[0], scale[1]);
         return kOfxStatFailed;
     }
     if (window.x2 < window.x1 || window.y2 < window.y1 || window.x1 < -MAX_EDGE || window.y1 < -MAX_EDGE
@@ -1288,7 +1339,9 @@ static OfxStatus load(void) {
     g_thread = g_host->fetchSuite(g_host->host, kOfxMultiThreadSuite, 1);
     g_message = g_host->fetchSuite(g_host->host, kOfxMessageSuite, 1);
     if (!g_prop || !g_param || !g_effect || !g_memory || !g_thread) return kOfxStatErrMissingHostFeature;
-    return kOfxStatOK;
+    /* Never freed: an Unload would free it under a thread still formatting (one small object; glibc's is static). */
+    if (!g_c_locale) g_c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    return g_c_locale ? kOfxStatOK : kOfxStatErrMemory;
 }
 
 static OfxStatus main_entry(const char *action, const void *handle, OfxPropertySetHandle in, OfxPropertySetHandle out) {
