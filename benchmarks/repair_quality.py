@@ -13,7 +13,8 @@ deboil (default: every kind) or dewarp (default: warp and clean; the clips' mesh
 would, but not the blinks or speech):
   * ghost, warp: mean absolute error against the clean clip on the defect frames (lower is better);
   * boil: flicker of the face (motion removed on the true landmarks; ``temporal.flicker``), the clean clip's own
-    flicker given as the floor;
+    flicker given as the floor, and (``--control deboil``) the flicker when the repair returns each frame's clean
+    crop exactly (``flicker_crop_truth``: the most a repair of the crops reaches once pasted back);
   * clean (motion, a blink, speech-like mouth motion, no defect): PSNR of the output against its input (every
     repair control at 1: what a repair costs a clip that needs none);
   * ms_per_face: the repair stage's time per face on --device (synchronised), per control.
@@ -98,6 +99,39 @@ def _face_flicker(frames, landmarks, mattes):
     return flicker(crops, mask)
 
 
+def _truth_flicker(clip, settings, device):
+    """Flicker of a boil clip whose repair returns each frame's CLEAN crop exactly: the most a de-boil of the crops
+    can reach once its correction is pasted back (the paste resamples the crop to the frame, so the part of the
+    boil at the frame's own pixel scale stays)."""
+    import torch
+
+    import facefix.repair.stage as stage
+    from facefix.geometry import crop_from_frame_matrix, warp_affine
+
+    def crops(frames, size):
+        x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+        mats = np.stack([crop_from_frame_matrix(lm, size) for lm in clip.landmarks])
+        return warp_affine(x, mats, (size, size), src_index=np.arange(len(x)))
+
+    made = {}
+
+    def clean_crops(reduced, full, valid, amount, points=None):
+        size = int(full.shape[-1])
+        if size not in made:
+            made[size] = (crops(clip.frames, size).to(full), crops(clip.clean, size).to(full))
+        given, truth = made[size]
+        current = full[:, full.shape[1] // 2]  # which frame: the input crop it is
+        return truth[(current[:, None] - given[None]).abs().mean((2, 3, 4)).argmin(1)]
+
+    inner = stage.deboil_window
+    stage.deboil_window = clean_crops
+    try:
+        out, mattes = _restore(clip, settings, device, [])
+    finally:
+        stage.deboil_window = inner
+    return _face_flicker(out, clip.landmarks, mattes)
+
+
 def measure(kind, seed, device, control, size, frames):
     from facefix.demo import synth
 
@@ -116,6 +150,8 @@ def measure(kind, seed, device, control, size, frames):
         row["flicker_before"] = _face_flicker(clip.frames, clip.landmarks, mattes)
         row["flicker_after"] = _face_flicker(out, clip.landmarks, mattes)
         row["flicker_clean"] = _face_flicker(clip.clean, clip.landmarks, mattes)
+        if control == "deboil":
+            row["flicker_crop_truth"] = _truth_flicker(clip, {**base, control: 1.0}, device)
     else:
         m = inside[..., None].repeat(3, -1)
         mse = float(((out - clip.frames) ** 2)[m].mean())
@@ -209,6 +245,9 @@ def main(argv=None) -> int:
             b, a = np.mean([r["flicker_before"] for r in sel]), np.mean([r["flicker_after"] for r in sel])
             summary[kind] = {"flicker_before": b, "flicker_after": a, "lower_by": 1 - a / b,
                              "flicker_clean": np.mean([r["flicker_clean"] for r in sel])}
+            if all("flicker_crop_truth" in r for r in sel):
+                truth = np.mean([r["flicker_crop_truth"] for r in sel])
+                summary[kind].update(flicker_crop_truth=truth, crop_truth_lower_by=1 - truth / b)
         else:
             summary[kind] = {"psnr_vs_input_db_min": min(r["psnr_vs_input_db"] for r in sel),
                              "psnr_vs_input_db_mean": float(np.mean([r["psnr_vs_input_db"] for r in sel]))}

@@ -176,3 +176,23 @@ def test_a_ramp_at_a_clipped_window_keeps_the_current_frame():
     lo_noisy[0, 3] += 0.2
     out = deboil_window(lo_noisy, noisy, clipped, torch.tensor([1.0]))
     assert float(out.mean()) < 0.6
+
+
+def test_a_blink_opening_in_a_full_window_keeps_the_current_frame(align, monkeypatch):
+    """On a blink's opening the frames on the far side still show the lid shut, and the lash line crosses each
+    pixel in one frame, so a plain median of 7 drags the eye back: the current frame, lying between its two sides,
+    gets the extra votes (``_ramp_votes``) and the eyes keep their state."""
+    from facefix.repair import deboil
+
+    clip = synth.repair_clip("clean", 12, (128, 128), seed=11, scale=0.8)  # its blink shuts at frames 3-5
+    frames = [6, 7, 8]  # opening, each window full (3..11 of 0..11)
+    crops = align(clip.frames, clip.landmarks)
+    eyes = transform_points(crop_from_frame_matrix(clip.landmarks[6], crops.shape[-1]), clip.landmarks[6])[:2]
+    iod = float(np.linalg.norm(eyes[1] - eyes[0]))
+    band = torch.zeros(1, 1, *crops.shape[-2:])
+    for x, y in eyes:
+        band[..., int(y - 0.2 * iod):int(y + 0.2 * iod), int(x - 0.4 * iod):int(x + 0.4 * iod)] = 1
+    kept = _psnr(_deboil_track(crops, frames=frames), crops[frames], band)
+    monkeypatch.setattr(deboil, "_RAMP_VOTES", 0.0)
+    dragged = _psnr(_deboil_track(crops, frames=frames), crops[frames], band)
+    assert kept >= dragged + 0.6, (kept, dragged)

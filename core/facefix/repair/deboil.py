@@ -16,10 +16,12 @@ neighbour j in t-K..t+K (both directions):
 2. at the flow's resolution, the per-pixel weighted median of the current crop (weight 1) and the warped
    neighbours (weights c_j): what the window agrees on. A median keeps every change that lasts at least K+1
    frames (a blink, speech, a head turn, a lighting change: the "root signals" of a median of 2K+1) and
-   drops what lasts fewer (a 3-frame ghost at K = 3, per-frame texture). A window clipped at the track's start
-   or end is not symmetric, and there the frames on its full side would drag a ramp (a blink's onset, a word)
-   along; where the current frame lies between what the frames before and after it show, it gets the missing
-   side's votes (``_clipped_ramp_votes``);
+   drops what lasts fewer (a 3-frame ghost at K = 3, per-frame texture). But where a ramp turns (a blink opening
+   right after the lid was shut) the far side outvotes the current frame, a thin feature moving with it (the lash
+   line) crosses each pixel in a single frame, and a window clipped at the track's start or end lets its full
+   side drag a ramp along; so where the current frame lies between what the frames before and after it show, it
+   gets 2 more votes, and the missing side's too in a clipped window (``_ramp_votes``; not a frame displaced from
+   its points);
 3. each sample's weight a_j: how well it agrees with that median there (blurred absolute difference against a
    tolerance well above sensor noise, well below a feature), times c_j; the current frame's own a_t;
 4. at full resolution the weighted mean of the current crop and the warped neighbour crops by those weights
@@ -61,6 +63,9 @@ _ANCHOR_LO = 0.35
 _ANCHOR_HI = 0.7
 _AGREE_TAU_ANCHORED = 0.012
 _ANCHORED_VOTE = 0.5  # how much of its vote such a frame loses (a clipped window's tie then goes to the others)
+# Extra votes of a current frame that lies between the two sides of its window (``_ramp_votes``): with 2 more, a
+# frame on a blink's opening outweighs the 3 frames on its far side that still show the lid shut.
+_RAMP_VOTES = 2.0
 # The mesh field's Gaussian radius (fraction of the crop; dense mesh, 5 landmarks) and the weight below which a
 # pixel is too far from every point to count as face.
 _SIGMA_MESH = 0.03
@@ -149,16 +154,18 @@ def _anchor_gate(flow: torch.Tensor, meshflow: torch.Tensor, face: torch.Tensor,
     return ((px - _ANCHOR_LO) / (_ANCHOR_HI - _ANCHOR_LO)).clamp(0.0, 1.0)
 
 
-def _clipped_ramp_votes(cur: torch.Tensor, warped: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
-                        k: int) -> torch.Tensor:
-    """(B, 1, 1, h, w): extra votes for the current frame where its window is clipped (the track's start or end)
-    and it lies between what the frames before and after it show: a blink or a word in progress. A median keeps
-    a ramp only over a symmetric window; with frames missing on one side the other side drags it along, so the
-    missing votes go to the current frame there. Per-frame texture rarely lies between the two sides."""
+def _ramp_votes(cur: torch.Tensor, warped: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor, k: int,
+                anchored: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, h, w): extra votes for the current frame where it lies between what the frames before and after
+    it show: a blink or a word in progress. A median keeps a ramp that runs the whole window, but not where it
+    turns (a blink's opening right after the lid was shut) nor a thin feature that moves with it (the lash line
+    crosses each pixel in one frame): there the current frame gets ``_RAMP_VOTES``. Where the window is clipped
+    (the track's start or end) the frames on its full side would drag the ramp along, so the missing side's votes
+    go to it too. Per-frame texture rarely lies between the two sides, whose means differ only where something
+    moves. ``anchored`` (B,) 0..1: a frame displaced from its points (a ghost) gets no extra votes."""
     b, _, _, h, w = warped.shape
     missing = ((~valid[:, :k]).sum(1) - (~valid[:, k + 1:]).sum(1)).abs().to(cur.dtype)
-    if not bool((missing > 0).any()):
-        return torch.zeros((b, 1, 1, h, w), dtype=cur.dtype, device=cur.device)
+    votes = missing + _RAMP_VOTES * (1 - anchored.to(cur.dtype))
 
     def side(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
         wgt = conf[:, sl]
@@ -174,7 +181,7 @@ def _clipped_ramp_votes(cur: torch.Tensor, warped: torch.Tensor, conf: torch.Ten
     detour = apart(cur, before) + apart(cur, after) - span
     ramp = torch.exp(-(detour.clamp_min(0.0) / _AGREE_TAU).square()) * (span > _AGREE_TAU)
     ramp = ramp * (has_before & has_after)
-    return (missing.view(b, 1, 1, 1) * ramp).unsqueeze(1)
+    return (votes.view(b, 1, 1, 1) * ramp).unsqueeze(1)
 
 
 def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor, amount: torch.Tensor,
@@ -206,6 +213,7 @@ def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor
     conf = fb_confidence(flow_tj, flow_jt, rel=0.05, abs_px=0.75) * inside_mask(flow_tj) * ok
     tau = torch.full((b, 1, 1, 1, 1), _AGREE_TAU, dtype=reduced.dtype, device=reduced.device)
     own = torch.ones((b, 1, 1, h, w), dtype=reduced.dtype, device=reduced.device)  # the current frame's vote
+    anchored = torch.zeros((b,), dtype=reduced.dtype, device=reduced.device)
     if points is not None:
         meshflow, face = mesh_flows(points, (h, w), int(full.shape[-1]))
         gate = _anchor_gate(flow_tj.view(b, n - 1, 2, h, w), meshflow, face, valid[:, others])
@@ -216,11 +224,12 @@ def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor
                     ).view(-1, 1, h, w)
             tau = tau + g * (_AGREE_TAU_ANCHORED - _AGREE_TAU)
             own = own * (1 - _ANCHORED_VOTE * g)  # a frame displaced from its points is suspect: a lesser vote
+            anchored = gate.to(reduced.dtype)
     warped_lo = warp_by_flow(lo_nb, flow_tj)
 
     # 2. What the window agrees on, at the flow's resolution (the current frame first: ties favour it).
     samples = torch.cat([lo_cur.unsqueeze(1), warped_lo.view(b, n - 1, c, h, w)], 1)
-    own = own + _clipped_ramp_votes(lo_cur, warped_lo.view(b, n - 1, c, h, w), conf.view(b, n - 1, 1, h, w), valid, k)
+    own = own + _ramp_votes(lo_cur, warped_lo.view(b, n - 1, c, h, w), conf.view(b, n - 1, 1, h, w), valid, k, anchored)
     weights = torch.cat([own, conf.view(b, n - 1, 1, h, w)], 1)
     median = weighted_median(samples, weights)
 
