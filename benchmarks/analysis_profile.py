@@ -108,7 +108,7 @@ def main() -> int:
             for i in range(3):
                 stats = AnalysisStats()
 
-                def one(stats: AnalysisStats = stats) -> None:
+                def one(stats: AnalysisStats = stats, src: object = src, numbers: list[int] = numbers) -> None:
                     track_clip(src, numbers, settings, device=dev, progress=False, stats=stats)
                     sync(dev)
 
