@@ -72,7 +72,8 @@ class _Staged:
 
 
 def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
-    """``frame`` (a Frame read with integer codes, or a PackedFrame) sent to ``device``, from an I/O thread: the
+    """``frame`` (a Frame read with integer codes, a PackedFrame, or anything with float ``pixels``: a host's frame
+    handed over in memory) sent to ``device``, from an I/O thread: the
     file's words or codes as they are (a 1080p 10-bit frame travels as 8 or 12 MB, not as 25 MB of float) from
     pinned memory, so the copy overlaps the detector's work on the frames before; only a colour conversion other
     than sRGB/raw runs here (OpenColorIO, on the CPU)."""
@@ -82,7 +83,7 @@ def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
     if isinstance(frame, PackedFrame):  # words already in pinned memory (FrameReader's allocator)
         return _Staged("words", upload(torch.from_numpy(frame.words.view(np.int32)), device), layout=frame.layout)
     px = frame.pixels[..., :3]  # type: ignore[attr-defined]
-    bits = frame.format.bits_per_sample  # type: ignore[attr-defined]
+    bits = getattr(getattr(frame, "format", None), "bits_per_sample", None)
     if px.dtype in (np.uint8, np.uint16) and ct.is_identity:
         host = torch.empty(px.shape, dtype=torch.uint8 if px.dtype == np.uint8 else torch.int16,
                            pin_memory=device.type == "cuda")
@@ -153,12 +154,12 @@ def track_clip(
     device: torch.device | str = "cpu",
     progress: bool = True,
     stats: AnalysisStats | None = None,
-    on_frame: Callable[[int, np.ndarray, Sequence[Face]], None] | None = None,
+    on_frame: Callable[[int, Sequence[Face]], None] | None = None,
     scan_period: int | None = None,
 ) -> FaceTracks:
     """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
 
-    on_frame(number, working_rgb (H, W, 3), faces): a hook for debug overlays. scan_period: frames a
+    on_frame(number, faces): called after each frame is analysed (progress, cancelling). scan_period: frames a
     BlazeFace window spreads its tiles over (None: ``detect.scan.SCAN_PERIOD``; 1: every tile on every
     frame). Windows start at every ``scan_period``-th frame of ``numbers``, whatever the batch size.
     """
@@ -190,17 +191,20 @@ def track_clip(
     carried = torch.zeros(0, 4)
 
     on_gpu = dev.type == "cuda"
-    if on_gpu:  # read as the restore pass does: a plain 10-bit DPX as its words, other integer files as codes
+    ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
+    reader = None
+    if on_gpu and getattr(source, "kind", None) in ("sequence", "movie"):
+        # Read as the restore pass does: a plain 10-bit DPX as its words, other integer files as codes. Other
+        # sources (a host's frames handed over in memory) give their pixels as they are.
         from .io.regions import FrameReader, reads_words
 
-        ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
         reader = FrameReader(source, reads_words(source, ct, dev), host_words(dev))  # type: ignore[arg-type]
 
     def read(n: int) -> object:
         # Decoded and made ready for the detector on an I/O thread while it works on the previous batch: on the
         # GPU as compact pinned pixels (converted there), on the CPU as working RGB planes.
         if on_gpu:
-            return _stage(reader.read(n), ct, dev)
+            return _stage(reader.read(n) if reader is not None else source.read(n), ct, dev)  # type: ignore[attr-defined]
         return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
 
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
@@ -236,7 +240,7 @@ def track_clip(
                     scores[n] = cut_score(prev_thumb, thumb)
                 prev_thumb = thumb
                 if on_frame is not None:
-                    on_frame(n, batch[i].permute(1, 2, 0).cpu().numpy(), res.faces)
+                    on_frame(n, res.faces)
             stats.timed("describe", t)
             stats.frames += len(chunk)
             if bar is not None:

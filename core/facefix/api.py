@@ -315,7 +315,7 @@ class Session:
         check = _cancel_check(cancel)
         count = [0]
 
-        def on_frame(number: int, rgb: np.ndarray, found: Sequence[Face]) -> None:
+        def on_frame(number: int, found: Sequence[Face]) -> None:
             if check is not None and check():
                 raise Cancelled(count[0], len(numbers))
             count[0] += 1

@@ -4,6 +4,8 @@ descriptor functions equal their one-frame forms."""
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,38 @@ def test_gpu_analysis_finds_the_cpu_analysiss_faces(tmp_path, write_face_shot) -
     assert a.keys() == b.keys()
     # TF32 convolutions (cuDNN's first layers) against the CPU's float32: a fraction of a pixel.
     assert max(float(np.abs(a[n].landmarks - b[n].landmarks).max()) for n in a) < 0.5
+
+
+class _MemorySource:
+    """Frames handed over in memory, as the bridge's analysis source gives them: float pixels, no file format."""
+
+    kind = "memory"
+    is_float = False
+
+    def __init__(self, frames: dict[int, np.ndarray]) -> None:
+        self.frames = frames
+
+    def read(self, number: int) -> object:
+        return types.SimpleNamespace(pixels=self.frames[number])
+
+
+def test_a_memory_frame_stages_as_working_rgb() -> None:
+    img = _plate()
+    img[0, 0, 0] = np.nan
+    staged = _stage(_MemorySource({1: img}).read(1), colour_transform("srgb"), CPU)
+    assert staged.kind == "rgb"
+    np.testing.assert_array_equal(_working_batch([staged], CPU)[0].numpy(), _planar_working_rgb(img, "srgb", False))
+
+
+@pytest.mark.gpu
+def test_gpu_analysis_of_frames_handed_over_in_memory(tmp_path, write_face_shot) -> None:  # type: ignore[no-untyped-def]
+    write_face_shot(tmp_path, 6, (160, 160))
+    src = open_source(str(tmp_path / "plate.####.png"))
+    memory = _MemorySource({n: src.read(n).pixels[..., :3] for n in src.frame_numbers})
+    settings = Settings(min_face=24)
+    seen: list[int] = []
+    gpu = track_clip(memory, list(src.frame_numbers), settings, device="cuda", progress=False,
+                     on_frame=lambda n, faces: seen.append(n))
+    cpu = track_clip(memory, list(src.frame_numbers), settings, device="cpu", progress=False)
+    assert seen == list(src.frame_numbers)
+    assert [sorted(t.faces) for t in gpu.tracks] == [sorted(t.faces) for t in cpu.tracks]
