@@ -19,6 +19,7 @@ import torch
 
 from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .engine import frames_per_batch
+from .errors import InputError
 from .faces import Face, FaceTracks
 from .io.dpx import PackedLayout
 from .io.frames import unit_from_codes
@@ -69,6 +70,7 @@ class _Staged:
     data: torch.Tensor
     bits: int | None = None
     layout: PackedLayout | None = None
+    host: object = None  # the host memory the upload reads: kept until the batch is converted
 
 
 def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
@@ -81,14 +83,15 @@ def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
     from .io.dpx import PackedFrame
 
     if isinstance(frame, PackedFrame):  # words already in pinned memory (FrameReader's allocator)
-        return _Staged("words", upload(torch.from_numpy(frame.words.view(np.int32)), device), layout=frame.layout)
+        words = torch.from_numpy(frame.words.view(np.int32))
+        return _Staged("words", upload(words, device), layout=frame.layout, host=frame)
     px = frame.pixels[..., :3]  # type: ignore[attr-defined]
     bits = getattr(getattr(frame, "format", None), "bits_per_sample", None)
     if px.dtype in (np.uint8, np.uint16) and ct.is_identity:
         host = torch.empty(px.shape, dtype=torch.uint8 if px.dtype == np.uint8 else torch.int16,
                            pin_memory=device.type == "cuda")
         np.copyto(host.numpy().view(px.dtype), px)
-        return _Staged("codes", upload(host, device), bits=bits)
+        return _Staged("codes", upload(host, device), bits=bits, host=host)
     host = host_buffer(px.shape, device)
     rgb = host.numpy()
     if np.issubdtype(px.dtype, np.integer):
@@ -96,7 +99,7 @@ def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
     else:
         np.copyto(rgb, px)
     ct.to_working(rgb, out=rgb)
-    return _Staged("rgb", upload(host, device))
+    return _Staged("rgb", upload(host, device), host=host)
 
 
 @lru_cache(maxsize=8)
@@ -109,31 +112,42 @@ def _code_table(dtype: str, bits: int | None, device: torch.device) -> torch.Ten
 def _working_batch(staged: Sequence[_Staged], device: torch.device) -> torch.Tensor:
     """(N, 3, H, W) float32 working RGB on ``device`` of staged frames (one shot: one size), converted on the
     compute stream once their uploads are done: the same values as ``working_rgb`` on the CPU (codes through the
-    same table, NaN -> 0, clipped to [0, 1]). Frames stored alike convert together: one kernel a batch, not one
-    a frame (launching a kernel costs the feeding thread more than the GPU spends on a frame)."""
+    same table, NaN -> 0, clipped to [0, 1]). Consecutive frames stored alike convert together, a few at a time:
+    a kernel for several frames, not one a frame (a launch costs the feeding thread more than the GPU spends on a
+    frame), with temporaries of a few frames and indices well inside 32 bits at any frame size."""
     from .gpu import wait_uploads
     from .io.packed import PackedRegion, unpack_unit
 
     wait_uploads(device)
-    out: list[torch.Tensor | None] = [None] * len(staged)
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, s in enumerate(staged):
-        groups.setdefault((s.kind, s.data.dtype, s.bits, s.layout, tuple(s.data.shape)), []).append(i)
-    for (kind, dtype, bits, layout, _), members in groups.items():
-        data = torch.stack([staged[i].data for i in members])
-        if kind == "words":
-            assert isinstance(layout, PackedLayout)
-            flat = unpack_unit(data.reshape(-1, data.shape[-1]), PackedRegion(0, layout.width, layout))
-            rgb = flat.reshape(len(members), layout.height, layout.width, 3)
-        elif kind == "codes":
-            index = data.to(torch.int32) & 0xFFFF if dtype == torch.int16 else data.to(torch.int32)
-            rgb = _code_table("uint16" if dtype == torch.int16 else "uint8", bits, device)[index]  # type: ignore[arg-type]
+    first = staged[0]
+    h, w = (first.layout.height, first.layout.width) if first.layout is not None else first.data.shape[:2]
+    out = torch.empty((len(staged), 3, h, w), dtype=torch.float32, device=device)
+    per_call = max(1, min(8, (1 << 30) // max(1, h * w * 3)))
+    start = 0
+    while start < len(staged):
+        s = staged[start]
+        key = (s.kind, s.data.dtype, s.bits, s.layout, tuple(s.data.shape))
+        end = start + 1
+        while end < len(staged) and end - start < per_call and (
+                (staged[end].kind, staged[end].data.dtype, staged[end].bits, staged[end].layout,
+                 tuple(staged[end].data.shape)) == key):
+            end += 1
+        data = torch.stack([t.data for t in staged[start:end]])
+        if s.kind == "words":
+            assert s.layout is not None
+            flat = unpack_unit(data.reshape(-1, data.shape[-1]), PackedRegion(0, s.layout.width, s.layout))
+            rgb = flat.reshape(end - start, h, w, 3)
+        elif s.kind == "codes":
+            wide = data.dtype == torch.int16
+            index = data.to(torch.int32) & 0xFFFF if wide else data.to(torch.int32)
+            rgb = _code_table("uint16" if wide else "uint8", s.bits, device)[index]
         else:
             rgb = data
-        for i, frame in zip(members, rgb.permute(0, 3, 1, 2)):
-            out[i] = frame
-    batch = torch.stack(out)  # type: ignore[arg-type]
-    return torch.nan_to_num_(batch, nan=0.0).clamp_(0.0, 1.0)
+        if rgb.shape[1:3] != (h, w):
+            raise InputError(f"the shot's frames differ in size: {w}x{h} and {rgb.shape[2]}x{rgb.shape[1]}")
+        out[start:end] = rgb.permute(0, 3, 1, 2)
+        start = end
+    return torch.nan_to_num_(out, nan=0.0).clamp_(0.0, 1.0)
 
 
 @lru_cache(maxsize=2)
@@ -208,7 +222,8 @@ def track_clip(
         return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
 
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
-    stream = prefetch(read, list(numbers), depth=2 * step, pool=pool)
+    # On a GPU every frame read ahead waits on the device: one window ahead of the batch, not a second batch.
+    stream = prefetch(read, list(numbers), depth=step + period if on_gpu else 2 * step, pool=pool)
     try:
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
@@ -218,6 +233,7 @@ def track_clip(
             with torch.inference_mode():  # faces come back to the host: the GPU work is done here
                 batch = (_working_batch(frames, dev) if on_gpu  # type: ignore[arg-type]
                          else torch.from_numpy(np.stack(frames)))  # type: ignore[arg-type]
+                del frames  # their uploads (on a GPU) are no longer needed: the batch holds the frames
                 if scanning:
                     results = []
                     for w0 in range(0, len(chunk), period):

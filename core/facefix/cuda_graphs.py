@@ -43,6 +43,7 @@ class CudaGraphs:
     limit: int = GRAPH_LIMIT
     entries: OrderedDict[tuple[object, ...], _Captured] = field(default_factory=OrderedDict)
     weights: tuple[int, ...] = ()
+    last_stream: torch.cuda.Stream | None = None
 
     def __call__(self, module: nn.Module, x: Tensor, fidelity: float) -> Any:
         weights = _storage_key(module)
@@ -58,10 +59,16 @@ class CudaGraphs:
                 self.entries.popitem(last=False)
         else:
             self.entries.move_to_end(key)
+        # A call on another stream than the last waits for it: the static buffers are shared.
+        stream = torch.cuda.current_stream(x.device)
+        if self.last_stream is not None and self.last_stream != stream:
+            stream.wait_stream(self.last_stream)
         entry.static_in.copy_(x)
         entry.graph.replay()
         out = entry.static_out  # the next replay overwrites it: the caller gets copies
-        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+        copies = tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+        self.last_stream = stream
+        return copies
 
     def _capture(self, module: nn.Module, x: Tensor, fidelity: float) -> _Captured:
         static_in = x.clone()

@@ -12,6 +12,7 @@ import torch
 
 from facefix.analyse import _planar_working_rgb, _stage, _working_batch, track_clip
 from facefix.colour import colour_transform, resolve_colorspace
+from facefix.errors import InputError
 from facefix.faces import Face
 from facefix.io import Frame, FrameFormat, open_source
 from facefix.io.regions import FrameReader, reads_words
@@ -137,3 +138,31 @@ def test_gpu_analysis_of_frames_handed_over_in_memory(tmp_path, write_face_shot)
     cpu = track_clip(memory, list(src.frame_numbers), settings, device="cpu", progress=False)
     assert seen == list(src.frame_numbers)
     assert [sorted(t.faces) for t in gpu.tracks] == [sorted(t.faces) for t in cpu.tracks]
+
+
+def test_long_batches_convert_a_few_frames_a_call_and_sizes_must_match(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ct = colour_transform("srgb")
+    staged, want = [], []
+    for i in range(11):  # more than one conversion call's frames
+        img = _plate(seed=i)
+        write_frame(tmp_path / f"p.{i + 1:04d}.png", Frame(i + 1, img, FrameFormat.for_pixels(img, "uint16")),
+                    bits_per_sample=16)
+    src = open_source(str(tmp_path / "p.####.png"))
+    for n in src.frame_numbers:
+        staged.append(_stage(src.read(n, codes=True), ct, CPU))
+        want.append(_planar_working_rgb(src.read(n).pixels, "srgb", False))
+    np.testing.assert_array_equal(_working_batch(staged, CPU).numpy(), np.stack(want))
+    other = _stage(types.SimpleNamespace(pixels=_plate(10, 12)), ct, CPU)
+    with pytest.raises(InputError, match="differ in size"):
+        _working_batch([staged[0], other], CPU)
+
+
+def test_descriptors_take_any_array_layout_and_refuse_frames_without_colour() -> None:
+    img = _plate(64, 80)
+    lm = np.array([[30.0, 25.0], [50.0, 26.0], [40.0, 35.0], [32.0, 45.0], [48.0, 46.0]])
+    face = [Face(box=(20, 15, 60, 55), landmarks=lm)]
+    flipped = img[::-1]
+    want = appearance_descriptors(np.ascontiguousarray(flipped), face)
+    assert np.array_equal(appearance_descriptors(flipped, face)[0], want[0])
+    with pytest.raises(InputError):
+        appearance_descriptors(img[..., :1], face)

@@ -68,15 +68,17 @@ def landmark_distance(a: np.ndarray, b: np.ndarray, size_a: np.ndarray, size_b: 
 
 # -- appearance ----------------------------------------------------------------------------------------
 def _to_chw(frame: object) -> torch.Tensor:
-    """A frame as a (3, H, W) float tensor (a view where it can be): accepts a (3, H, W) tensor/array or an
-    (H, W, 3) array."""
+    """A frame as a (3, H, W) float tensor: a (3, H, W) tensor as it is; an array (H, W, C>=3), or (C, H, W) where
+    only its first axis can be channels, copied to a contiguous float32 one."""
     if isinstance(frame, torch.Tensor):
         x = frame
     else:
         arr = np.asarray(frame)
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            arr = arr.transpose(2, 0, 1)
-        x = torch.from_numpy(np.asarray(arr, np.float32))
+        if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and arr.shape[0] in (3, 4):
+            arr = arr.transpose(1, 2, 0)  # channels first
+        if arr.ndim != 3 or arr.shape[-1] < 3:
+            raise InputError(f"appearance: expected a (3, H, W) or (H, W, 3) frame, got shape {arr.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1), dtype=np.float32))
     if x.ndim != 3 or x.shape[0] < 3:
         raise InputError(f"appearance: expected a (3, H, W) or (H, W, 3) frame, got shape {tuple(x.shape)}")
     return x[:3]

@@ -53,10 +53,12 @@ def thumbnail(frame: object, size: int = THUMB_SIZE) -> np.ndarray:
 def thumbnails(frames: object, size: int = THUMB_SIZE) -> list[np.ndarray]:
     """``thumbnail`` of every frame of a batch (N, 3, H, W) tensor, computed on its device (a GPU batch sends
     back its thumbnails only)."""
+    import torch
     import torch.nn.functional as F
 
-    x = frames[:, :3].float().clamp(0, 1)  # type: ignore[index]
-    t = F.adaptive_avg_pool2d(x, (size, size)).permute(0, 2, 3, 1).cpu().numpy()
+    # A frame at a time: the clipped copy is one frame's, not the batch's.
+    pooled = [F.adaptive_avg_pool2d(f[None, :3].float().clamp(0, 1), (size, size)) for f in frames]  # type: ignore[attr-defined]
+    t = torch.cat(pooled).permute(0, 2, 3, 1).cpu().numpy()
     return [np.ascontiguousarray(v, dtype=np.float32) for v in t]
 
 
