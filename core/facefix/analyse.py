@@ -124,13 +124,13 @@ def _working_batch(staged: Sequence[_Staged], device: torch.device) -> torch.Ten
     out = torch.empty((len(staged), 3, h, w), dtype=torch.float32, device=device)
     per_call = max(1, min(8, (1 << 30) // max(1, h * w * 3)))
     start = 0
+    def stored(t: _Staged) -> tuple[object, ...]:  # frames stored alike convert in one call
+        return t.kind, t.data.dtype, t.bits, t.layout, tuple(t.data.shape)
+
     while start < len(staged):
         s = staged[start]
-        key = (s.kind, s.data.dtype, s.bits, s.layout, tuple(s.data.shape))
         end = start + 1
-        while end < len(staged) and end - start < per_call and (
-                (staged[end].kind, staged[end].data.dtype, staged[end].bits, staged[end].layout,
-                 tuple(staged[end].data.shape)) == key):
+        while end < len(staged) and end - start < per_call and stored(staged[end]) == stored(s):
             end += 1
         data = torch.stack([t.data for t in staged[start:end]])
         if s.kind == "words":
