@@ -11,6 +11,8 @@ aligned (512 template) space, the way the pipeline's temporal stage sees them. P
 Figures, per strength (``--temporal``):
   * boil (the input boils: per-frame independent texture on the face): flicker of the restored crops without and
     with stabilisation (``temporal.flicker`` on the 128 px reduction, inside the face ellipse), and how much lower;
+    ``boil_excess_lower_by``: how much lower the boil's own flicker is, what lies above the restorer's output of
+    the boil-free clip (``clean_flicker_restored``: its motion, blink and speech, which stabilising must keep);
   * clean (motion, a blink, speech-like mouth motion, no boil): PSNR of the stabilised crops against the
     unstabilised ones inside the face ellipse (what stabilisation costs real motion), and the same on the eye band
     (with 8 frames the blink spans frames 1..7: a smeared blink shows there first);
@@ -156,6 +158,13 @@ def psnr(a, b, mask):
     return 10 * float(np.log10(1.0 / max(mse, 1e-12)))
 
 
+def boil_excess_lower_by(after: float, result: dict) -> float:
+    """How much of the boil's own flicker goes: the flicker above the restorer's output of the boil-free clip (its
+    motion, blink and speech, and the restorer's own flicker on it), before and after."""
+    floor = result["clean_flicker_restored"]
+    return 1 - (after - floor) / (result["flicker_restored"] - floor)
+
+
 def measure_seed(args, seed, cache_path):
     """One seed's figures (a dict); restored crops are reused from / stored in ``cache_path`` (npz) if given."""
     import torch
@@ -210,6 +219,7 @@ def measure_seed(args, seed, cache_path):
         row["boil_flicker_before"] = result["flicker_restored"]
         row["boil_flicker_after"] = face_flicker(out, face)
         row["boil_lower_by"] = 1 - row["boil_flicker_after"] / row["boil_flicker_before"]
+        row["boil_excess_lower_by"] = boil_excess_lower_by(row["boil_flicker_after"], result)
         # A blink smeared under boil: the eye band against the restorer's output of the boil-free clip, frame by
         # frame, stabilised over unstabilised (above 1 on a frame: stabilising moved it away from the boil-free eye).
         row["boil_eye_error_ratio_max"] = float((eye_error(out, crest, eyes) / eye_error(restored, crest, eyes)).max())
@@ -232,6 +242,7 @@ def measure_seed(args, seed, cache_path):
             chain[f"temporal_{s:g}"] = {
                 "boil_flicker_after": after,
                 "boil_lower_by": 1 - after / result["flicker_restored"],
+                "boil_excess_lower_by": boil_excess_lower_by(after, result),
                 "clean_psnr_db": psnr(lo(cout), lo(crest), cface),
                 "clean_eye_psnr_db": psnr(lo(cout), lo(crest), ceyes),
             }

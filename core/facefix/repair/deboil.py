@@ -18,9 +18,10 @@ neighbour j in t-K..t+K (both directions):
    frames (a blink, speech, a head turn, a lighting change: the "root signals" of a median of 2K+1) and
    drops what lasts fewer (a 3-frame ghost at K = 3, per-frame texture). But where a ramp turns (a blink opening
    right after the lid was shut) the far side outvotes the current frame, a thin feature moving with it (the lash
-   line) crosses each pixel in a single frame, and a window clipped at the track's start or end lets its full
-   side drag a ramp along; so where the current frame lies between what the frames before and after it show, it
-   gets 2 more votes, and the missing side's too in a clipped window (``_ramp_votes``; not a frame displaced from
+   line) crosses each pixel in a single frame, so where the current frame lies between what the frames before and
+   after it show, it gets 2 more votes; and a window clipped at the track's start or end would let its full side
+   outvote the current frame wherever that side moves (an eye closing just after the track starts), so the
+   missing side's votes go to the current frame everywhere (``_ramp_votes``; neither for a frame displaced from
    its points);
 3. each sample's weight a_j: how well it agrees with that median there (blurred absolute difference against a
    tolerance well above sensor noise, well below a feature), times c_j; the current frame's own a_t;
@@ -160,12 +161,14 @@ def _ramp_votes(cur: torch.Tensor, warped: torch.Tensor, conf: torch.Tensor, val
     it show: a blink or a word in progress. A median keeps a ramp that runs the whole window, but not where it
     turns (a blink's opening right after the lid was shut) nor a thin feature that moves with it (the lash line
     crosses each pixel in one frame): there the current frame gets ``_RAMP_VOTES``. Where the window is clipped
-    (the track's start or end) the frames on its full side would drag the ramp along, so the missing side's votes
-    go to it too. Per-frame texture rarely lies between the two sides, whose means differ only where something
-    moves. ``anchored`` (B,) 0..1: a frame displaced from its points (a ghost) gets no extra votes."""
+    (the track's start or end) its full side alone would outvote the current frame wherever that side moves, so
+    the missing side's votes go to the current frame at every pixel: the window votes as if it were symmetric
+    (those votes also weigh in the fused mean, so per-frame texture near a track's ends is averaged less). Per-frame
+    texture rarely lies between the two sides, whose means differ only where something moves. ``anchored`` (B,)
+    0..1: a frame displaced from its points (a ghost) gets no extra votes."""
     b, _, _, h, w = warped.shape
-    missing = ((~valid[:, :k]).sum(1) - (~valid[:, k + 1:]).sum(1)).abs().to(cur.dtype)
-    votes = missing + _RAMP_VOTES * (1 - anchored.to(cur.dtype))
+    trusted = 1 - anchored.to(cur.dtype)
+    missing = ((~valid[:, :k]).sum(1) - (~valid[:, k + 1:]).sum(1)).abs().to(cur.dtype) * trusted
 
     def side(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
         wgt = conf[:, sl]
@@ -181,7 +184,7 @@ def _ramp_votes(cur: torch.Tensor, warped: torch.Tensor, conf: torch.Tensor, val
     detour = apart(cur, before) + apart(cur, after) - span
     ramp = torch.exp(-(detour.clamp_min(0.0) / _AGREE_TAU).square()) * (span > _AGREE_TAU)
     ramp = ramp * (has_before & has_after)
-    return (votes.view(b, 1, 1, 1) * ramp).unsqueeze(1)
+    return (missing.view(b, 1, 1, 1) + (_RAMP_VOTES * trusted).view(b, 1, 1, 1) * ramp).unsqueeze(1)
 
 
 def deboil_window(reduced: torch.Tensor, full: torch.Tensor, valid: torch.Tensor, amount: torch.Tensor,
