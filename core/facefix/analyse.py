@@ -170,15 +170,17 @@ def track_clip(
     stats: AnalysisStats | None = None,
     on_frame: Callable[[int, Sequence[Face]], None] | None = None,
     scan_period: int | None = None,
+    scan_periods: int | None = None,
 ) -> FaceTracks:
     """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
 
     on_frame(number, faces): called after each frame is analysed (progress, cancelling). scan_period: frames a
     BlazeFace window spreads its tiles over (None: ``detect.scan.SCAN_PERIOD``; 1: every tile on every
-    frame). Windows start at every ``scan_period``-th frame of ``numbers``, whatever the batch size.
+    frame). scan_periods: periods a window holds (None: ``detect.scan.GPU_WINDOW_PERIODS`` on a GPU, 1 on the
+    CPU). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
     """
     from .detect import BlazeFaceDetector
-    from .detect.scan import SCAN_PERIOD, scan_window
+    from .detect.scan import GPU_WINDOW_PERIODS, SCAN_PERIOD, scan_window
     from .gpu import host_words
     from .track import build_tracks
     from .track.associate import appearance_batch
@@ -198,13 +200,14 @@ def track_clip(
 
         bar = tqdm(total=len(numbers), unit="frame", desc="analyse", dynamic_ncols=True)
     step = frames_per_batch(settings, dev)
+    on_gpu = dev.type == "cuda"
     period = max(1, int(SCAN_PERIOD if scan_period is None else scan_period))
+    window = period * max(1, int((GPU_WINDOW_PERIODS if on_gpu else 1) if scan_periods is None else scan_periods))
     scanning = isinstance(detector, BlazeFaceDetector)
     if scanning:
-        step = -(-step // period) * period  # whole windows in a batch
+        step = -(-step // window) * window  # whole windows in a batch
     carried = torch.zeros(0, 4)
 
-    on_gpu = dev.type == "cuda"
     ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
     reader = None
     if on_gpu and getattr(source, "kind", None) in ("sequence", "movie"):
@@ -223,7 +226,7 @@ def track_clip(
 
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
     # On a GPU every frame read ahead waits on the device: one window ahead of the batch, not a second batch.
-    stream = prefetch(read, list(numbers), depth=step + period if on_gpu else 2 * step, pool=pool)
+    stream = prefetch(read, list(numbers), depth=step + window if on_gpu else 2 * step, pool=pool)
     try:
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
@@ -236,9 +239,9 @@ def track_clip(
                 del frames  # their uploads (on a GPU) are no longer needed: the batch holds the frames
                 if scanning:
                     results = []
-                    for w0 in range(0, len(chunk), period):
-                        found, carried = scan_window(detector, batch[w0 : w0 + period],  # type: ignore[arg-type]
-                                                     range(start + w0, start + min(w0 + period, len(chunk))),
+                    for w0 in range(0, len(chunk), window):
+                        found, carried = scan_window(detector, batch[w0 : w0 + window],  # type: ignore[arg-type]
+                                                     range(start + w0, start + min(w0 + window, len(chunk))),
                                                      carried, period)
                         results += found
                 else:

@@ -154,8 +154,12 @@ def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_f
     scanned = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=4, stats=stats)
     every = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=1)
     assert stats.faces_detected == 6 and len(scanned.tracks) == len(every.tracks) == 1
-    a, b = scanned.tracks[0], every.tracks[0]
-    assert sorted(a.faces) == sorted(b.faces) == list(range(1, 7))
-    for n in a.faces:
-        np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=1e-3)
-        np.testing.assert_allclose(a.faces[n].box, b.faces[n].box, atol=1e-3)
+    # Windows of several periods (a GPU's: its rounds wait on the device less often) find the same faces.
+    long = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_periods=3)
+    assert len(long.tracks) == 1
+    for a in (scanned.tracks[0], long.tracks[0]):
+        b = every.tracks[0]
+        assert sorted(a.faces) == sorted(b.faces) == list(range(1, 7))
+        for n in a.faces:
+            np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=1e-3)
+            np.testing.assert_allclose(a.faces[n].box, b.faces[n].box, atol=1e-3)

@@ -31,11 +31,16 @@ from torch import Tensor
 from . import BlazeFaceDetector, DetectResult
 from .blazeface import Detections
 
-__all__ = ["SCAN_PERIOD", "tiles_around", "scan_window"]
+__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "tiles_around", "scan_window"]
 
 # Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
 # on 2 CPU cores (benchmarks/analysis_cpu.py) and keeps a window under a third of a second at 24 fps.
 SCAN_PERIOD = 8
+# Periods a window holds on a GPU: each round of a window waits on the device for the faces it found before the
+# next round can choose its tiles, and at 1080p those waits, not the networks, were most of the scan; a window of
+# 4 periods waits a quarter as often. On the CPU nothing waits, and a longer window only runs more tiles around
+# a moving face.
+GPU_WINDOW_PERIODS = 4
 
 
 def tiles_around(boxes: Tensor, cores: Tensor) -> Tensor:
