@@ -85,12 +85,15 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--shapes", action="store_true", help="time the first call on each batch shape first")
+    ap.add_argument("--scan-periods", type=int, default=None,
+                    help="periods a BlazeFace scan window holds (default: the analysis's own choice)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(args.device)
     w, h = (int(v) for v in args.size.lower().split("x"))
     settings = Settings(device=dev.type, batch=32, temporal=0.5, mask="mesh")
     summary: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                     "scan_periods": args.scan_periods,
                      "torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}
     t = time.perf_counter()
     _detector(settings.detector, str(dev), float(settings.min_face))
@@ -109,7 +112,8 @@ def main() -> int:
                 stats = AnalysisStats()
 
                 def one(stats: AnalysisStats = stats, src: object = src, numbers: list[int] = numbers) -> None:
-                    track_clip(src, numbers, settings, device=dev, progress=False, stats=stats)
+                    track_clip(src, numbers, settings, device=dev, progress=False, stats=stats,
+                               scan_periods=args.scan_periods)
                     sync(dev)
 
                 if i < 2:
