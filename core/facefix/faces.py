@@ -89,6 +89,16 @@ def _as_saved(f: Face, track_id: int) -> Face:
                 mesh=None if f.mesh is None else np.round(f.mesh[:, :2], 3).astype(np.float64))
 
 
+def _frame_json(face: Face, track_id: int, number: int) -> dict[str, Any]:
+    """One frame's entry of a FaceTracks file."""
+    f = _as_saved(face, track_id)
+    entry: dict[str, Any] = {"frame": int(number), "box": list(f.box), "landmarks": f.landmarks.tolist(),
+                             "score": f.score, "source": f.source}
+    if f.mesh is not None:
+        entry["mesh"] = f.mesh.tolist()
+    return entry
+
+
 @dataclass(frozen=True)
 class FaceTracks:
     """All tracks of a clip, with the frame -> faces lookup the restore pass needs."""
@@ -104,18 +114,21 @@ class FaceTracks:
 
     # -- serialisation -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        tracks = []
-        for t in self.tracks:
-            frames = []
-            for n in t.frames:
-                f = _as_saved(t.faces[n], int(t.id))
-                entry: dict[str, Any] = {"frame": int(n), "box": list(f.box), "landmarks": f.landmarks.tolist(),
-                                         "score": f.score, "source": f.source}
-                if f.mesh is not None:
-                    entry["mesh"] = f.mesh.tolist()
-                frames.append(entry)
-            tracks.append({"id": int(t.id), "frames": frames})
+        tracks = [{"id": int(t.id), "frames": [_frame_json(t.faces[n], int(t.id), n) for n in t.frames]}
+                  for t in self.tracks]
         return {"version": FACETRACKS_VERSION, "metadata": dict(self.metadata), "tracks": tracks}
+
+    def _compact_text(self) -> str:
+        """``json.dumps(self.to_json())`` written compact, one frame's entry at a time: the whole document's lists
+        (a mesh is 468 of them) are never alive together, so writing a big shot's tracks does not set off the
+        interpreter's full garbage collections over a large process (a host's, a farm worker's)."""
+        sep = (",", ":")
+        head = json.dumps({"version": FACETRACKS_VERSION, "metadata": dict(self.metadata)}, separators=sep)
+        tracks = ",".join(
+            f'{{"id":{int(t.id)},"frames":['
+            + ",".join(json.dumps(_frame_json(t.faces[n], int(t.id), n), separators=sep) for n in t.frames)
+            + "]}" for t in self.tracks)
+        return f'{head[:-1]},"tracks":[{tracks}]}}'
 
     def as_saved(self) -> FaceTracks:
         """These tracks as a FaceTracks file holds them (what ``from_json(to_json())`` gives), made without the
@@ -159,7 +172,7 @@ class FaceTracks:
         the 4-face, 96-frame tracks of a 1080p shot with their meshes are 3.6 MB)."""
         from .io.atomic import atomic_write_text
 
-        text = json.dumps(self.to_json(), indent=indent, separators=None if indent is not None else (",", ":"))
+        text = json.dumps(self.to_json(), indent=indent) if indent is not None else self._compact_text()
         atomic_write_text(Path(path), text)
 
     @classmethod

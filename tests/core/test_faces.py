@@ -61,5 +61,9 @@ def test_as_saved_is_the_json_round_trip_without_the_text(tmp_path):
     assert got.to_json() == want.to_json()
     tracks.save(tmp_path / "compact.json", indent=None)
     tracks.save(tmp_path / "indented.json")
-    assert "\n" not in (tmp_path / "compact.json").read_text()
+    compact = (tmp_path / "compact.json").read_text()
+    assert compact == json.dumps(tracks.to_json(), separators=(",", ":"))  # written a frame at a time, same text
     assert FaceTracks.load(tmp_path / "compact.json").to_json() == FaceTracks.load(tmp_path / "indented.json").to_json()
+    empty = FaceTracks()
+    empty.save(tmp_path / "empty.json", indent=None)
+    assert (tmp_path / "empty.json").read_text() == json.dumps(empty.to_json(), separators=(",", ":"))
