@@ -2,8 +2,8 @@
 
 It reads the shot once, a batch at a time (memory flat), and hands the per-frame detections to the
 tracker, which needs the whole shot for its zero-lag (forward-backward) smoothing. BlazeFace scans the
-shot in windows of ``scan_period`` frames (:mod:`facefix.detect.scan`): its tiles for small faces are
-spread over the window and kept around the faces found, not all run on every frame.
+shot in windows (:mod:`facefix.detect.scan`): its tiles for small faces are spread over ``scan_period``
+frames and kept around the faces found, not all run on every frame; on a GPU a window holds several periods.
 """
 
 from __future__ import annotations

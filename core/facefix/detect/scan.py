@@ -38,8 +38,8 @@ __all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "tiles_around", "scan_window"]
 SCAN_PERIOD = 8
 # Periods a window holds on a GPU: each round of a window waits on the device for the faces it found before the
 # next round can choose its tiles, and at 1080p those waits, not the networks, were most of the scan; a window of
-# 4 periods waits a quarter as often. On the CPU nothing waits, and a longer window only runs more tiles around
-# a moving face.
+# 4 periods waits a quarter as often (an H100, 96 frames, 1 face: the scan 0.64 -> 0.48 s). On the CPU nothing
+# waits, and a longer window only runs more tiles around a moving face.
 GPU_WINDOW_PERIODS = 4
 
 
