@@ -19,7 +19,7 @@ import torch
 
 from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .engine import frames_per_batch
-from .errors import InputError
+from .errors import FaceFixError, InputError
 from .faces import Face, FaceTracks
 from .io.dpx import PackedLayout
 from .io.frames import unit_from_codes
@@ -150,6 +150,20 @@ def _working_batch(staged: Sequence[_Staged], device: torch.device) -> torch.Ten
     return torch.nan_to_num_(out, nan=0.0).clamp_(0.0, 1.0)
 
 
+def _frame_size(source: object) -> tuple[int, int] | None:
+    """(width, height) of a source's frames where it says so without decoding one: a file's header, the layout of a
+    host's frames; None otherwise (or where the header cannot be read: reading the frame reports that)."""
+    for attr in ("format", "layout"):
+        try:
+            got = getattr(source, attr, None)
+        except (FaceFixError, OSError):
+            return None
+        width, height = getattr(got, "width", None), getattr(got, "height", None)
+        if isinstance(width, int) and isinstance(height, int):
+            return width, height
+    return None
+
+
 @lru_cache(maxsize=2)
 def _detector(name: str, device: str, min_face: float) -> Detector:
     """The detector of an analysis, loaded once per process: a host's session or a farm worker analyses shot
@@ -176,11 +190,11 @@ def track_clip(
 
     on_frame(number, faces): called after each frame is analysed (progress, cancelling). scan_period: frames a
     BlazeFace window spreads its tiles over (None: ``detect.scan.SCAN_PERIOD``; 1: every tile on every
-    frame). scan_periods: periods a window holds (None: ``detect.scan.GPU_WINDOW_PERIODS`` on a GPU, 1 on the
-    CPU). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
+    frame). scan_periods: periods a window holds (None: on a GPU ``detect.scan.gpu_window_periods`` of the frame
+    size, on the CPU 1). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
     """
     from .detect import BlazeFaceDetector
-    from .detect.scan import GPU_WINDOW_PERIODS, SCAN_PERIOD, scan_window
+    from .detect.scan import SCAN_PERIOD, gpu_window_periods, scan_window
     from .gpu import host_words
     from .track import build_tracks
     from .track.associate import appearance_batch
@@ -202,7 +216,9 @@ def track_clip(
     step = frames_per_batch(settings, dev)
     on_gpu = dev.type == "cuda"
     period = max(1, int(SCAN_PERIOD if scan_period is None else scan_period))
-    window = period * max(1, int((GPU_WINDOW_PERIODS if on_gpu else 1) if scan_periods is None else scan_periods))
+    if scan_periods is None:
+        scan_periods = gpu_window_periods(_frame_size(source), period) if on_gpu else 1
+    window = period * max(1, int(scan_periods))
     scanning = isinstance(detector, BlazeFaceDetector)
     if scanning:
         step = -(-step // window) * window  # whole windows in a batch

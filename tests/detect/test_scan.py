@@ -8,7 +8,7 @@ import torch
 
 from facefix.demo import synth
 from facefix.detect import BlazeFaceDetector, tile_cores
-from facefix.detect.scan import scan_window, tiles_around
+from facefix.detect.scan import GPU_WINDOW_PERIODS, gpu_window_periods, scan_window, tiles_around
 
 torch.set_num_threads(1)
 
@@ -163,3 +163,28 @@ def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_f
         for n in a.faces:
             np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=1e-3)
             np.testing.assert_allclose(a.faces[n].box, b.faces[n].box, atol=1e-3)
+
+
+def test_a_gpu_window_holds_fewer_periods_for_big_frames():
+    # 1080p: the full 4 periods (32 frames, 0.8 GB of float frames); 4K: 2; 8K and unknown sizes: 1 (as on the CPU).
+    assert gpu_window_periods((1920, 1080)) == GPU_WINDOW_PERIODS == 4
+    assert gpu_window_periods((3840, 2160)) == 2
+    assert gpu_window_periods((7680, 4320)) == 1
+    assert gpu_window_periods(None) == 1
+    assert gpu_window_periods((64, 64), period=1) == GPU_WINDOW_PERIODS
+
+
+def test_the_frame_size_comes_from_a_header_or_a_host_layout(tmp_path):
+    import types
+
+    from facefix.analyse import _frame_size
+    from facefix.io import Frame, FrameFormat, open_source
+    from facefix.io.sequence import write_frame
+
+    img = np.zeros((6, 10, 3), np.float32)
+    write_frame(tmp_path / "f.0001.png", Frame(1, img, FrameFormat.for_pixels(img, "uint8")), bits_per_sample=8)
+    assert _frame_size(open_source(str(tmp_path / "f.####.png"))) == (10, 6)
+    assert _frame_size(types.SimpleNamespace(layout=types.SimpleNamespace(width=20, height=12))) == (20, 12)
+    assert _frame_size(types.SimpleNamespace()) is None
+    (tmp_path / "bad.0001.png").write_bytes(b"not a png")
+    assert _frame_size(open_source(str(tmp_path / "bad.####.png"))) is None  # the read reports it, not this

@@ -31,7 +31,7 @@ from torch import Tensor
 from . import BlazeFaceDetector, DetectResult
 from .blazeface import Detections
 
-__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "tiles_around", "scan_window"]
+__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "gpu_window_periods", "tiles_around", "scan_window"]
 
 # Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
 # on 2 CPU cores (benchmarks/analysis_cpu.py) and keeps a window under a third of a second at 24 fps.
@@ -41,6 +41,18 @@ SCAN_PERIOD = 8
 # 4 periods waits a quarter as often (an H100, 96 frames, 1 face: the scan 0.64 -> 0.48 s). On the CPU nothing
 # waits, and a longer window only runs more tiles around a moving face.
 GPU_WINDOW_PERIODS = 4
+# At most this many bytes of float frames in a GPU window: a 4K shot's window holds 2 periods, an 8K shot's 1.
+GPU_WINDOW_BYTES = 2 << 30
+
+
+def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) -> int:
+    """Periods a GPU scan window holds for frames of ``size`` (width, height): ``GPU_WINDOW_PERIODS``, fewer where
+    the window's float RGB frames would pass ``GPU_WINDOW_BYTES``, at least 1; 1 where the size is unknown. A
+    property of the shot, never of the batch: the faces found do not depend on ``--batch``."""
+    if size is None:
+        return 1
+    per_period = max(1, int(period)) * max(1, size[0] * size[1]) * 3 * 4
+    return max(1, min(GPU_WINDOW_PERIODS, GPU_WINDOW_BYTES // per_period))
 
 
 def tiles_around(boxes: Tensor, cores: Tensor) -> Tensor:
