@@ -88,8 +88,7 @@ def _stage(frame: object, ct: ColourTransform, device: torch.device) -> _Staged:
     px = frame.pixels[..., :3]  # type: ignore[attr-defined]
     bits = getattr(getattr(frame, "format", None), "bits_per_sample", None)
     if px.dtype in (np.uint8, np.uint16) and ct.is_identity:
-        host = torch.empty(px.shape, dtype=torch.uint8 if px.dtype == np.uint8 else torch.int16,
-                           pin_memory=device.type == "cuda")
+        host = host_buffer(px.shape, device, torch.uint8 if px.dtype == np.uint8 else torch.int16)
         np.copyto(host.numpy().view(px.dtype), px)
         return _Staged("codes", upload(host, device), bits=bits, host=host)
     host = host_buffer(px.shape, device)

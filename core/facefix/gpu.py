@@ -18,9 +18,9 @@ import torch
 __all__ = ["PendingFrame", "PendingDownload", "host_buffer", "host_words", "upload", "device_buffer", "download", "wait_uploads", "Regions"]
 
 
-def host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """A float32 host tensor to stage a transfer with ``device``: pinned for CUDA (asynchronous copies)."""
-    return torch.empty(shape, dtype=torch.float32, pin_memory=device.type == "cuda")
+def host_buffer(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A host tensor to stage a transfer with ``device``: pinned for CUDA (asynchronous copies)."""
+    return torch.empty(shape, dtype=dtype, pin_memory=device.type == "cuda")
 
 
 def host_words(device: object) -> Callable[[tuple[int, int]], np.ndarray]:
