@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -210,24 +211,8 @@ def weighted_nms(det: Detections, iou_threshold: float = 0.3) -> Detections:
     ``iou_threshold`` (itself included); emit the score-weighted mean of their boxes and keypoints with
     the best one's score. Output is sorted by score, highest first.
     """
-    if len(det) == 0:
-        return det
-    order = torch.argsort(det.scores, descending=True, stable=True)
-    boxes, kps, scores = det.boxes[order], det.keypoints[order], det.scores[order]
-    iou = box_iou(boxes, boxes)
-    alive = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
-    out_b, out_k, out_s = [], [], []
-    for i in range(len(scores)):  # few detections survive the score threshold: a short loop
-        if not bool(alive[i]):
-            continue
-        group = alive & (iou[i] > iou_threshold)
-        group[i] = True
-        w = scores[group]
-        out_b.append((boxes[group] * w[:, None]).sum(0) / w.sum())
-        out_k.append((kps[group] * w[:, None, None]).sum(0) / w.sum())
-        out_s.append(scores[i])
-        alive &= ~group
-    return Detections(torch.stack(out_b), torch.stack(out_k), torch.stack(out_s))
+    out, _ = weighted_nms_groups(det, torch.zeros(len(det), dtype=torch.long), iou_threshold)
+    return out
 
 
 def group_runs(group: Tensor) -> tuple[list[int], list[int]]:
@@ -237,18 +222,98 @@ def group_runs(group: Tensor) -> tuple[list[int], list[int]]:
     return ids.tolist(), counts.tolist()
 
 
+def _box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`box_iou` over leading batch axes: a (..., M, 4), b (..., K, 4) float32 -> (..., M, K), the same
+    float32 operations (each correctly rounded, so the same values)."""
+    lt = np.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = np.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    wh = np.maximum(rb - lt, np.float32(0))
+    inter = wh[..., 0] * wh[..., 1]
+    sa = np.maximum(a[..., 2:] - a[..., :2], np.float32(0))
+    sb = np.maximum(b[..., 2:] - b[..., :2], np.float32(0))
+    union = (sa[..., 0] * sa[..., 1])[..., :, None] + (sb[..., 0] * sb[..., 1])[..., None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, np.float32(1e-12)), np.float32(0))
+
+
+# Padded (groups x size x size) IoU entries per step of the batched NMS: bounds its memory for any candidate count.
+_NMS_CHUNK = 1 << 22
+
+
+def _nms_padded(boxes: np.ndarray, values: np.ndarray, scores: np.ndarray, valid: np.ndarray, iou_threshold: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted NMS of G groups at once, each a row of a padded batch sorted best score first: boxes (G, L, 4),
+    values (G, L, V) (what is averaged: box and keypoints), scores (G, L), valid (G, L). Returns the leaders'
+    (group, position) as (R, 2) in group then score order, and their averaged values (R, V).
+
+    The greedy order is the one-group loop's: position by position, a detection still alive leads every alive
+    one overlapping it. Sums run over positions left to right, so a group's result never depends on the padding
+    or on the other groups of the batch."""
+    iou = _box_iou_np(boxes, boxes)
+    alive = valid.copy()
+    members = np.zeros(iou.shape, dtype=bool)  # members[g, i]: the detections led by position i
+    for i in range(boxes.shape[1]):
+        lead = alive[:, i]
+        group = alive & (iou[:, i] > iou_threshold) & lead[:, None]
+        group[:, i] = lead
+        members[:, i] = group
+        alive &= ~group
+    leader = np.nonzero(members[:, np.arange(boxes.shape[1]), np.arange(boxes.shape[1])])
+    m = members[leader]  # (R, L)
+    g = leader[0]
+    num = np.zeros((len(g), values.shape[-1]), np.float32)
+    den = np.zeros(len(g), np.float32)
+    for j in range(boxes.shape[1]):
+        w = np.where(m[:, j], scores[g, j], np.float32(0))
+        num += values[g, j] * w[:, None]
+        den += w
+    with np.errstate(divide="ignore", invalid="ignore"):  # a group of zero weight averages to NaN, as it did
+        return np.stack(leader, 1), num / den[:, None]
+
+
 def weighted_nms_groups(det: Detections, group: Tensor, iou_threshold: float = 0.3) -> tuple[Detections, Tensor]:
     """:func:`weighted_nms` on each group of detections (``group`` (M,) sorted, e.g. region or frame);
     returns the merged detections, still in group order, and the group of each.
 
-    Meant for CPU tensors (weighted_nms reads a flag per step): the loop runs over non-empty groups only.
+    All groups at once on the CPU (numpy over a padded batch, groups of like size together): no loop over
+    groups, and a group's result is bit for bit what it gives alone.
     """
-    ids, counts = group_runs(group)
-    parts = [weighted_nms(d, iou_threshold) for d in det.split(counts)]
-    if not parts:
+    if len(det) == 0:
         return det, group
-    sizes = torch.tensor([len(d) for d in parts])
-    return Detections.cat(parts), torch.repeat_interleave(torch.tensor(ids, dtype=group.dtype), sizes)
+    ids, counts = group_runs(group)
+    m = len(det)
+    scores = det.scores.to(torch.float32).numpy()
+    run = np.repeat(np.arange(len(ids)), counts)
+    order = np.lexsort((-scores, run))  # by group, then best score first (stable: ties keep their order)
+    boxes = det.boxes.to(torch.float32).numpy().reshape(m, 4)[order]
+    kps = det.keypoints.to(torch.float32).numpy()
+    npts = kps.shape[1]
+    values = np.concatenate([boxes, kps.reshape(m, -1)[order]], 1)
+    scores = scores[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sizes = np.asarray(counts)
+    out_rows, out_values, out_scores = [], [], []
+    # Groups padded to the next power of two of their size, a bounded number of them per step.
+    width = 1 << np.ceil(np.log2(sizes)).astype(np.int64)
+    for w in np.unique(width):
+        which = np.nonzero(width == w)[0]
+        for c0 in range(0, len(which), max(1, _NMS_CHUNK // int(w * w))):
+            sel = which[c0 : c0 + max(1, _NMS_CHUNK // int(w * w))]
+            pos = np.arange(w)[None, :]
+            valid = pos < sizes[sel, None]
+            idx = np.where(valid, starts[sel, None] + pos, 0)
+            lead, avg = _nms_padded(boxes[idx], values[idx], np.where(valid, scores[idx], 0), valid, iou_threshold)
+            out_rows.append(np.stack([sel[lead[:, 0]], lead[:, 1]], 1))
+            out_values.append(avg)
+            out_scores.append(scores[starts[sel[lead[:, 0]]] + lead[:, 1]])
+    rows = np.concatenate(out_rows)
+    keep = np.lexsort((rows[:, 1], rows[:, 0]))  # group order, then score order within a group
+    avg = np.concatenate(out_values)[keep]
+    out = Detections(torch.from_numpy(np.ascontiguousarray(avg[:, :4])),
+                     torch.from_numpy(np.ascontiguousarray(avg[:, 4:])).reshape(-1, npts, 2),
+                     torch.from_numpy(np.concatenate(out_scores)[keep]))
+    out_group = torch.tensor(ids, dtype=group.dtype)[torch.from_numpy(rows[keep, 0])]
+    return out, out_group
 
 
 def candidates(raw_boxes: Tensor, raw_scores: Tensor, anchors: Tensor, input_size: int, min_score: float
