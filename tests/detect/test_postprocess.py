@@ -170,3 +170,19 @@ def test_crop_rects_interleaved_frames():
         alone = crop_rects(frames[f:f + 1], torch.zeros(1, dtype=torch.long), center[i:i + 1], size[i:i + 1],
                            angle[i:i + 1], 12)
         assert torch.equal(crops[i], alone[0]), i
+
+
+def test_held_outputs_give_the_same_detections(detector, frames):
+    """Raw outputs held over several batches before their candidates are read (as on a GPU) give bit for bit
+    the detections read a batch at a time."""
+    net = detector.detector
+    table, _ = detector.region_table(frames.shape[-1], frames.shape[-2])
+    k = table.shape[0]
+    index = torch.arange(2).repeat_interleave(k)
+    reg = table[torch.arange(k).repeat(2)]
+    one = net.detect_regions(frames, index, reg[:, :2], reg[:, 2], batch=7, hold=0)
+    for hold in (20, 10_000):
+        det, region = net.detect_regions(frames, index, reg[:, :2], reg[:, 2], batch=7, hold=hold)
+        assert torch.equal(region, one[1])
+        assert_same([det], [one[0]])
+    assert len(one[0]) >= 6

@@ -53,6 +53,8 @@ __all__ = [
 
 # Crops per network call on CUDA are padded to a power of two, at least this (see run_padded).
 PAD_MULTIPLE = 16
+# Crops whose raw outputs a GPU holds before it reads their candidates (see BlazeFace.detect_regions).
+_HELD_CROPS = 2048
 
 
 @dataclass(frozen=True)
@@ -428,7 +430,8 @@ class BlazeFace(nn.Module):
 
     @torch.no_grad()
     def detect_regions(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
-                       min_score: float | None = None, batch: int = 64) -> tuple[Detections, Tensor]:
+                       min_score: float | None = None, batch: int = 64, hold: int | None = None
+                       ) -> tuple[Detections, Tensor]:
         """Detect faces in square regions of frames (sRGB in [0, 1]), NMS applied per region: all
         regions' detections in frame pixels on the CPU, grouped by region in order, and the region of
         each (M,).
@@ -436,7 +439,9 @@ class BlazeFace(nn.Module):
         index (K,) frame of each region; center (K, 2) and side (K,) in frame pixels, on any device; the
         part of a region outside its frame reads as black (MediaPipe's letterbox). The network runs on
         the frames' device, in batches of ``batch`` crops; what follows it runs on the few candidates
-        on the CPU, where NMS costs no kernel launches or host syncs.
+        on the CPU, where NMS costs no kernel launches or host syncs. hold: crops whose raw outputs are
+        held before their candidates are read (None: ``_HELD_CROPS`` on a GPU, one batch on the CPU); the
+        result does not depend on it.
         """
         thr = self.spec.min_score if min_score is None else min_score
         s = self.spec.input_size
@@ -444,15 +449,30 @@ class BlazeFace(nn.Module):
         center_d, side_d = center.to(dev), side.to(dev)
         found: list[Detections] = []
         regions: list[Tensor] = []
+        raw: list[tuple[Tensor, Tensor]] = []
+        # A GPU queues batches and then waits once for the candidates of all of them (one sync, not one a batch),
+        # up to this many crops' outputs at a time (~160 kB a crop); the CPU takes them a batch at a time.
+        held = (_HELD_CROPS if dev.type == "cuda" else 0) if hold is None else hold
+        first = 0  # the first crop of the outputs held
+
+        def flush() -> None:
+            rb, rs = (torch.cat(t) for t in zip(*raw)) if len(raw) > 1 else raw[0]
+            det, crop = candidates(rb, rs, self.anchors, s, thr)
+            found.append(det)
+            regions.append(crop + first)
+            raw.clear()
+
         for k0 in range(0, len(index), batch):
             sl = slice(k0, k0 + batch)
             sides = side_d[sl]
             crops = crop_rects(frames, index[sl], center_d[sl], torch.stack([sides, sides], -1),
                                torch.zeros_like(sides), s, padding="zeros", quantize=self.quantize)
-            rb, rs = run_padded(self.raw, crops * 2.0 - 1.0, PAD_MULTIPLE)
-            det, crop = candidates(rb, rs, self.anchors, s, thr)
-            found.append(det)
-            regions.append(crop + k0)
+            raw.append(run_padded(self.raw, crops * 2.0 - 1.0, PAD_MULTIPLE))
+            if k0 + batch - first > held:
+                flush()
+                first = k0 + batch
+        if raw:
+            flush()
         if not found:
             return Detections.empty(), torch.zeros(0, dtype=torch.long)
         det, region = weighted_nms_groups(Detections.cat(found), torch.cat(regions), self.spec.iou_threshold)
