@@ -131,6 +131,7 @@ class BlazeFaceDetector:
         self.batch = batch or (256 if self.device.type == "cuda" else 64)
         self.detector = load_blazeface(model, self.device)
         self.landmarks = load_face_landmarks(self.device) if mesh else None
+        self._tables: dict[tuple[int, int, float, bool], tuple[Tensor, Tensor]] = {}
 
     # -- regions ---------------------------------------------------------------------------------
     def regions(self, width: int, height: int) -> list[tuple[float, float, float, float]]:
@@ -151,8 +152,12 @@ class BlazeFaceDetector:
     # -- running ---------------------------------------------------------------------------------
     def region_table(self, width: int, height: int) -> tuple[Tensor, Tensor]:
         """(K, 3) centre x, centre y and side of :meth:`regions`, and their (K, 5) cores (:func:`tile_cores`)."""
-        regs = self.regions(width, height)
-        return torch.tensor([r[:3] for r in regs], dtype=torch.float32).reshape(-1, 3), tile_cores(regs, width, height)
+        key = (width, height, self.min_face, self.tiles)
+        if key not in self._tables:  # asked for on every round of a scan: built once a frame size
+            regs = self.regions(width, height)
+            self._tables[key] = (torch.tensor([r[:3] for r in regs], dtype=torch.float32).reshape(-1, 3),
+                                 tile_cores(regs, width, height))
+        return self._tables[key]
 
     @torch.no_grad()
     def look(self, frames: Tensor, frame: Tensor, region: Tensor) -> tuple[Detections, Tensor]:

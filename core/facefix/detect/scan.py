@@ -87,6 +87,9 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
     table, cores = detector.region_table(w, h)
     k = table.shape[0]
     ran: dict[tuple[int, int], Detections] = {}
+    # Each frame's merged detections, merged again only once a round has run more of its tiles.
+    per_frame: dict[int, Detections] = {}
+    dirty: set[int] = set()
 
     def run(pairs: set[tuple[int, int]]) -> None:
         todo = sorted(p for p in pairs if p not in ran)
@@ -97,14 +100,25 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
         det, pair = detector.look(frames, frame, region)
         for p, d in zip(todo, det.split(torch.bincount(pair, minlength=len(todo)).tolist())):
             ran[p] = d
+            dirty.add(p[0])
 
     def merged() -> tuple[Detections, Tensor]:
-        order = sorted(ran)
-        parts = [ran[p] for p in order]
-        sizes = torch.tensor([len(d) for d in parts], dtype=torch.long)
-        frame = torch.repeat_interleave(torch.tensor([p[0] for p in order], dtype=torch.long), sizes)
-        region = torch.repeat_interleave(torch.tensor([p[1] for p in order], dtype=torch.long), sizes)
-        return detector.merge(Detections.cat(parts), frame, region, w, h)
+        if dirty:
+            order = sorted(p for p in ran if p[0] in dirty)
+            parts = [ran[p] for p in order]
+            sizes = torch.tensor([len(d) for d in parts], dtype=torch.long)
+            frame = torch.repeat_interleave(torch.tensor([p[0] for p in order], dtype=torch.long), sizes)
+            region = torch.repeat_interleave(torch.tensor([p[1] for p in order], dtype=torch.long), sizes)
+            det, frame = detector.merge(Detections.cat(parts), frame, region, w, h)
+            counts = torch.bincount(frame, minlength=n).tolist()
+            for i, d in zip(range(n), det.split(counts)):
+                if i in dirty:
+                    per_frame[i] = d
+            dirty.clear()
+        order_f = sorted(per_frame)
+        sizes = torch.tensor([len(per_frame[i]) for i in order_f], dtype=torch.long)
+        return (Detections.cat([per_frame[i] for i in order_f]),
+                torch.repeat_interleave(torch.tensor(order_f, dtype=torch.long), sizes))
 
     def around(boxes: Tensor) -> list[int]:
         return tiles_around(boxes, cores).nonzero().flatten().tolist()
