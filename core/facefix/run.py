@@ -248,9 +248,11 @@ def run_clip(
     todo_set = set(todo)
     summary.frames_preroll = len([m for m in compute if m not in todo_set])
 
+    sidecar = None
     if tracks is None:
-        tracks = _analysed_tracks(full, source, dest, _with_preroll(numbers, all_numbers, index, preroll, postroll),
-                                  settings, engine, progress, summary)
+        tracks, sidecar = _tracks_to_keep(full, source, dest,
+                                          _with_preroll(numbers, all_numbers, index, preroll, postroll),
+                                          settings, engine, progress, summary)
     faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
@@ -313,6 +315,10 @@ def run_clip(
     t_restore = time.perf_counter()
     done = 0
     ok = False
+    keeping = None
+    if sidecar is not None:  # written while the shot restores (a 4-face shot's is ~4 MB of text); joined below
+        keeping = threading.Thread(target=_keep_tracks, args=(tracks, sidecar), name="facefix-sidecar")
+        keeping.start()
     try:
         with contextlib.closing(prefetch(read, compute, depth=2 * per_batch + postroll, pool=read_pool)) as stream:
             ahead: deque = deque()  # frames read but not yet restored: the next batch, then its look-ahead
@@ -337,6 +343,8 @@ def run_clip(
                 writer.close()
         for pool in {io_pool, read_pool, write_pool}:
             pool.shutdown(wait=True, cancel_futures=True)
+        if keeping is not None:  # the sidecar is whole (or not there) when the run returns, however it ends
+            keeping.join()
         if not ok:
             with contextlib.suppress(Exception):
                 sink.abort()
@@ -451,6 +459,16 @@ def _analysed_tracks(full: object, source: str, dest: str, numbers: Sequence[int
                      engine: Engine, progress: bool, summary: RunSummary) -> FaceTracks:
     """Tracks of ``numbers`` (every requested frame with its pre-roll): the sidecar's when it was made for the
     same analysis (a resumed run), else detected and tracked now and written to the sidecar."""
+    tracks, sidecar = _tracks_to_keep(full, source, dest, numbers, settings, engine, progress, summary)
+    if sidecar is not None:
+        _keep_tracks(tracks, sidecar)
+    return tracks
+
+
+def _tracks_to_keep(full: object, source: str, dest: str, numbers: Sequence[int], settings: Settings,
+                    engine: Engine, progress: bool, summary: RunSummary) -> tuple[FaceTracks, Path | None]:
+    """:func:`_analysed_tracks` before the sidecar is written: the tracks, and the sidecar to write them to (None
+    where they were read from it)."""
     from dataclasses import replace as replace_tracks
 
     sidecar = tracks_sidecar(dest)
@@ -460,7 +478,7 @@ def _analysed_tracks(full: object, source: str, dest: str, numbers: Sequence[int
             kept = FaceTracks.load(sidecar)
             if kept.metadata.get("analysis") == key:
                 summary.notes.append(f"tracks reused from {sidecar}")
-                return kept
+                return kept, None
     from .analyse import AnalysisStats, track_clip
 
     t_analyse = time.perf_counter()
@@ -469,14 +487,17 @@ def _analysed_tracks(full: object, source: str, dest: str, numbers: Sequence[int
     summary.timings["analyse"] = time.perf_counter() - t_analyse
     summary.timings.update({f"analyse_{k}": v for k, v in analysis.timings.items()})
     # The run uses the tracks as the sidecar holds them (FaceTracks JSON rounds to 1e-4 px): a resumed run, or
-    # `facefix track` followed by `restore --tracks`, then gives exactly the frames of this run. The sidecar is
-    # for the program alone: compact JSON, written ~6x faster than the indented form.
-    tracks = replace_tracks(tracks, metadata={**tracks.metadata, "analysis": key}).as_saved()
+    # `facefix track` followed by `restore --tracks`, then gives exactly the frames of this run.
+    return replace_tracks(tracks, metadata={**tracks.metadata, "analysis": key}).as_saved(), sidecar
+
+
+def _keep_tracks(tracks: FaceTracks, sidecar: Path) -> None:
+    """Write the analysed tracks to their sidecar (for the program alone: compact JSON, written ~6x faster than the
+    indented form); a run goes on without one, with a warning."""
     try:
         tracks.save(sidecar, indent=None)
     except (FaceFixError, OSError) as err:
         log.warning("could not keep the tracks next to the output (%s): a resumed run will analyse again", err)
-    return tracks
 
 
 def _make_folder(folder: Path) -> None:

@@ -116,3 +116,33 @@ def test_float_output_never_goes_below_the_plate_or_zero(tmp_path, fake_model):
     assert (matte > 0).sum() > 100 and not np.array_equal(out, img)
     assert (out >= np.minimum(img, 0)).all(), out.min()
     assert np.array_equal(out[:4, :4], img[:4, :4])
+
+
+def test_a_cancelled_run_leaves_its_whole_sidecar(plate, monkeypatch):
+    """The sidecar is written while the shot restores; a run stopped after its first batch still leaves it whole,
+    and the resumed run reuses it."""
+    import time
+
+    from facefix import run as run_module
+    from facefix.errors import Cancelled
+    from facefix.faces import FaceTracks
+    from facefix.params import Settings
+
+    slow_save = FaceTracks.save
+
+    def save(self, path, indent=2):  # a save that outlasts the restore's first batch
+        time.sleep(0.5)
+        slow_save(self, path, indent=indent)
+
+    monkeypatch.setattr(FaceTracks, "save", save)
+    asked = []
+    out = str(plate / "c" / "c.####.png")
+    settings = Settings(model="passthrough", device="cpu", batch=2)
+    with pytest.raises(Cancelled):
+        run_module.run_clip(str(plate / "plate.####.png"), out, settings, progress=False,
+                            cancel=lambda: asked.append(1) or len(asked) > 1)
+    sidecar = run_module.tracks_sidecar(out)
+    kept = FaceTracks.load(sidecar)  # whole: it parses
+    assert kept.tracks and not list(sidecar.parent.glob("*.tmp*"))
+    summary = run_module.run_clip(str(plate / "plate.####.png"), out, settings, progress=False, resume=True)
+    assert any("tracks reused" in note for note in summary.notes)
