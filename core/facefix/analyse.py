@@ -197,7 +197,7 @@ def track_clip(
     from .gpu import host_words
     from .track import build_tracks
     from .track.associate import appearance_batch
-    from .track.cuts import cut_score, find_cuts, thumbnails
+    from .track.cuts import cut_features, feature_score, find_cuts, thumbnails
 
     stats = stats if stats is not None else AnalysisStats()
     dev = torch.device(device)
@@ -206,7 +206,7 @@ def track_clip(
     detections: dict[int, list[Face]] = {}
     appearance: dict[int, list[np.ndarray]] = {}
     scores: dict[int, float] = {}
-    prev_thumb = None
+    prev_cut = None  # the previous frame's cut features
     bar = None
     if progress:
         from tqdm import tqdm
@@ -263,16 +263,16 @@ def track_clip(
                     results = detector(batch)
                 t = stats.timed("detect", t)
                 # Thumbnails and descriptors are sampled where the frames are: only they come back from the GPU.
-                thumbs = thumbnails(batch)
+                cut = cut_features(thumbnails(batch))
                 described = appearance_batch(batch, [r.faces for r in results])
-            for i, (n, thumb, res) in enumerate(zip(chunk, thumbs, results)):
+            for i, (n, feats, res) in enumerate(zip(chunk, cut, results)):
                 detections[n] = list(res.faces)
                 appearance[n] = described[i]
                 stats.faces_detected += len(res.faces)
                 stats.faces_too_small += int(res.skipped_small)
-                if prev_thumb is not None:
-                    scores[n] = cut_score(prev_thumb, thumb)
-                prev_thumb = thumb
+                if prev_cut is not None:
+                    scores[n] = feature_score(prev_cut, feats)
+                prev_cut = feats
                 if on_frame is not None:
                     on_frame(n, res.faces)
             stats.timed("describe", t)

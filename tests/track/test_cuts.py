@@ -105,3 +105,22 @@ def test_tracks_do_not_cross_a_detected_cut(two_shots, helpers) -> None:
     assert tracks.metadata["cuts"] == [first + N_A]
     # Without the cut the two faces would be joined (same place), so the split is the cut's doing.
     assert len(build_tracks(dets, set(), appearance=app).tracks) == 1
+
+
+def test_batched_histograms_are_histogram2d():
+    """The chromaticity histograms of a batch are, bit for bit, ``np.histogram2d`` of each thumbnail: values on
+    the bin edges, at 1 (the last bin) and black pixels included."""
+    from facefix.track.cuts import _HIST_BINS, _chroma_hists
+
+    rng = np.random.default_rng(3)
+    thumbs = rng.random((6, 32, 32, 3)).astype(np.float32)
+    thumbs[1] = np.round(thumbs[1] * 8) / 8  # chromaticities on the edges
+    thumbs[2, :, :, 1:] = 0  # r just below 1
+    thumbs[3, :8] = 0
+    got = _chroma_hists(thumbs)
+    for t, h in zip(thumbs, got):
+        s = t.sum(axis=-1) + 1e-3
+        w = np.clip(t.mean(axis=-1).ravel(), 0.02, None)
+        want, _, _ = np.histogram2d((t[..., 0] / s).ravel(), (t[..., 1] / s).ravel(), bins=_HIST_BINS,
+                                    range=[[0, 1], [0, 1]], weights=w)
+        assert np.array_equal(h, want / want.sum())

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import InputError, SettingsError
 
-__all__ = ["THUMB_SIZE", "thumbnail", "cut_score", "cut_scores", "find_cuts"]
+__all__ = ["THUMB_SIZE", "thumbnail", "cut_features", "feature_score", "cut_score", "cut_scores", "find_cuts"]
 
 THUMB_SIZE = 32
 _HIST_BINS = 8
@@ -62,14 +62,30 @@ def thumbnails(frames: object, size: int = THUMB_SIZE) -> list[np.ndarray]:
     return [np.ascontiguousarray(v, dtype=np.float32) for v in t]
 
 
-def _chroma_hist(thumb: np.ndarray) -> np.ndarray:
-    s = thumb.sum(axis=-1) + 1e-3
-    r = (thumb[..., 0] / s).ravel()
-    g = (thumb[..., 1] / s).ravel()
+_HIST_EDGES = np.linspace(0.0, 1.0, _HIST_BINS + 1)
+
+
+def _chroma_hists(thumbs: np.ndarray) -> np.ndarray:
+    """Brightness-weighted (r, g) chromaticity histograms (N, bins, bins) of thumbnails (N, h, w, 3), each
+    summing to 1: the bins, counts and sums of ``np.histogram2d`` on each (the same values), in one pass."""
+    n = thumbs.shape[0]
+    s = thumbs.sum(axis=-1) + 1e-3
+    r = (thumbs[..., 0] / s).reshape(n, -1)
+    g = (thumbs[..., 1] / s).reshape(n, -1)
     # Weight by brightness so near-black pixels (undefined chromaticity) count little.
-    w = np.clip(thumb.mean(axis=-1).ravel(), 0.02, None)
-    h, _, _ = np.histogram2d(r, g, bins=_HIST_BINS, range=[[0, 1], [0, 1]], weights=w)
-    return h / max(float(h.sum()), 1e-12)
+    w = np.clip(thumbs.mean(axis=-1).reshape(n, -1), 0.02, None)
+    # histogram2d's binning: bin i + 1 holds edges[i] <= v < edges[i + 1], the last edge in the last bin; 0 and
+    # bins + 1 are outside the range (dropped).
+    side = _HIST_BINS + 2
+
+    def bins(v: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(_HIST_EDGES, v, side="right")
+        i[v == _HIST_EDGES[-1]] -= 1
+        return i
+
+    flat = (np.arange(n)[:, None] * side + bins(r)) * side + bins(g)
+    h = np.bincount(flat.ravel(), w.ravel(), minlength=n * side * side).reshape(n, side, side)[:, 1:-1, 1:-1]
+    return np.stack([hf / max(float(hf.sum()), 1e-12) for hf in h])
 
 
 def _structure(thumb: np.ndarray) -> np.ndarray:
@@ -80,25 +96,41 @@ def _structure(thumb: np.ndarray) -> np.ndarray:
     return (small - mu) / np.maximum(sd, 0.02)
 
 
+def _checked(thumbs: Sequence[np.ndarray]) -> np.ndarray:
+    a = [np.asarray(t, np.float32) for t in thumbs]
+    if any(t.shape != a[0].shape for t in a) or a[0].ndim != 3 or a[0].shape[-1] != 3:
+        raise InputError(f"cut scores: thumbnails must share an (h, w, 3) shape, got {sorted({t.shape for t in a})}")
+    return np.stack(a)
+
+
+def cut_features(thumbs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What a cut score compares, of each thumbnail (from ``thumbnail``): its chromaticity histogram and its
+    standardised 8x8 structure. Made once a frame, though a frame is scored against both its neighbours."""
+    if not len(thumbs):
+        return []
+    a = _checked(thumbs)
+    return [(h, _structure(t)) for h, t in zip(_chroma_hists(a), a)]
+
+
+def feature_score(prev: tuple[np.ndarray, np.ndarray], cur: tuple[np.ndarray, np.ndarray]) -> float:
+    """``cut_score`` of two frames from their ``cut_features``."""
+    hist = 0.5 * float(np.abs(prev[0] - cur[0]).sum())  # total variation, in [0, 1]
+    # Mean |difference| of two standardised images: ~1.13 for independent ones; scale to ~1.
+    struct = float(np.abs(prev[1] - cur[1]).mean()) / 1.13
+    return 0.5 * hist + 0.5 * min(struct, 1.5)
+
+
 def cut_score(prev_thumb: np.ndarray, cur_thumb: np.ndarray) -> float:
     """Dissimilarity of two thumbnails (from ``thumbnail``): 0 = same shot, around 1 = unrelated images."""
-    a = np.asarray(prev_thumb, np.float32)
-    b = np.asarray(cur_thumb, np.float32)
-    if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
-        raise InputError(f"cut_score: thumbnails must share an (h, w, 3) shape, got {a.shape} and {b.shape}")
-    hist = 0.5 * float(np.abs(_chroma_hist(a) - _chroma_hist(b)).sum())  # total variation, in [0, 1]
-    # Mean |difference| of two standardised images: ~1.13 for independent ones; scale to ~1.
-    struct = float(np.abs(_structure(a) - _structure(b)).mean()) / 1.13
-    return 0.5 * hist + 0.5 * min(struct, 1.5)
+    a, b = cut_features([prev_thumb, cur_thumb])
+    return feature_score(a, b)
 
 
 def cut_scores(thumbs: Mapping[int, np.ndarray]) -> dict[int, float]:
     """Score of each listed frame against the previous listed frame (the first frame scores 0)."""
     frames = sorted(thumbs)
-    out: dict[int, float] = {}
-    for i, n in enumerate(frames):
-        out[n] = 0.0 if i == 0 else cut_score(thumbs[frames[i - 1]], thumbs[n])
-    return out
+    feats = cut_features([thumbs[n] for n in frames])
+    return {n: 0.0 if i == 0 else feature_score(feats[i - 1], feats[i]) for i, n in enumerate(frames)}
 
 
 def find_cuts(scores: Mapping[int, float] | Sequence[float], threshold: float = 0.3, *, window: int = 6,
