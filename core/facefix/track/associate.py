@@ -102,33 +102,32 @@ def appearance_batch(frames: torch.Tensor, faces: Sequence[Sequence[Face]], patc
     from ..geometry import umeyama_similarity
 
     h, w = frames.shape[-2:]
-    # 2x2 sub-samples per patch pixel, in unit patch coordinates (pixel centres at +0.5).
+    out: list[list[np.ndarray]] = [[] for _ in faces]
+    frame_of = np.asarray([i for i, fs in enumerate(faces) for _ in fs], np.int64)
+    if not len(frame_of):
+        return out
+    # 2x2 sub-samples per patch pixel, in unit patch coordinates (pixel centres at +0.5), placed by each face's
+    # landmarks: every face at once.
     sub = (np.arange(2 * patch) + 0.5) / (2 * patch)
     gx, gy = np.meshgrid(sub, sub)
-    taps, frame_of = [], []
-    for i, fs in enumerate(faces):
-        for f in fs:
-            m = umeyama_similarity(_PATCH_LAYOUT, f.landmarks)
-            taps.append(_taps(h, w, m[0, 0] * gx + m[0, 1] * gy + m[0, 2], m[1, 0] * gx + m[1, 1] * gy + m[1, 2]))
-            frame_of.append(i)
-    out: list[list[np.ndarray]] = [[] for _ in faces]
-    if not taps:
-        return out
+    m = umeyama_similarity(_PATCH_LAYOUT, np.stack([f.landmarks for fs in faces for f in fs]))[:, :, :, None, None]
+    y0, y1, x0, x1, fx, fy = _taps(h, w, m[:, 0, 0] * gx + m[:, 0, 1] * gy + m[:, 0, 2],
+                                   m[:, 1, 0] * gx + m[:, 1, 1] * gy + m[:, 1, 2])  # (F, 2p, 2p)
+    n = len(frame_of)
     k = gx.size
-    index = torch.from_numpy(np.repeat(np.asarray(frame_of, np.int64), 4 * k))
-    rows = torch.from_numpy(np.concatenate([np.concatenate([t[0], t[0], t[1], t[1]], None) for t in taps]))
-    cols = torch.from_numpy(np.concatenate([np.concatenate([t[2], t[3], t[2], t[3]], None) for t in taps]))
+    index = torch.from_numpy(np.repeat(frame_of, 4 * k))
+    rows = torch.from_numpy(np.stack([y0, y0, y1, y1], 1).ravel())
+    cols = torch.from_numpy(np.stack([x0, x1, x0, x1], 1).ravel())
     dev = frames.device
-    values = frames[index.to(dev), :3, rows.to(dev), cols.to(dev)].float().cpu().numpy().reshape(len(taps), 4, k, 3)
-    for (y0, _, _, _, fx, fy), v, i in zip(taps, values, frame_of):
-        shape = (*y0.shape, 3)
-        v00, v01, v10, v11 = (c.reshape(shape) for c in v)
-        top = v00 * (1 - fx) + v01 * fx
-        bot = v10 * (1 - fx) + v11 * fx
-        s = (top * (1 - fy) + bot * fy).reshape(patch, 2, patch, 2, 3).mean(axis=(1, 3))
+    values = frames[index.to(dev), :3, rows.to(dev), cols.to(dev)].float().cpu().numpy().reshape(n, 4, *y0.shape[1:], 3)
+    v00, v01, v10, v11 = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
+    top = v00 * (1 - fx) + v01 * fx
+    bot = v10 * (1 - fx) + v11 * fx
+    patches = (top * (1 - fy) + bot * fy).reshape(n, patch, 2, patch, 2, 3).mean(axis=(2, 4))
+    for i, s in zip(frame_of, patches):
         d = (s - s.mean()).astype(np.float64).ravel()
-        n = np.linalg.norm(d)
-        out[i].append((d / n if n > 1e-9 else d).astype(np.float32))
+        norm = np.linalg.norm(d)
+        out[i].append((d / norm if norm > 1e-9 else d).astype(np.float32))
     return out
 
 
