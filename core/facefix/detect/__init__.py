@@ -199,10 +199,10 @@ class BlazeFaceDetector:
         there, and its outputs come back, in one transfer each."""
         assert self.landmarks is not None
         k = len(det)
-        # The frame index rides along as a float: exact for any realistic frame count (< 2**24).
-        x = torch.cat([det.boxes, det.keypoints.flatten(1), frame[:, None].to(det.boxes.dtype)], 1).to(frames.device)
-        rois = rois_from_detections(x[:, 16].long(), x[:, :4], x[:, 4:16].reshape(k, 6, 2))
-        mesh, presence = self.landmarks(frames, rois)
+        # The frame index stays on the CPU, where the crops are grouped by frame without waiting on the device.
+        x = torch.cat([det.boxes, det.keypoints.flatten(1)], 1).to(frames.device)
+        rois = rois_from_detections(frame, x[:, :4], x[:, 4:16].reshape(k, 6, 2))
+        mesh, presence = self.landmarks(frames, rois, 128 if frames.is_cuda else 32)  # a window's faces at once on a GPU
         y = torch.cat([mesh.flatten(1), five_points(mesh).flatten(1), presence[:, None]], 1).cpu()
         return y[:, :-11].reshape(k, -1, 3), y[:, -11:-1].reshape(k, 5, 2), y[:, -1]
 
