@@ -184,6 +184,7 @@ def track_clip(
     on_frame: Callable[[int, Sequence[Face]], None] | None = None,
     scan_period: int | None = None,
     scan_periods: int | None = None,
+    scan_in_flight: int | None = None,
 ) -> FaceTracks:
     """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
 
@@ -191,9 +192,11 @@ def track_clip(
     BlazeFace window spreads its tiles over (None: ``detect.scan.SCAN_PERIOD``; 1: every tile on every
     frame). scan_periods: periods a window holds (None: on a GPU ``detect.scan.gpu_window_periods`` of the frame
     size, on the CPU 1). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
+    scan_in_flight: windows scanned at once, each carrying the faces of the window that many before it (None: on a
+    GPU ``detect.scan.GPU_IN_FLIGHT``, on the CPU 1).
     """
     from .detect import BlazeFaceDetector
-    from .detect.scan import SCAN_PERIOD, gpu_window_periods, scan_window
+    from .detect.scan import GPU_IN_FLIGHT, SCAN_PERIOD, gpu_window_periods, scan_windows
     from .gpu import host_words
     from .track import build_tracks
     from .track.associate import appearance_batch
@@ -218,10 +221,11 @@ def track_clip(
     if scan_periods is None:
         scan_periods = gpu_window_periods(_frame_size(source), period) if on_gpu else 1
     window = period * max(1, int(scan_periods))
+    in_flight = max(1, int((GPU_IN_FLIGHT if on_gpu else 1) if scan_in_flight is None else scan_in_flight))
     scanning = isinstance(detector, BlazeFaceDetector)
     if scanning:
-        step = -(-step // window) * window  # whole windows in a batch
-    carried = torch.zeros(0, 4)
+        step = -(-step // (window * in_flight)) * window * in_flight  # whole windows in a batch, one for each in flight
+    before: list[torch.Tensor] = []  # the boxes found in the last windows scanned, oldest first
 
     ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
     reader = None
@@ -253,12 +257,10 @@ def track_clip(
                          else torch.from_numpy(np.stack(frames)))  # type: ignore[arg-type]
                 del frames  # their uploads (on a GPU) are no longer needed: the batch holds the frames
                 if scanning:
-                    results = []
-                    for w0 in range(0, len(chunk), window):
-                        found, carried = scan_window(detector, batch[w0 : w0 + window],  # type: ignore[arg-type]
-                                                     range(start + w0, start + min(w0 + window, len(chunk))),
-                                                     carried, period)
-                        results += found
+                    windows = [range(start + w0, start + min(w0 + window, len(chunk)))
+                               for w0 in range(0, len(chunk), window)]
+                    results, boxes = scan_windows(detector, batch, windows, before, period, in_flight)  # type: ignore[arg-type]
+                    before = boxes[-in_flight:]
                 else:
                     results = detector(batch)
                 t = stats.timed("detect", t)

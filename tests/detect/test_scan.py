@@ -8,7 +8,13 @@ import torch
 
 from facefix.demo import synth
 from facefix.detect import BlazeFaceDetector, tile_cores
-from facefix.detect.scan import GPU_WINDOW_PERIODS, gpu_window_periods, scan_window, tiles_around
+from facefix.detect.scan import (
+    GPU_WINDOW_PERIODS,
+    gpu_window_periods,
+    scan_window,
+    scan_windows,
+    tiles_around,
+)
 
 torch.set_num_threads(1)
 
@@ -27,13 +33,13 @@ def small_moving_face() -> torch.Tensor:
 
 def _counting(detector: BlazeFaceDetector, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     looked: list[int] = []
-    look = detector.look
+    look = detector.queue_look
 
     def counted(frames, frame, region):  # type: ignore[no-untyped-def]
         looked.append(len(frame))
         return look(frames, frame, region)
 
-    monkeypatch.setattr(detector, "look", counted)
+    monkeypatch.setattr(detector, "queue_look", counted)
     return looked
 
 
@@ -49,7 +55,7 @@ def test_scan_finds_what_every_tile_finds_with_fewer_looks(detector, small_movin
         found, carried = scan_window(detector, frames[w0 : w0 + 4], range(w0, w0 + 4), carried, period=4)
         scanned += found
     k = len(detector.regions(640, 360))
-    assert sum(looked) < 0.75 * len(frames) * k  # a small frame: few tiles away from the face to skip
+    assert 0 < sum(looked) < 0.75 * len(frames) * k  # a small frame: few tiles away from the face to skip
     assert len(carried) == len(scanned[-4].faces) + len(scanned[-3].faces) + len(scanned[-2].faces) + len(
         scanned[-1].faces)
     for full, scan in zip(every_tile, scanned):
@@ -188,3 +194,72 @@ def test_the_frame_size_comes_from_a_header_or_a_host_layout(tmp_path):
     assert _frame_size(types.SimpleNamespace()) is None
     (tmp_path / "bad.0001.png").write_bytes(b"not a png")
     assert _frame_size(open_source(str(tmp_path / "bad.####.png"))) is None  # the read reports it, not this
+
+
+def _same_results(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert [len(r.faces) for r in a] == [len(r.faces) for r in b]
+    for ra, rb in zip(a, b):
+        assert ra.skipped_small == rb.skipped_small
+        for fa, fb in zip(ra.faces, rb.faces):
+            assert fa.box == fb.box and fa.score == fb.score
+            assert np.array_equal(fa.landmarks, fb.landmarks) and np.array_equal(fa.mesh, fb.mesh)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_windows_in_flight_carry_from_the_window_that_many_before(detector, small_moving_face, in_flight):
+    """Windows scanned at once give, bit for bit, one window at a time carrying the boxes of the window
+    ``in_flight`` before it; and so whether the shot's windows come in one call or one call each."""
+    frames = small_moving_face
+    windows = [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    boxes: list[torch.Tensor] = []
+    one_by_one = []
+    for wnd in windows:
+        carried = boxes[-in_flight] if len(boxes) >= in_flight else torch.zeros(0, 4)
+        found, got = scan_window(detector, frames[wnd.start : wnd.stop], wnd, carried, period=4)
+        one_by_one += found
+        boxes.append(got)
+    together, kept = scan_windows(detector, frames, windows, [], period=4, in_flight=in_flight)
+    _same_results(together, one_by_one)
+    assert len(kept) == 4 and all(torch.equal(a, b) for a, b in zip(kept, boxes))
+    split, before = [], []
+    for first, last in ((0, 1), (1, 3), (3, 4)):  # groups of windows across calls, as batches bring them
+        found, before = scan_windows(detector, frames[windows[first].start : windows[last - 1].stop],
+                                     windows[first:last], before[-in_flight:], period=4, in_flight=in_flight)
+        split += found
+    _same_results(split, one_by_one)
+    assert all(len(r.faces) == 1 for r in together)
+
+
+def test_track_clip_windows_in_flight_do_not_depend_on_the_batch(tmp_path, small_moving_face):
+    from facefix import Settings
+    from facefix.analyse import track_clip
+    from facefix.io import Frame, FrameFormat, open_source
+    from facefix.io.sequence import write_frame
+
+    for i, f in enumerate(small_moving_face.permute(0, 2, 3, 1).numpy()):
+        write_frame(tmp_path / f"c.{i + 1:04d}.png", Frame(i + 1, f, FrameFormat.for_pixels(f, "uint8")), bits_per_sample=8)
+    src = open_source(str(tmp_path / "c.####.png"))
+    runs = [track_clip(src, src.frame_numbers, Settings(device="cpu", batch=b), progress=False, scan_period=2,
+                       scan_in_flight=2).to_json() for b in (1, 5, 16)]
+    assert runs[0] == runs[1] == runs[2]
+    assert len(runs[0]["tracks"]) == 1 and len(runs[0]["tracks"][0]["frames"]) == 8
+
+
+@pytest.mark.gpu
+def test_windows_in_flight_on_their_streams_give_one_at_a_time(small_moving_face):
+    """On a GPU, two windows in flight (each on a stream of its own, the networks' graphs shared between them)
+    give bit for bit what the same windows give one at a time on the current stream."""
+    det = BlazeFaceDetector("cuda", min_face=24)
+    frames = small_moving_face.cuda()
+    windows = [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    with torch.inference_mode():
+        boxes: list[torch.Tensor] = []
+        one_by_one = []
+        for wnd in windows:
+            carried = boxes[-2] if len(boxes) >= 2 else torch.zeros(0, 4)
+            found, got = scan_window(det, frames[wnd.start : wnd.stop], wnd, carried, period=4)
+            one_by_one += found
+            boxes.append(got)
+        together, _ = scan_windows(det, frames, windows, [], period=4, in_flight=2)
+    _same_results(together, one_by_one)
+    assert all(len(r.faces) == 1 for r in together)

@@ -15,6 +15,7 @@ returned but counted in ``DetectResult.skipped_small``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -164,9 +165,13 @@ class BlazeFaceDetector:
         """Detections of the (frame, region) pairs ``frame`` (P,), ``region`` (P,) (indices into
         :meth:`regions`), each region's own NMS applied: frame pixels, on the CPU, grouped by pair in order,
         and the pair of each; before the cores and the merge across regions (:meth:`merge`)."""
+        return self.queue_look(frames, frame, region)()
+
+    def queue_look(self, frames: Tensor, frame: Tensor, region: Tensor) -> Callable[[], tuple[Detections, Tensor]]:
+        """:meth:`look` in two steps (see ``BlazeFace.queue_regions``): the call returned gives its result."""
         table, _ = self.region_table(frames.shape[-1], frames.shape[-2])
         reg = table[region]
-        return self.detector.detect_regions(frames, frame, reg[:, :2], reg[:, 2], self.min_score, self.batch)
+        return self.detector.queue_regions(frames, frame, reg[:, :2], reg[:, 2], self.min_score, self.batch)
 
     def merge(self, det: Detections, frame: Tensor, region: Tensor, width: int, height: int
               ) -> tuple[Detections, Tensor]:
@@ -193,18 +198,25 @@ class BlazeFaceDetector:
         det, frame = self.merged(frames)
         return det.split(torch.bincount(frame, minlength=frames.shape[0]).tolist())
 
-    def _mesh(self, frames: Tensor, det: Detections, frame: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    @torch.no_grad()
+    def _queue_mesh(self, frames: Tensor, det: Detections, frame: Tensor
+                    ) -> Callable[[], tuple[Tensor, Tensor, Tensor]]:
         """Face mesh (K, 468, 3), its 5 points (K, 5, 2) and face presence (K,), on the CPU, for CPU
-        detections (K) of ``frame`` (K,). The mesh model runs on the frames' device: its inputs go
-        there, and its outputs come back, in one transfer each."""
+        detections (K) of ``frame`` (K,), from the call returned. The mesh model runs on the frames' device,
+        queued now: its inputs go there, and its outputs come back, in one transfer each."""
         assert self.landmarks is not None
         k = len(det)
         # The frame index stays on the CPU, where the crops are grouped by frame without waiting on the device.
         x = torch.cat([det.boxes, det.keypoints.flatten(1)], 1).to(frames.device)
         rois = rois_from_detections(frame, x[:, :4], x[:, 4:16].reshape(k, 6, 2))
         mesh, presence = self.landmarks(frames, rois, 128 if frames.is_cuda else 32)  # a window's faces at once on a GPU
-        y = torch.cat([mesh.flatten(1), five_points(mesh).flatten(1), presence[:, None]], 1).cpu()
-        return y[:, :-11].reshape(k, -1, 3), y[:, -11:-1].reshape(k, 5, 2), y[:, -1]
+        y = torch.cat([mesh.flatten(1), five_points(mesh).flatten(1), presence[:, None]], 1)
+
+        def collect() -> tuple[Tensor, Tensor, Tensor]:
+            c = y.cpu()
+            return c[:, :-11].reshape(k, -1, 3), c[:, -11:-1].reshape(k, 5, 2), c[:, -1]
+
+        return collect
 
     def __call__(self, frames: Tensor) -> list[DetectResult]:
         if not isinstance(frames, Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
@@ -216,36 +228,45 @@ class BlazeFaceDetector:
     def results(self, frames: Tensor, det: Detections, frame: Tensor) -> list[DetectResult]:
         """One DetectResult per frame of ``frames`` (N, 3, H, W) on the detector's device, from merged
         detections (:meth:`merged`, :meth:`merge`) and the frame of each: the size filter, then the mesh."""
+        return self.queue_results(frames, det, frame)()
+
+    def queue_results(self, frames: Tensor, det: Detections, frame: Tensor) -> Callable[[], list[DetectResult]]:
+        """:meth:`results` in two steps: the mesh is queued now, the call returned gives the results."""
         n = frames.shape[0]
         size = (det.boxes[:, 2:] - det.boxes[:, :2]).amax(-1)
         ok = size >= self.min_face
         small = torch.bincount(frame[~ok], minlength=n).tolist()
         det, frame = det.select(ok), frame[ok]
         counts = torch.bincount(frame, minlength=n).tolist()
-        mesh = None
-        five = five_points_from_detection(det.keypoints)
-        keep = torch.ones(len(det), dtype=torch.bool)
-        if self.landmarks is not None and len(det):
-            mesh, five, presence = self._mesh(frames, det, frame)
-            # MediaPipe's own gate: the mesh model's face-presence score rejects false detections
-            # (on tiled 4K test frames: faces >= 0.99, false detections <= 0.06).
-            keep = presence >= self.min_presence
-        boxes = det.boxes.double().numpy()
-        five_np = five.double().numpy()
-        scores = det.scores.double().numpy()
-        mesh_np = None if mesh is None else mesh.double().numpy()
-        keep_np = keep.numpy()
-        results = []
-        start = 0
-        for f, cnt in enumerate(counts):
-            faces = [
-                Face(box=tuple(boxes[i]), landmarks=five_np[i], score=float(scores[i]), source="detected",
-                     mesh=None if mesh_np is None else mesh_np[i])
-                for i in range(start, start + cnt) if keep_np[i]
-            ]
-            results.append(DetectResult(tuple(faces), small[f]))
-            start += cnt
-        return results
+        meshed = self._queue_mesh(frames, det, frame) if self.landmarks is not None and len(det) else None
+
+        def collect() -> list[DetectResult]:
+            mesh = None
+            five = five_points_from_detection(det.keypoints)
+            keep = torch.ones(len(det), dtype=torch.bool)
+            if meshed is not None:
+                mesh, five, presence = meshed()
+                # MediaPipe's own gate: the mesh model's face-presence score rejects false detections
+                # (on tiled 4K test frames: faces >= 0.99, false detections <= 0.06).
+                keep = presence >= self.min_presence
+            boxes = det.boxes.double().numpy()
+            five_np = five.double().numpy()
+            scores = det.scores.double().numpy()
+            mesh_np = None if mesh is None else mesh.double().numpy()
+            keep_np = keep.numpy()
+            results = []
+            start = 0
+            for f, cnt in enumerate(counts):
+                faces = [
+                    Face(box=tuple(boxes[i]), landmarks=five_np[i], score=float(scores[i]), source="detected",
+                         mesh=None if mesh_np is None else mesh_np[i])
+                    for i in range(start, start + cnt) if keep_np[i]
+                ]
+                results.append(DetectResult(tuple(faces), small[f]))
+                start += cnt
+            return results
+
+        return collect
 
 
 def load_detector(name: str = "blazeface", device: str | torch.device = "cpu", **options: object) -> Detector:

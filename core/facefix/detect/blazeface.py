@@ -443,6 +443,15 @@ class BlazeFace(nn.Module):
         held before their candidates are read (None: ``_HELD_CROPS`` on a GPU, one batch on the CPU); the
         result does not depend on it.
         """
+        return self.queue_regions(frames, index, center, side, min_score, batch, hold)()
+
+    @torch.no_grad()
+    def queue_regions(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
+                      min_score: float | None = None, batch: int = 64, hold: int | None = None
+                      ) -> Callable[[], tuple[Detections, Tensor]]:
+        """:meth:`detect_regions` in two steps: this call queues the crops and networks on the frames' device (on
+        the CPU: runs them), the call it returns waits for them and gives the detections. Meanwhile the host can
+        do other work, or queue more on another stream."""
         thr = self.spec.min_score if min_score is None else min_score
         s = self.spec.input_size
         dev = frames.device
@@ -471,13 +480,17 @@ class BlazeFace(nn.Module):
             if k0 + batch - first > held:
                 flush()
                 first = k0 + batch
-        if raw:
-            flush()
-        if not found:
-            return Detections.empty(), torch.zeros(0, dtype=torch.long)
-        det, region = weighted_nms_groups(Detections.cat(found), torch.cat(regions), self.spec.iou_threshold)
-        center_c, side_c = center.cpu(), side.cpu()
-        return unit_to_frame(det, center_c[region], side_c[region]), region
+
+        def collect() -> tuple[Detections, Tensor]:
+            if raw:
+                flush()
+            if not found:
+                return Detections.empty(), torch.zeros(0, dtype=torch.long)
+            det, region = weighted_nms_groups(Detections.cat(found), torch.cat(regions), self.spec.iou_threshold)
+            center_c, side_c = center.cpu(), side.cpu()
+            return unit_to_frame(det, center_c[region], side_c[region]), region
+
+        return collect
 
     def detect_squares(self, frames: Tensor, index: Tensor, center: Tensor, side: Tensor,
                        min_score: float | None = None, batch: int = 64) -> list[Detections]:

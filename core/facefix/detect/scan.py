@@ -18,12 +18,19 @@ or a detection overlapping it, so each face found is merged from the same detect
 every frame -- the same box, keypoints and mesh. What a window can miss is a face smaller than the whole
 frame's pass finds that is in view for fewer than ``period`` frames, outside the tiles it was looked for in.
 
+Windows are independent but for the boxes carried into round 1, so several can be scanned at once
+(:func:`scan_windows`): each carries the boxes of the window ``in_flight`` before it, and while the host reads
+one window's detections and plans its next round, the device runs the others' networks (on a GPU each window
+has a stream of its own; the CPU scans one window at a time).
+
 Convention: as :mod:`facefix.detect` (frames (N, 3, H, W) float32 sRGB in [0, 1], frame pixels, (x, y)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+from collections.abc import Generator, Sequence
 
 import torch
 from torch import Tensor
@@ -31,7 +38,8 @@ from torch import Tensor
 from . import BlazeFaceDetector, DetectResult
 from .blazeface import Detections
 
-__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "gpu_window_periods", "tiles_around", "scan_window"]
+__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "gpu_window_periods", "tiles_around",
+           "scan_window", "scan_windows"]
 
 # Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
 # on 2 CPU cores (benchmarks/analysis_cpu.py) and keeps a window under a third of a second at 24 fps.
@@ -43,6 +51,9 @@ SCAN_PERIOD = 8
 GPU_WINDOW_PERIODS = 4
 # At most this many bytes of float frames in a GPU window: a 4K shot's window holds 2 periods, an 8K shot's 1.
 GPU_WINDOW_BYTES = 2 << 30
+# Windows a GPU scans at once (scan_windows): while the host reads one window's detections and plans its next
+# round, the device runs the others' networks, on streams of their own.
+GPU_IN_FLIGHT = 2
 
 
 def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) -> int:
@@ -78,11 +89,101 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
     """Detect faces on a window of frames (N, 3, H, W) of a shot, the tiles scanned as the module says.
 
     positions: each frame's position in the shot (which slice of the tiles it gets). carried: boxes (B, 4)
-    of the faces found in the window before (empty for the first). Returns one DetectResult per frame and
-    the boxes of every face returned, to carry into the next window. ``period`` 1 looks at every tile on
+    of faces found before (the window before; empty for the first). Returns one DetectResult per frame and
+    the boxes of every face returned, to carry into a later window. ``period`` 1 looks at every tile on
     every frame (the detector's own call).
     """
+    steps = _window_steps(detector, frames.to(detector.device, torch.float32), positions, carried, period)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def scan_windows(detector: BlazeFaceDetector, frames: Tensor, windows: Sequence[Sequence[int]],
+                 before: Sequence[Tensor], period: int = SCAN_PERIOD, in_flight: int = 1
+                 ) -> tuple[list[DetectResult], list[Tensor]]:
+    """:func:`scan_window` on consecutive windows of ``frames`` (N, 3, H, W): ``windows`` holds each window's
+    positions in the shot (their lengths add up to N), ``before`` the boxes found in the windows before these
+    (oldest first). Each window carries the boxes of the window ``in_flight`` before it, so that many windows
+    are scanned at once: while the host merges one window's detections, the device runs the networks of the
+    others (on a GPU each on a stream of its own). The faces found depend on ``in_flight``, never on how the
+    shot's windows are grouped into calls. Returns one DetectResult per frame and the boxes of every window
+    (``before`` then these), to pass on as the next call's ``before``."""
     frames = frames.to(detector.device, torch.float32)
+    boxes: list[Tensor | None] = list(before)
+    first = len(boxes)
+    boxes += [None] * len(windows)
+    starts = [0]
+    for positions in windows:
+        starts.append(starts[-1] + len(positions))
+    streams = _streams(frames.device, in_flight)
+    for stream in streams:
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(frames.device))  # the frames were made there
+    found: list[list[DetectResult]] = [[] for _ in windows]
+    active: list[tuple[int, torch.cuda.Stream | None, Generator[None, None, tuple[list[DetectResult], Tensor]]]] = []
+    next_window = 0
+
+    def advance(entry: tuple[int, torch.cuda.Stream | None, Generator[None, None, tuple[list[DetectResult], Tensor]]]
+                ) -> None:
+        w, stream, steps = entry
+        done = _step(steps, stream)
+        if done is not None:
+            found[w], boxes[first + w] = done
+            active.remove(entry)
+
+    while next_window < len(windows) or active:
+        # Start windows in order, each once the window it carries from is done, up to in_flight at once (so the
+        # windows in flight are consecutive, each on its own stream).
+        while next_window < len(windows) and len(active) < in_flight:
+            source = first + next_window - in_flight
+            held = boxes[source] if source >= 0 else torch.zeros(0, 4)
+            if held is None:
+                break  # the window it carries from is still being scanned
+            w = next_window
+            entry = (w, streams[w % in_flight],
+                     _window_steps(detector, frames[starts[w] : starts[w + 1]], windows[w], held, period))
+            active.append(entry)
+            next_window += 1
+            advance(entry)  # queues its first round
+        for entry in list(active):
+            advance(entry)  # waits for its round, reads it, queues the next
+    for stream in streams:
+        if stream is not None:
+            torch.cuda.current_stream(frames.device).wait_stream(stream)
+    return [r for window in found for r in window], [b for b in boxes if b is not None]
+
+
+@functools.lru_cache(maxsize=4)
+def _cuda_streams(device: torch.device, count: int) -> tuple[torch.cuda.Stream, ...]:
+    return tuple(torch.cuda.Stream(device) for _ in range(count))
+
+
+def _streams(device: torch.device, count: int) -> list[torch.cuda.Stream | None]:
+    """A stream for each window scanned at once on a GPU (the current one where there is one window), Nones on
+    the CPU."""
+    if device.type != "cuda" or count <= 1:
+        return [None] * max(1, count)
+    return list(_cuda_streams(device, count))
+
+
+def _step(steps: Generator[None, None, tuple[list[DetectResult], Tensor]], stream: object
+          ) -> tuple[list[DetectResult], Tensor] | None:
+    """Advance a window to its next wait (on its stream): None, or its result once it is done."""
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():  # type: ignore[arg-type]
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+    return None
+
+
+def _window_steps(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence[int], carried: Tensor,
+                  period: int) -> Generator[None, None, tuple[list[DetectResult], Tensor]]:
+    """The scan of one window (see :func:`scan_window`), pausing after it queues each round's networks on the
+    device and before it waits for them: resumed, it reads the round's detections and plans the next."""
     n, _, h, w = frames.shape
     table, cores = detector.region_table(w, h)
     k = table.shape[0]
@@ -91,13 +192,15 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
     per_frame: dict[int, Detections] = {}
     dirty: set[int] = set()
 
-    def run(pairs: set[tuple[int, int]]) -> None:
+    def run(pairs: set[tuple[int, int]]) -> Generator[None, None, None]:
         todo = sorted(p for p in pairs if p not in ran)
         if not todo:
             return
         frame = torch.tensor([p[0] for p in todo], dtype=torch.long)
         region = torch.tensor([p[1] for p in todo], dtype=torch.long)
-        det, pair = detector.look(frames, frame, region)
+        collect = detector.queue_look(frames, frame, region)
+        yield
+        det, pair = collect()
         for p, d in zip(todo, det.split(torch.bincount(pair, minlength=len(todo)).tolist())):
             ran[p] = d
             dirty.add(p[0])
@@ -129,16 +232,18 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
     for i, pos in enumerate(positions):
         first |= {(i, j) for j in range(k) if j == 0 or (j - 1) % period == pos % period}
         first |= {(i, j) for j in carried_regions}
-    run(first)
+    yield from run(first)
     det, frame = merged()
     found = det.boxes[(det.boxes[:, 2:] - det.boxes[:, :2]).amax(-1) >= detector.min_face / 2]
-    run({(i, j) for i in range(n) for j in around(found)})
+    yield from run({(i, j) for i in range(n) for j in around(found)})
     while True:  # closure: at most a few rounds, each only for faces found in the one before
         det, frame = merged()
         missing = {(i, j) for i in frame.unique().tolist() for j in around(det.boxes[frame == i])} - ran.keys()
         if not missing:
             break
-        run(missing)
-    results = detector.results(frames, det, frame)
+        yield from run(missing)
+    collect = detector.queue_results(frames, det, frame)
+    yield
+    results = collect()
     boxes = [f.box for r in results for f in r.faces]
     return results, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
