@@ -94,11 +94,9 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
     every frame (the detector's own call).
     """
     steps = _window_steps(detector, frames.to(detector.device, torch.float32), positions, carried, period)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+    while (done := _step(steps, None)) is None:
+        pass
+    return done
 
 
 def scan_windows(detector: BlazeFaceDetector, frames: Tensor, windows: Sequence[Sequence[int]],
