@@ -311,9 +311,10 @@ def weighted_nms_groups(det: Detections, group: Tensor, iou_threshold: float = 0
     rows = np.concatenate(out_rows)
     keep = np.lexsort((rows[:, 1], rows[:, 0]))  # group order, then score order within a group
     avg = np.concatenate(out_values)[keep]
-    out = Detections(torch.from_numpy(np.ascontiguousarray(avg[:, :4])),
-                     torch.from_numpy(np.ascontiguousarray(avg[:, 4:])).reshape(-1, npts, 2),
-                     torch.from_numpy(np.concatenate(out_scores)[keep]))
+    dt = det.boxes.dtype  # computed in float32, as the detector's outputs are
+    out = Detections(torch.from_numpy(np.ascontiguousarray(avg[:, :4])).to(dt),
+                     torch.from_numpy(np.ascontiguousarray(avg[:, 4:])).reshape(-1, npts, 2).to(dt),
+                     torch.from_numpy(np.concatenate(out_scores)[keep]).to(det.scores.dtype))
     out_group = torch.tensor(ids, dtype=group.dtype)[torch.from_numpy(rows[keep, 0])]
     return out, out_group
 
