@@ -7,6 +7,7 @@ nose tip, left mouth corner, right mouth corner, where "left" is the image's lef
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -92,11 +93,35 @@ def _as_saved(f: Face, track_id: int) -> Face:
 def _frame_json(face: Face, track_id: int, number: int) -> dict[str, Any]:
     """One frame's entry of a FaceTracks file."""
     f = _as_saved(face, track_id)
-    entry: dict[str, Any] = {"frame": int(number), "box": list(f.box), "landmarks": f.landmarks.tolist(),
-                             "score": f.score, "source": f.source}
+    entry = _frame_head(f, number)
     if f.mesh is not None:
         entry["mesh"] = f.mesh.tolist()
     return entry
+
+
+def _frame_head(f: Face, number: int) -> dict[str, Any]:
+    """A saved face's entry but its mesh (which comes last)."""
+    return {"frame": int(number), "box": list(f.box), "landmarks": f.landmarks.tolist(), "score": f.score,
+            "source": f.source}
+
+
+@functools.lru_cache(maxsize=4)
+def _points_template(count: int) -> str:
+    return "[" + ",".join(["[%r,%r]"] * count) + "]"
+
+
+def _frame_text(face: Face, track_id: int, number: int) -> str:
+    """``json.dumps(_frame_json(...))`` written compact; a finite mesh (most of the text) through a format template,
+    the same text ~30 % faster (JSON writes a float as its repr)."""
+    f = _as_saved(face, track_id)
+    sep = (",", ":")
+    head = json.dumps(_frame_head(f, number), separators=sep)
+    if f.mesh is None:
+        return head
+    flat = f.mesh.ravel()
+    mesh = (_points_template(len(f.mesh)) % tuple(flat.tolist()) if np.isfinite(flat).all()
+            else json.dumps(f.mesh.tolist(), separators=sep))
+    return f'{head[:-1]},"mesh":{mesh}}}'
 
 
 @dataclass(frozen=True)
@@ -126,7 +151,7 @@ class FaceTracks:
         head = json.dumps({"version": FACETRACKS_VERSION, "metadata": dict(self.metadata)}, separators=sep)
         tracks = ",".join(
             f'{{"id":{int(t.id)},"frames":['
-            + ",".join(json.dumps(_frame_json(t.faces[n], int(t.id), n), separators=sep) for n in t.frames)
+            + ",".join(_frame_text(t.faces[n], int(t.id), n) for n in t.frames)
             + "]}" for t in self.tracks)
         return f'{head[:-1]},"tracks":[{tracks}]}}'
 

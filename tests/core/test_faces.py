@@ -67,3 +67,19 @@ def test_as_saved_is_the_json_round_trip_without_the_text(tmp_path):
     empty = FaceTracks()
     empty.save(tmp_path / "empty.json", indent=None)
     assert (tmp_path / "empty.json").read_text() == json.dumps(empty.to_json(), separators=(",", ":"))
+
+
+def test_compact_text_with_a_mesh_json_writes_its_own_way(tmp_path):
+    """A mesh value JSON spells its own way (NaN, infinity, -0.0, large and tiny numbers) is written as json.dumps
+    writes it: the compact file's text is json.dumps's whatever the mesh holds."""
+    mesh = np.random.default_rng(4).uniform(0, 500, (468, 2))
+    odd = mesh.copy()
+    odd[:5, 0] = [-0.0, 1e17, 1e-7, -3.5e-5, 123456789.123]
+    bad = mesh.copy()
+    bad[3, 1] = np.nan
+    bad[7, 0] = np.inf
+    faces = {1: [Face(box=(0, 0, 10, 10), landmarks=np.ones((5, 2)), track_id=0, mesh=odd),
+                 Face(box=(5, 5, 20, 20), landmarks=np.ones((5, 2)) * 2, track_id=1, mesh=bad)]}
+    tracks = FaceTracks.from_faces(faces)
+    tracks.save(tmp_path / "t.json", indent=None)
+    assert (tmp_path / "t.json").read_text() == json.dumps(tracks.to_json(), separators=(",", ":"))
