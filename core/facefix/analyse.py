@@ -193,10 +193,10 @@ def track_clip(
     frame). scan_periods: periods a window holds (None: on a GPU ``detect.scan.gpu_window_periods`` of the frame
     size, on the CPU 1). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
     scan_in_flight: windows scanned at once, each carrying the faces of the window that many before it (None: on a
-    GPU ``detect.scan.GPU_IN_FLIGHT``, on the CPU 1).
+    GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1).
     """
     from .detect import BlazeFaceDetector
-    from .detect.scan import GPU_IN_FLIGHT, SCAN_PERIOD, gpu_window_periods, scan_windows
+    from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_windows
     from .gpu import host_words
     from .track import build_tracks
     from .track.associate import appearance_batch
@@ -218,10 +218,13 @@ def track_clip(
     step = frames_per_batch(settings, dev)
     on_gpu = dev.type == "cuda"
     period = max(1, int(SCAN_PERIOD if scan_period is None else scan_period))
+    size = _frame_size(source)
     if scan_periods is None:
-        scan_periods = gpu_window_periods(_frame_size(source), period) if on_gpu else 1
+        scan_periods = gpu_window_periods(size, period) if on_gpu else 1
     window = period * max(1, int(scan_periods))
-    in_flight = max(1, int((GPU_IN_FLIGHT if on_gpu else 1) if scan_in_flight is None else scan_in_flight))
+    if scan_in_flight is None:
+        scan_in_flight = gpu_in_flight(size, window) if on_gpu else 1
+    in_flight = max(1, int(scan_in_flight))
     scanning = isinstance(detector, BlazeFaceDetector)
     if scanning:
         step = -(-step // (window * in_flight)) * window * in_flight  # whole windows in a batch, one for each in flight

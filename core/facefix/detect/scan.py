@@ -38,7 +38,8 @@ from torch import Tensor
 from . import BlazeFaceDetector, DetectResult
 from .blazeface import Detections
 
-__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "gpu_window_periods", "tiles_around",
+__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "gpu_window_periods", "gpu_in_flight",
+           "tiles_around",
            "scan_window", "scan_windows"]
 
 # Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
@@ -64,6 +65,16 @@ def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) 
         return 1
     per_period = max(1, int(period)) * max(1, size[0] * size[1]) * 3 * 4
     return max(1, min(GPU_WINDOW_PERIODS, GPU_WINDOW_BYTES // per_period))
+
+
+def gpu_in_flight(size: tuple[int, int] | None, frames_per_window: int) -> int:
+    """Windows a GPU scans at once for frames of ``size`` (width, height): ``GPU_IN_FLIGHT`` while their float RGB
+    frames stay within twice ``GPU_WINDOW_BYTES`` (1080p and 4K), else 1 (8K; and where the size is unknown). A
+    property of the shot, never of the batch."""
+    if size is None:
+        return 1
+    window = max(1, int(frames_per_window)) * max(1, size[0] * size[1]) * 3 * 4
+    return GPU_IN_FLIGHT if GPU_IN_FLIGHT * window <= 2 * GPU_WINDOW_BYTES else 1
 
 
 def tiles_around(boxes: Tensor, cores: Tensor) -> Tensor:
