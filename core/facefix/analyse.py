@@ -38,8 +38,9 @@ class AnalysisStats:
     faces_detected: int = 0
     faces_too_small: int = 0
     cuts: int = 0
-    # Wall seconds of the calling thread: waiting for frames (decode and conversion run ahead on worker
-    # threads), detection, per-face descriptors and cut scores, and building the tracks.
+    # Wall seconds of the calling thread: setting up (the detector, loaded once a process, and the readers),
+    # waiting for frames (decode and conversion run ahead on worker threads), detection, per-face descriptors and
+    # cut scores, closing the readers, and building the tracks.
     timings: dict[str, float] = field(default_factory=dict)
 
     def timed(self, name: str, t0: float) -> float:
@@ -203,6 +204,7 @@ def track_clip(
     from .track.cuts import cut_features, feature_score, find_cuts, thumbnails
 
     stats = stats if stats is not None else AnalysisStats()
+    t_set_up = time.perf_counter()
     dev = torch.device(device)
     detector = _detector(settings.detector, str(dev), float(settings.min_face))
     is_float = bool(getattr(source, "is_float", False))
@@ -249,6 +251,7 @@ def track_clip(
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
     # On a GPU every frame read ahead waits on the device: one window ahead of the batch, not a second batch.
     stream = prefetch(read, list(numbers), depth=step + window if on_gpu else 2 * step, pool=pool)
+    stats.timed("set_up", t_set_up)
     try:
         for start in range(0, len(numbers), step):
             chunk = list(numbers[start : start + step])
@@ -285,10 +288,12 @@ def track_clip(
             if bar is not None:
                 bar.update(len(chunk))
     finally:
+        t = time.perf_counter()
         stream.close()
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
+        stats.timed("close", t)
     t = time.perf_counter()
     cuts = find_cuts(scores)
     stats.cuts = len(cuts)

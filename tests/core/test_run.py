@@ -388,7 +388,8 @@ def test_analysis_pass_reports_where_its_time_goes(shot, tmp_path):
     root, _ = shot
     summary = run_clip(str(root / "png.####.png"), str(tmp_path / "out.####.png"), _settings(), progress=False)
     parts = {k: v for k, v in summary.timings.items() if k.startswith("analyse_")}
-    assert set(parts) == {"analyse_wait_for_frames", "analyse_detect", "analyse_describe", "analyse_track"}
+    assert set(parts) == {"analyse_set_up", "analyse_wait_for_frames", "analyse_detect", "analyse_describe",
+                          "analyse_close", "analyse_track"}
     assert all(v >= 0 for v in parts.values()) and parts["analyse_detect"] > 0
     assert sum(parts.values()) <= summary.timings["analyse"]
 
