@@ -220,7 +220,7 @@ def track_clip(
     step = frames_per_batch(settings, dev)
     on_gpu = dev.type == "cuda"
     period = max(1, int(SCAN_PERIOD if scan_period is None else scan_period))
-    size = _frame_size(source)
+    size = _frame_size(source) if on_gpu else None  # only a GPU's windows follow the frame size
     if scan_periods is None:
         scan_periods = gpu_window_periods(size, period) if on_gpu else 1
     window = period * max(1, int(scan_periods))

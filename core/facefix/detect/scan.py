@@ -63,7 +63,7 @@ def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) 
     property of the shot, never of the batch: the faces found do not depend on ``--batch``."""
     if size is None:
         return 1
-    per_period = max(1, int(period)) * max(1, size[0] * size[1]) * 3 * 4
+    per_period = max(1, int(period)) * _float_frame_bytes(size)
     return max(1, min(GPU_WINDOW_PERIODS, GPU_WINDOW_BYTES // per_period))
 
 
@@ -73,8 +73,13 @@ def gpu_in_flight(size: tuple[int, int] | None, frames_per_window: int) -> int:
     property of the shot, never of the batch."""
     if size is None:
         return 1
-    window = max(1, int(frames_per_window)) * max(1, size[0] * size[1]) * 3 * 4
+    window = max(1, int(frames_per_window)) * _float_frame_bytes(size)
     return GPU_IN_FLIGHT if GPU_IN_FLIGHT * window <= 2 * GPU_WINDOW_BYTES else 1
+
+
+def _float_frame_bytes(size: tuple[int, int]) -> int:
+    """Bytes of one (width, height) frame as the scan holds it: float32 RGB."""
+    return max(1, size[0] * size[1]) * 3 * 4
 
 
 def tiles_around(boxes: Tensor, cores: Tensor) -> Tensor:
