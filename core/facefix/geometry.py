@@ -21,6 +21,7 @@ __all__ = [
     "FFHQ_TEMPLATE_512",
     "TEMPLATE_SIZE",
     "umeyama_similarity",
+    "box_iou_np",
     "crop_from_frame_matrix",
     "invert_affine",
     "affine_scale",
@@ -31,6 +32,21 @@ __all__ = [
 ]
 
 TEMPLATE_SIZE = 512
+
+
+def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes a (..., M, 4) and b (..., K, 4) -> (..., M, K), over any leading batch axes, in the boxes'
+    own float type; 0 where the union is empty."""
+    lt = np.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = np.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    zero = np.zeros((), a.dtype)
+    wh = np.maximum(rb - lt, zero)
+    inter = wh[..., 0] * wh[..., 1]
+    sa = np.maximum(a[..., 2:] - a[..., :2], zero)
+    sb = np.maximum(b[..., 2:] - b[..., :2], zero)
+    union = (sa[..., 0] * sa[..., 1])[..., :, None] + (sb[..., 0] * sb[..., 1])[..., None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, np.asarray(1e-12, a.dtype)), zero)
 
 # The FFHQ 5-point template at 512 px (eye centres, nose tip, mouth corners) used by GFPGAN/CodeFormer-era
 # restorers: faces aligned to it look like their training data.

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ..geometry import box_iou_np
 from .assets import asset_path
 from .tflite_torch import load_tflite
 
@@ -224,20 +225,6 @@ def group_runs(group: Tensor) -> tuple[list[int], list[int]]:
     return ids.tolist(), counts.tolist()
 
 
-def _box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`box_iou` over leading batch axes: a (..., M, 4), b (..., K, 4) float32 -> (..., M, K), the same
-    float32 operations (each correctly rounded, so the same values)."""
-    lt = np.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = np.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = np.maximum(rb - lt, np.float32(0))
-    inter = wh[..., 0] * wh[..., 1]
-    sa = np.maximum(a[..., 2:] - a[..., :2], np.float32(0))
-    sb = np.maximum(b[..., 2:] - b[..., :2], np.float32(0))
-    union = (sa[..., 0] * sa[..., 1])[..., :, None] + (sb[..., 0] * sb[..., 1])[..., None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, np.float32(1e-12)), np.float32(0))
-
-
 # Padded (groups x size x size) IoU entries per step of the batched NMS: bounds its memory for any candidate count.
 _NMS_CHUNK = 1 << 22
 
@@ -251,7 +238,7 @@ def _nms_padded(boxes: np.ndarray, values: np.ndarray, scores: np.ndarray, valid
     The greedy order is the one-group loop's: position by position, a detection still alive leads every alive
     one overlapping it. Sums run over positions left to right, so a group's result never depends on the padding
     or on the other groups of the batch."""
-    iou = _box_iou_np(boxes, boxes)
+    iou = box_iou_np(boxes, boxes)  # float32, the same values as box_iou on the detector's tensors
     alive = valid.copy()
     members = np.zeros(iou.shape, dtype=bool)  # members[g, i]: the detections led by position i
     for i in range(boxes.shape[1]):

@@ -45,15 +45,9 @@ PATCH_SIZE = 12
 # -- geometric cues ----------------------------------------------------------------------------------
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of boxes ``a`` (N, 4) and ``b`` (M, 4) -> (N, M); 0 for empty boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    from ..geometry import box_iou_np
+
+    return box_iou_np(np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4))
 
 
 def landmark_distance(a: np.ndarray, b: np.ndarray, size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
