@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -61,25 +62,53 @@ def test_as_saved_is_the_json_round_trip_without_the_text(tmp_path):
     assert got.to_json() == want.to_json()
     tracks.save(tmp_path / "compact.json", indent=None)
     tracks.save(tmp_path / "indented.json")
-    compact = (tmp_path / "compact.json").read_text()
-    assert compact == json.dumps(tracks.to_json(), separators=(",", ":"))  # written a frame at a time, same text
+    # The compact file's meshes are fixed-point text: the same values, bit for bit (json.dumps writes each float's
+    # repr, which reads back as it is; so equal dumps mean equal bits, -0.0 and NaN included).
+    assert json.dumps(FaceTracks.load(tmp_path / "compact.json").to_json()) == json.dumps(tracks.to_json())
     assert FaceTracks.load(tmp_path / "compact.json").to_json() == FaceTracks.load(tmp_path / "indented.json").to_json()
     empty = FaceTracks()
     empty.save(tmp_path / "empty.json", indent=None)
     assert (tmp_path / "empty.json").read_text() == json.dumps(empty.to_json(), separators=(",", ":"))
 
 
-def test_compact_text_with_a_mesh_json_writes_its_own_way(tmp_path):
-    """A mesh value JSON spells its own way (NaN, infinity, -0.0, large and tiny numbers) is written as json.dumps
-    writes it: the compact file's text is json.dumps's whatever the mesh holds."""
-    mesh = np.random.default_rng(4).uniform(0, 500, (468, 2))
+def test_compact_meshes_read_back_bit_for_bit(tmp_path):
+    """A compact file writes meshes as fixed-point text, which reads back exactly what ``as_saved`` holds: -0.0, large
+    and tiny numbers, every width of whole part, negative numbers of 1-3 digits a group; a mesh with a value that
+    text cannot hold (NaN, infinity, 1e17) is written as json.dumps writes it."""
+    rng = np.random.default_rng(4)
+    mesh = rng.uniform(0, 500, (468, 2))
     odd = mesh.copy()
-    odd[:5, 0] = [-0.0, 1e17, 1e-7, -3.5e-5, 123456789.123]
+    odd[:12, 0] = [-0.0, 1e-7, -3.5e-5, 123456789.123, -0.5, -12.25, -999.999, -1000, -123456.5, 999.9995, 0.0004, -1e-4]
     bad = mesh.copy()
     bad[3, 1] = np.nan
     bad[7, 0] = np.inf
-    faces = {1: [Face(box=(0, 0, 10, 10), landmarks=np.ones((5, 2)), track_id=0, mesh=odd),
-                 Face(box=(5, 5, 20, 20), landmarks=np.ones((5, 2)) * 2, track_id=1, mesh=bad)]}
+    huge = mesh.copy()
+    huge[0, 0] = 1e17
+    widths = [rng.uniform(-(10.0**e), 10.0**e, (468, 2)) for e in range(13)]
+    meshes = [odd, bad, huge, mesh.astype(np.float32), rng.uniform(-9, 9, (5, 3)), *widths]
+    faces = {n: [Face(box=(0, 0, 10, 10), landmarks=np.ones((5, 2)), track_id=k, mesh=m) for k, m in enumerate(ms)]
+             for n, ms in enumerate([meshes[:5], meshes[5:]], start=1)}
     tracks = FaceTracks.from_faces(faces)
     tracks.save(tmp_path / "t.json", indent=None)
-    assert (tmp_path / "t.json").read_text() == json.dumps(tracks.to_json(), separators=(",", ":"))
+    text = (tmp_path / "t.json").read_text()
+    back, want = FaceTracks.load(tmp_path / "t.json"), tracks.as_saved()
+    for a, b in zip(back.tracks, want.tracks):
+        for n in a.faces:
+            assert a.faces[n].mesh.tobytes() == b.faces[n].mesh.tobytes()
+    assert json.dumps(back.to_json()) == json.dumps(tracks.to_json())
+    assert re.search(r"\"mesh\":\[\[ +-0\.000,", text)  # fixed point, padded to the widest number
+    assert "NaN" in text and "Infinity" in text and "1e+17" in text  # the meshes text cannot hold, as json writes them
+
+
+def test_fixed_point_text_of_every_sign_and_width():
+    """The fixed-point fields of a mesh read back as every value they hold, whatever its sign and digits."""
+    from facefix.faces import _mesh_texts
+
+    rng = np.random.default_rng(5)
+    whole = np.concatenate([10 ** np.arange(10) - 1, 10 ** np.arange(10), rng.integers(0, 10**9, 200)])
+    values = np.round(whole + rng.integers(0, 1000, whole.size) / 1000, 3) * rng.choice([-1.0, 1.0], whole.size)
+    for size in (1, 7, 1000):  # the widest number sets the field: short ones pad with spaces
+        mesh = np.concatenate([values, [size, -0.0, 0.0]])
+        mesh = mesh[: mesh.size // 2 * 2].reshape(-1, 2)
+        (text,) = _mesh_texts([mesh])
+        assert np.array(json.loads(text)).tobytes() == mesh.tobytes()
