@@ -121,8 +121,8 @@ def _mesh_texts(meshes: Sequence[np.ndarray]) -> list[str]:
     huge) as ``json.dumps`` writes it."""
     texts: list[str | None] = [None] * len(meshes)
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, m in enumerate(meshes):
-        by_shape.setdefault(m.shape, []).append(i)
+    for i, mesh in enumerate(meshes):
+        by_shape.setdefault(mesh.shape, []).append(i)
     for shape, index in by_shape.items():
         if len(shape) != 2 or shape[0] == 0:
             continue
