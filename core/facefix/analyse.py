@@ -8,8 +8,10 @@ frames and kept around the faces found, not all run on every frame; on a GPU a w
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -27,7 +29,7 @@ from .params import Settings
 from .streaming import prefetch, read_pool
 
 if TYPE_CHECKING:
-    from .detect import Detector
+    from .detect import Detector, DetectResult
 
 __all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]
 
@@ -197,7 +199,7 @@ def track_clip(
     GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1).
     """
     from .detect import BlazeFaceDetector
-    from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_windows
+    from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_stream
     from .gpu import host_words
     from .track import build_tracks
     from .track.associate import appearance_batch
@@ -228,9 +230,6 @@ def track_clip(
         scan_in_flight = gpu_in_flight(size, window) if on_gpu else 1
     in_flight = max(1, int(scan_in_flight))
     scanning = isinstance(detector, BlazeFaceDetector)
-    if scanning:
-        step = -(-step // (window * in_flight)) * window * in_flight  # whole windows in a batch, one for each in flight
-    before: list[torch.Tensor] = []  # the boxes found in the last windows scanned, oldest first
 
     ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
     reader = None
@@ -249,44 +248,65 @@ def track_clip(
         return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
 
     pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
-    # On a GPU every frame read ahead waits on the device: one window ahead of the batch, not a second batch.
-    stream = prefetch(read, list(numbers), depth=step + window if on_gpu else 2 * step, pool=pool)
+    # On a GPU every frame read ahead waits on the device: the windows in flight and one more, not a second batch.
+    ahead = window * (in_flight + 1) if scanning else step + window
+    stream = prefetch(read, list(numbers), depth=ahead if on_gpu else 2 * step, pool=pool)
     stats.timed("set_up", t_set_up)
-    try:
+
+    def frames_of(count: int) -> torch.Tensor:
+        """The next ``count`` frames of the shot, as a batch where the detector works."""
+        t = time.perf_counter()
+        frames = [next(stream)[1] for _ in range(count)]
+        stats.timed("wait_for_frames", t)
+        if on_gpu:
+            return _working_batch(frames, dev)  # type: ignore[arg-type]
+        return torch.from_numpy(np.stack(frames))  # type: ignore[arg-type]
+
+    def describe(chunk: Sequence[int], batch: torch.Tensor, results: Sequence[DetectResult]) -> None:
+        """What tracking needs of a batch's frames besides their faces: cut features and appearance descriptors,
+        sampled where the frames are (only they come back from a GPU)."""
+        nonlocal prev_cut
+        cut = cut_features(thumbnails(batch))
+        described = appearance_batch(batch, [r.faces for r in results])
+        for i, (n, feats, res) in enumerate(zip(chunk, cut, results)):
+            detections[n] = list(res.faces)
+            appearance[n] = described[i]
+            stats.faces_detected += len(res.faces)
+            stats.faces_too_small += int(res.skipped_small)
+            if prev_cut is not None:
+                scores[n] = feature_score(prev_cut, feats)
+            prev_cut = feats
+            if on_frame is not None:
+                on_frame(n, res.faces)
+        stats.frames += len(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+
+    def batches() -> Iterator[tuple[Sequence[int], torch.Tensor, Sequence[DetectResult], object]]:
+        """Each batch of the shot with its detections (and the CUDA stream its frames were made on, or None)."""
+        if scanning:
+            # One window after the other, in_flight of them on the device at once across the whole shot.
+            starts = range(0, len(numbers), window)
+            wanted = ((range(w0, min(w0 + window, len(numbers))),
+                       functools.partial(frames_of, min(window, len(numbers) - w0))) for w0 in starts)
+            scanned = scan_stream(detector, wanted, period, in_flight)  # type: ignore[arg-type]
+            for w0, found in zip(starts, scanned):
+                yield numbers[w0 : w0 + window], found.frames, found.results, found.stream
+            return
         for start in range(0, len(numbers), step):
-            chunk = list(numbers[start : start + step])
+            chunk = numbers[start : start + step]
+            batch = frames_of(len(chunk))
+            yield chunk, batch, detector(batch), None
+
+    try:
+        with torch.inference_mode():  # faces come back to the host: the GPU work is done here
             t = time.perf_counter()
-            frames = [next(stream)[1] for _ in chunk]
-            t = stats.timed("wait_for_frames", t)
-            with torch.inference_mode():  # faces come back to the host: the GPU work is done here
-                batch = (_working_batch(frames, dev) if on_gpu  # type: ignore[arg-type]
-                         else torch.from_numpy(np.stack(frames)))  # type: ignore[arg-type]
-                del frames  # their uploads (on a GPU) are no longer needed: the batch holds the frames
-                if scanning:
-                    windows = [range(start + w0, start + min(w0 + window, len(chunk)))
-                               for w0 in range(0, len(chunk), window)]
-                    results, boxes = scan_windows(detector, batch, windows, before, period, in_flight)  # type: ignore[arg-type]
-                    before = boxes[-in_flight:]
-                else:
-                    results = detector(batch)
+            for chunk, batch, results, on_stream in batches():
                 t = stats.timed("detect", t)
-                # Thumbnails and descriptors are sampled where the frames are: only they come back from the GPU.
-                cut = cut_features(thumbnails(batch))
-                described = appearance_batch(batch, [r.faces for r in results])
-            for i, (n, feats, res) in enumerate(zip(chunk, cut, results)):
-                detections[n] = list(res.faces)
-                appearance[n] = described[i]
-                stats.faces_detected += len(res.faces)
-                stats.faces_too_small += int(res.skipped_small)
-                if prev_cut is not None:
-                    scores[n] = feature_score(prev_cut, feats)
-                prev_cut = feats
-                if on_frame is not None:
-                    on_frame(n, res.faces)
-            stats.timed("describe", t)
-            stats.frames += len(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
+                with torch.cuda.stream(on_stream) if on_stream is not None else contextlib.nullcontext():  # type: ignore[arg-type]
+                    describe(chunk, batch, results)
+                del batch  # the frames are no longer needed
+                t = stats.timed("describe", t)
     finally:
         t = time.perf_counter()
         stream.close()
@@ -294,6 +314,7 @@ def track_clip(
         if bar is not None:
             bar.close()
         stats.timed("close", t)
+    stats.timings["detect"] = stats.timings.get("detect", 0.0) - stats.timings.get("wait_for_frames", 0.0)
     t = time.perf_counter()
     cuts = find_cuts(scores)
     stats.cuts = len(cuts)

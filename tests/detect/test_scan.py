@@ -11,6 +11,7 @@ from facefix.detect import BlazeFaceDetector, tile_cores
 from facefix.detect.scan import (
     GPU_WINDOW_PERIODS,
     gpu_window_periods,
+    scan_stream,
     scan_window,
     scan_windows,
     tiles_around,
@@ -155,7 +156,7 @@ def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_f
     for i, f in enumerate(small_moving_face[:6].permute(0, 2, 3, 1).numpy()):
         write_frame(tmp_path / f"c.{i + 1:04d}.png", Frame(i + 1, f, FrameFormat.for_pixels(f, "uint8")), bits_per_sample=8)
     src = open_source(str(tmp_path / "c.####.png"))
-    settings = Settings(device="cpu", batch=2)  # windows of 4 frames span batches: the step grows to whole windows
+    settings = Settings(device="cpu", batch=2)  # windows of 4 frames: a scan goes window by window, whatever the batch
     stats = AnalysisStats()
     scanned = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=4, stats=stats)
     every = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=1)
@@ -257,6 +258,32 @@ def test_track_clip_windows_in_flight_do_not_depend_on_the_batch(tmp_path, small
                        scan_in_flight=2).to_json() for b in (1, 5, 16)]
     assert runs[0] == runs[1] == runs[2]
     assert len(runs[0]["tracks"]) == 1 and len(runs[0]["tracks"][0]["frames"]) == 8
+
+
+def test_a_stream_of_windows_makes_each_window_s_frames_once_it_can_start(detector, small_moving_face):
+    """scan_stream asks for a window's frames only when the window it carries from is done (so at most in_flight
+    windows' frames are made ahead of the one handed out), hands windows out in order, and finds what
+    scan_windows finds on the same windows."""
+    frames = small_moving_face
+    windows = [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    events: list[str] = []
+
+    def make(w: int) -> torch.Tensor:
+        events.append(f"make {w}")
+        return frames[windows[w].start : windows[w].stop]
+
+    found = []
+    for w, window in enumerate(scan_stream(detector, [(windows[w], lambda w=w: make(w)) for w in range(4)],
+                                           period=4, in_flight=2)):
+        events.append(f"hand {w}")
+        assert window.stream is None and torch.equal(window.frames, frames[windows[w].start : windows[w].stop])
+        found += window.results
+    assert [e for e in events if e.startswith("make")] == ["make 0", "make 1", "make 2", "make 3"]
+    assert [e for e in events if e.startswith("hand")] == ["hand 0", "hand 1", "hand 2", "hand 3"]
+    made_before_hand = {w: sum(1 for e in events[: events.index(f"hand {w}")] if e.startswith("make")) for w in range(4)}
+    assert all(made_before_hand[w] <= w + 2 for w in range(4))  # at most in_flight windows ahead
+    together, _ = scan_windows(detector, frames, windows, [], period=4, in_flight=2)
+    _same_results(found, together)
 
 
 @pytest.mark.gpu

@@ -124,3 +124,16 @@ def test_batched_histograms_are_histogram2d():
         want, _, _ = np.histogram2d((t[..., 0] / s).ravel(), (t[..., 1] / s).ravel(), bins=_HIST_BINS,
                                     range=[[0, 1], [0, 1]], weights=w)
         assert np.array_equal(h, want / want.sum())
+
+
+def test_thumbnails_of_a_batch_are_each_frames_own(monkeypatch) -> None:
+    """Thumbnails pooled a few frames a call are bit for bit each frame's own, whatever the frames with it."""
+    from facefix.track import cuts
+
+    frames = torch.rand(5, 3, 45, 61) * 1.4 - 0.2  # values outside [0, 1] are clipped first
+    alone = [cuts.thumbnails(f[None])[0] for f in frames]
+    for per_call_values in (3 * 45 * 61, 2 * 3 * 45 * 61, 1 << 26):  # 1, 2 and all 5 frames a call
+        monkeypatch.setattr(cuts, "_THUMB_VALUES_PER_CALL", per_call_values)
+        together = cuts.thumbnails(frames)
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
+    assert cuts.thumbnails(frames[:0]) == []

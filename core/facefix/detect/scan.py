@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -40,7 +41,7 @@ from .blazeface import Detections
 
 __all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "gpu_window_periods", "gpu_in_flight",
            "tiles_around",
-           "scan_window", "scan_windows"]
+           "scan_window", "scan_windows", "scan_stream", "ScannedWindow"]
 
 # Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
 # on 2 CPU cores (benchmarks/analysis_cpu.py) and keeps a window under a third of a second at 24 fps.
@@ -120,54 +121,98 @@ def scan_windows(detector: BlazeFaceDetector, frames: Tensor, windows: Sequence[
                  ) -> tuple[list[DetectResult], list[Tensor]]:
     """:func:`scan_window` on consecutive windows of ``frames`` (N, 3, H, W): ``windows`` holds each window's
     positions in the shot (their lengths add up to N), ``before`` the boxes found in the windows before these
-    (oldest first). Each window carries the boxes of the window ``in_flight`` before it, so that many windows
-    are scanned at once: while the host merges one window's detections, the device runs the networks of the
-    others (on a GPU each on a stream of its own). The faces found depend on ``in_flight``, never on how the
-    shot's windows are grouped into calls. Returns one DetectResult per frame and the boxes of every window
-    (``before`` then these), to pass on as the next call's ``before``."""
+    (oldest first). :func:`scan_stream` on windows whose frames are already there. Returns one DetectResult per
+    frame and the boxes of every window (``before`` then these), to pass on as the next call's ``before``."""
     frames = frames.to(detector.device, torch.float32)
-    boxes: list[Tensor | None] = list(before)
-    first = len(boxes)
-    boxes += [None] * len(windows)
     starts = [0]
     for positions in windows:
         starts.append(starts[-1] + len(positions))
-    streams = _streams(frames.device, in_flight)
-    for stream in streams:
-        if stream is not None:
-            stream.wait_stream(torch.cuda.current_stream(frames.device))  # the frames were made there
-    found: list[list[DetectResult]] = [[] for _ in windows]
-    active: list[tuple[int, torch.cuda.Stream | None, Generator[None, None, tuple[list[DetectResult], Tensor]]]] = []
-    next_window = 0
+    wanted = [(positions, functools.partial(frames.__getitem__, slice(a, b)))
+              for positions, a, b in zip(windows, starts, starts[1:])]
+    boxes = list(before)
+    found: list[DetectResult] = []
+    for window in scan_stream(detector, wanted, period, in_flight, before):
+        found += window.results
+        boxes.append(window.boxes)
+    if frames.device.type == "cuda":
+        for stream in _streams(frames.device, in_flight):
+            if stream is not None:
+                torch.cuda.current_stream(frames.device).wait_stream(stream)
+    return found, boxes
 
-    def advance(entry: tuple[int, torch.cuda.Stream | None, Generator[None, None, tuple[list[DetectResult], Tensor]]]
-                ) -> None:
-        w, stream, steps = entry
-        done = _step(steps, stream)
-        if done is not None:
-            found[w], boxes[first + w] = done
+
+@dataclass
+class ScannedWindow:
+    """A window :func:`scan_stream` is done with: its frames (N, 3, H, W) on the detector's device, one DetectResult
+    a frame, the boxes it found (to carry), and the CUDA stream its work was queued on (None on the CPU): work on
+    its frames belongs there."""
+
+    frames: Tensor
+    results: list[DetectResult]
+    boxes: Tensor
+    stream: torch.cuda.Stream | None
+
+
+def scan_stream(detector: BlazeFaceDetector, windows: Iterable[tuple[Sequence[int], Callable[[], Tensor]]],
+                period: int = SCAN_PERIOD, in_flight: int = 1, before: Sequence[Tensor] = ()
+                ) -> Generator[ScannedWindow, None, None]:
+    """:func:`scan_window` on the consecutive windows of a shot as their frames come: ``windows`` gives each
+    window's positions in the shot and a function that makes its frames (N, 3, H, W) (called in order, on the
+    window's stream, once the window can start). ``before``: the boxes found in windows before these (oldest
+    first). Each window carries the boxes of the window ``in_flight`` before it, so that many are scanned at once:
+    while the host merges one window's detections, the device runs the others' networks (on a GPU each window on
+    a stream of its own), from one window to the next with no pause between groups of them. The faces found
+    depend on ``in_flight``, never on how the windows come. Yields each window once it and those before it are
+    done, in order; the windows in flight wait (on the host) while the caller works on one."""
+    period = max(1, int(period))
+    in_flight = max(1, int(in_flight))
+    streams = _streams(detector.device, in_flight)
+    current = torch.cuda.current_stream(detector.device) if detector.device.type == "cuda" else None
+    boxes: list[Tensor | None] = list(before)
+    first = len(boxes)
+    done: dict[int, ScannedWindow] = {}
+    Steps = Generator[None, None, tuple[list[DetectResult], Tensor]]
+    active: list[tuple[int, torch.cuda.Stream | None, Steps, Tensor]] = []
+    pending = iter(windows)
+    started = handed = 0
+    more = True
+
+    def advance(entry: tuple[int, torch.cuda.Stream | None, Steps, Tensor]) -> None:
+        w, stream, steps, frames = entry
+        result = _step(steps, stream)
+        if result is not None:
+            done[w] = ScannedWindow(frames, result[0], result[1], stream)
+            boxes[first + w] = result[1]
             active.remove(entry)
 
-    while next_window < len(windows) or active:
+    while more or active or done:
         # Start windows in order, each once the window it carries from is done, up to in_flight at once (so the
         # windows in flight are consecutive, each on its own stream).
-        while next_window < len(windows) and len(active) < in_flight:
-            source = first + next_window - in_flight
+        while more and len(active) < in_flight:
+            source = first + started - in_flight
             held = boxes[source] if source >= 0 else torch.zeros(0, 4)
             if held is None:
                 break  # the window it carries from is still being scanned
-            w = next_window
-            entry = (w, streams[w % in_flight],
-                     _window_steps(detector, frames[starts[w] : starts[w + 1]], windows[w], held, period))
+            window = next(pending, None)
+            if window is None:
+                more = False
+                break
+            positions, make = window
+            stream = streams[started % in_flight]
+            if stream is not None and current is not None:
+                stream.wait_stream(current)  # whatever the caller queued before (its frames' uploads)
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():  # type: ignore[arg-type]
+                frames = make().to(detector.device, torch.float32)
+            entry = (started, stream, _window_steps(detector, frames, positions, held, period), frames)
+            boxes.append(None)
             active.append(entry)
-            next_window += 1
+            started += 1
             advance(entry)  # queues its first round
         for entry in list(active):
             advance(entry)  # waits for its round, reads it, queues the next
-    for stream in streams:
-        if stream is not None:
-            torch.cuda.current_stream(frames.device).wait_stream(stream)
-    return [r for window in found for r in window], [b for b in boxes if b is not None]
+        while handed in done:
+            yield done.pop(handed)
+            handed += 1
 
 
 @functools.lru_cache(maxsize=4)

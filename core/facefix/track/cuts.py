@@ -27,6 +27,8 @@ __all__ = ["THUMB_SIZE", "thumbnail", "cut_features", "feature_score", "cut_scor
 THUMB_SIZE = 32
 _HIST_BINS = 8
 _STRUCT_SIZE = 8
+# Values of clipped frames pooled in one call of ``thumbnails`` (~64M: ten 1080p frames).
+_THUMB_VALUES_PER_CALL = 1 << 26
 
 
 def thumbnail(frame: object, size: int = THUMB_SIZE) -> np.ndarray:
@@ -56,9 +58,13 @@ def thumbnails(frames: object, size: int = THUMB_SIZE) -> list[np.ndarray]:
     import torch
     import torch.nn.functional as F
 
-    # A frame at a time: the clipped copy is one frame's, not the batch's.
-    pooled = [F.adaptive_avg_pool2d(f[None, :3].float().clamp(0, 1), (size, size)) for f in frames]  # type: ignore[attr-defined]
-    t = torch.cat(pooled).permute(0, 2, 3, 1).cpu().numpy()
+    # A few frames a call (the pooling kernel has an output per thread: a frame alone leaves most of a GPU idle),
+    # the clipped copy of at most _THUMB_VALUES_PER_CALL values; each thumbnail is the same whatever the frames pooled with it.
+    batch: torch.Tensor = frames  # type: ignore[assignment]
+    per_call = max(1, _THUMB_VALUES_PER_CALL // max(1, batch[0, :3].numel())) if len(batch) else 1
+    pooled = [F.adaptive_avg_pool2d(batch[i : i + per_call, :3].float().clamp(0, 1), (size, size))
+              for i in range(0, len(batch), per_call)]
+    t = torch.cat(pooled).permute(0, 2, 3, 1).cpu().numpy() if pooled else np.zeros((0, size, size, 3), np.float32)
     return [np.ascontiguousarray(v, dtype=np.float32) for v in t]
 
 
