@@ -201,19 +201,25 @@ def track_clip(
     from .detect import BlazeFaceDetector
     from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_stream
     from .gpu import host_words
-    from .track import build_tracks
+    from .track import TrackBuilder
     from .track.associate import appearance_batch
-    from .track.cuts import cut_features, feature_score, find_cuts, thumbnails
+    from .track.cuts import CUT_WINDOW, cut_features, feature_score, is_cut, thumbnails
 
     stats = stats if stats is not None else AnalysisStats()
     t_set_up = time.perf_counter()
+    numbers = sorted({int(n) for n in numbers})  # a shot's frames in order: the tracker follows them so
     dev = torch.device(device)
     detector = _detector(settings.detector, str(dev), float(settings.min_face))
     is_float = bool(getattr(source, "is_float", False))
-    detections: dict[int, list[Face]] = {}
+    detections: dict[int, list[Face]] = {}  # of the frames described but not yet associated
     appearance: dict[int, list[np.ndarray]] = {}
-    scores: dict[int, float] = {}
+    described: list[int] = []  # the frames described, in order
+    scores: list[float] = []  # each described frame's cut score against the one before, from the second on
     prev_cut = None  # the previous frame's cut features
+    # Tracks are associated as the frames come, on the host while the device scans the windows after them: a
+    # frame once its cut is known (the cut test's window of scores after it is in).
+    builder = TrackBuilder()
+    cuts: set[int] = set()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -267,20 +273,33 @@ def track_clip(
         sampled where the frames are (only they come back from a GPU)."""
         nonlocal prev_cut
         cut = cut_features(thumbnails(batch))
-        described = appearance_batch(batch, [r.faces for r in results])
+        vectors = appearance_batch(batch, [r.faces for r in results])
         for i, (n, feats, res) in enumerate(zip(chunk, cut, results)):
             detections[n] = list(res.faces)
-            appearance[n] = described[i]
+            appearance[n] = vectors[i]
+            described.append(n)
             stats.faces_detected += len(res.faces)
             stats.faces_too_small += int(res.skipped_small)
             if prev_cut is not None:
-                scores[n] = feature_score(prev_cut, feats)
+                scores.append(feature_score(prev_cut, feats))
             prev_cut = feats
             if on_frame is not None:
                 on_frame(n, res.faces)
         stats.frames += len(chunk)
         if bar is not None:
             bar.update(len(chunk))
+
+    def associate(last: bool) -> None:
+        """Associate the frames described whose cut is known (all of them once the ``last`` is described)."""
+        values = np.asarray(scores, np.float64)
+        for i in range(len(builder.frames), len(described)):
+            if i > 0 and not last and i - 1 + CUT_WINDOW >= len(values):
+                break  # its cut test needs scores not in yet
+            n = described[i]
+            cut = i > 0 and is_cut(values, i - 1, window=CUT_WINDOW)
+            if cut:
+                cuts.add(n)
+            builder.add(n, detections.pop(n), appearance.pop(n), cut=cut)
 
     def batches() -> Iterator[tuple[Sequence[int], torch.Tensor, Sequence[DetectResult], object]]:
         """Each batch of the shot with its detections (and the CUDA stream its frames were made on, or None)."""
@@ -307,6 +326,8 @@ def track_clip(
                     describe(chunk, batch, results)
                 del batch  # the frames are no longer needed
                 t = stats.timed("describe", t)
+                associate(last=False)
+                t = stats.timed("track", t)
     finally:
         t = time.perf_counter()
         stream.close()
@@ -316,9 +337,9 @@ def track_clip(
         stats.timed("close", t)
     stats.timings["detect"] = stats.timings.get("detect", 0.0) - stats.timings.get("wait_for_frames", 0.0)
     t = time.perf_counter()
-    cuts = find_cuts(scores)
+    associate(last=True)
     stats.cuts = len(cuts)
-    tracks = build_tracks(detections, cuts, appearance=appearance)
+    tracks = builder.finish(cuts)
     stats.timed("track", t)
     meta = dict(tracks.metadata)
     meta.update({"detector": settings.detector, "cuts": sorted(int(c) for c in cuts),

@@ -304,3 +304,34 @@ def test_windows_in_flight_on_their_streams_give_one_at_a_time(small_moving_face
         together, _ = scan_windows(det, frames, windows, [], period=4, in_flight=2)
     _same_results(together, one_by_one)
     assert all(len(r.faces) == 1 for r in together)
+
+
+def test_track_clip_associates_frames_as_it_reads_them_as_the_whole_shot_would(tmp_path, small_moving_face):
+    """The analysis associates each frame's faces as soon as its cut is known (a few windows later), and gets the
+    tracks that build_tracks gives on the whole shot's detections, descriptors and cuts: here a shot cut (a new
+    grade) in the middle of 12 frames, windows of 2 frames, and the cut's own window of scores after it."""
+    from facefix import Settings
+    from facefix.analyse import track_clip
+    from facefix.io import Frame, FrameFormat, open_source
+    from facefix.io.sequence import write_frame
+    from facefix.track import build_tracks
+    from facefix.track.associate import appearance_descriptors
+    from facefix.track.cuts import cut_scores, find_cuts, thumbnail
+
+    frames = torch.cat([small_moving_face, small_moving_face[:4].flip(-1) * torch.tensor([0.55, 0.8, 1.0])[:, None, None]])
+    pixels = frames.permute(0, 2, 3, 1).contiguous().numpy()
+    for i, f in enumerate(pixels):
+        write_frame(tmp_path / f"c.{i + 1:04d}.exr", Frame(i + 1, f, FrameFormat.for_pixels(f, "float")))
+    src = open_source(str(tmp_path / "c.####.exr"))
+    seen: dict[int, list] = {}
+    settings = Settings(device="cpu", colorspace="raw")
+    got = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, on_frame=lambda n, fs: seen.update({n: list(fs)}))
+    read = {n: src.read(n).pixels for n in src.frame_numbers}
+    cuts = find_cuts(cut_scores({n: thumbnail(p) for n, p in read.items()}))
+    want = build_tracks(seen, cuts, appearance={n: appearance_descriptors(read[n], seen[n]) for n in seen})
+    assert cuts == {9} and got.metadata["cuts"] == [9]
+    assert len(got.tracks) == len(want.tracks) >= 2  # none crosses the cut
+    for a, b in zip(got.tracks, want.tracks):
+        assert list(a.faces) == list(b.faces)
+        for n in a.faces:
+            np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=1e-6)

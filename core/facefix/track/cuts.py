@@ -22,11 +22,13 @@ import numpy as np
 
 from ..errors import InputError, SettingsError
 
-__all__ = ["THUMB_SIZE", "thumbnail", "cut_features", "feature_score", "cut_score", "cut_scores", "find_cuts"]
+__all__ = ["THUMB_SIZE", "thumbnail", "cut_features", "feature_score", "cut_score", "cut_scores", "find_cuts", "is_cut", "CUT_WINDOW"]
 
 THUMB_SIZE = 32
 _HIST_BINS = 8
 _STRUCT_SIZE = 8
+# Scores on each side of a frame that ``find_cuts`` compares its score with.
+CUT_WINDOW = 6
 # Values of clipped frames pooled in one call of ``thumbnails`` (~64M: ten 1080p frames).
 _THUMB_VALUES_PER_CALL = 1 << 26
 
@@ -139,7 +141,7 @@ def cut_scores(thumbs: Mapping[int, np.ndarray]) -> dict[int, float]:
     return {n: 0.0 if i == 0 else feature_score(feats[i - 1], feats[i]) for i, n in enumerate(frames)}
 
 
-def find_cuts(scores: Mapping[int, float] | Sequence[float], threshold: float = 0.3, *, window: int = 6,
+def find_cuts(scores: Mapping[int, float] | Sequence[float], threshold: float = 0.3, *, window: int = CUT_WINDOW,
               ratio: float = 2.5) -> set[int]:
     """Frame numbers that start a new shot.
 
@@ -148,18 +150,23 @@ def find_cuts(scores: Mapping[int, float] | Sequence[float], threshold: float = 
     and at least ``ratio`` times the median score of the ``window`` listed frames on each side (itself
     excluded), so steady fast motion, which scores high on every frame, is not a cut.
     """
+    _check_cut_settings(threshold, window, ratio)
+    items = sorted(scores.items()) if isinstance(scores, Mapping) else list(enumerate(scores))[1:]
+    vals = np.array([float(s) for _, s in items], dtype=np.float64)
+    return {int(n) for i, (n, _) in enumerate(items) if is_cut(vals, i, threshold, window=window, ratio=ratio)}
+
+
+def is_cut(values: np.ndarray, i: int, threshold: float = 0.3, *, window: int = CUT_WINDOW, ratio: float = 2.5) -> bool:
+    """Whether the frame of ``values[i]`` starts a new shot (``find_cuts``'s test on the frames' scores in order):
+    known once the ``window`` scores after it are there, or the shot's last score is."""
+    if values[i] < threshold:
+        return False
+    lo, hi = max(0, i - window), min(len(values), i + window + 1)
+    neigh = np.concatenate([values[lo:i], values[i + 1 : hi]])
+    base = float(np.median(neigh)) if len(neigh) else 0.0
+    return bool(values[i] >= ratio * base)
+
+
+def _check_cut_settings(threshold: float, window: int, ratio: float) -> None:
     if not threshold > 0 or not ratio >= 1 or window < 1:
         raise SettingsError(f"find_cuts: need threshold > 0, ratio >= 1, window >= 1 (got {threshold}, {ratio}, {window})")
-    items = sorted(scores.items()) if isinstance(scores, Mapping) else list(enumerate(scores))[1:]
-    frames = [int(n) for n, _ in items]
-    vals = np.array([float(s) for _, s in items], dtype=np.float64)
-    cuts: set[int] = set()
-    for i, n in enumerate(frames):
-        if vals[i] < threshold:
-            continue
-        lo, hi = max(0, i - window), min(len(vals), i + window + 1)
-        neigh = np.concatenate([vals[lo:i], vals[i + 1:hi]])
-        base = float(np.median(neigh)) if len(neigh) else 0.0
-        if vals[i] >= ratio * base:
-            cuts.add(n)
-    return cuts
