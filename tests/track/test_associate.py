@@ -142,3 +142,25 @@ def test_bad_settings() -> None:
         Tracker(max_gap=-1)
     with pytest.raises(InputError):
         linear_assignment(np.zeros(3))
+
+
+def test_small_matrices_enumerated_give_the_hungarian_pairs(monkeypatch) -> None:
+    """Up to 4 x 4 the matching is chosen by the cost of every matching where one is clearly cheapest: the same
+    pairs as the Hungarian method on the padded matrix; ties (two matchings of the same cost) go to it."""
+    from facefix.track import associate
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for _ in range(300):
+        n, m = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        cost = rng.uniform(0, 1.5, (n, m))
+        cost[rng.uniform(size=(n, m)) < 0.2] = np.inf
+        cases.append(cost)
+    cases += [np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([[1.0]]), np.array([[0.3, np.inf], [np.inf, 1.0]])]
+    fast = [linear_assignment(c, 1.0) for c in cases]
+    enumerated = [associate._clear_best_matching(c, 1.0, 1e3) for c in cases]
+    assert sum(e is not None for e in enumerated) > 150  # most cases up to 4 x 4 take the quick path
+    assert associate._clear_best_matching(cases[-3], 1.0, 1e3) is None  # a tie
+    assert associate._clear_best_matching(cases[-2], 1.0, 1e3) is None  # matching or not at exactly max_cost
+    monkeypatch.setattr(associate, "_ENUMERATED", 0)  # the Hungarian method on every matrix
+    assert fast == [linear_assignment(c, 1.0) for c in cases]
