@@ -59,38 +59,52 @@ class SmoothParams:
 
 
 def _rts(z: np.ndarray, obs: np.ndarray, r: float, q: np.ndarray) -> np.ndarray:
-    """One RTS pass; ``q`` (T,) is the acceleration variance entering each step (q[t]: from t-1 to t)."""
+    """One RTS pass; ``q`` (T,) is the acceleration variance entering each step (q[t]: from t-1 to t).
+
+    The model's covariances do not depend on the data: they are worked out once a step as the 2 x 2 numbers
+    they are, and every column's position and velocity then move in whole rows (the columns share them)."""
     t_len = z.shape[0]
-    f = np.array([[1.0, 1.0], [0.0, 1.0]])
-    qshape = np.array([[1.0 / 3.0, 0.5], [0.5, 1.0]])  # continuous white-noise acceleration, dt = 1
     first = int(np.argmax(obs))
-    x = np.zeros((z.shape[1], 2))
-    x[:, 0] = z[first]
+    pos = z[first].astype(np.float64, copy=True)
+    vel = np.zeros_like(pos)
     # Diffuse prior (the first observation is applied in the loop): the data alone set position and velocity.
-    p = np.diag([1e6 * r, 1e6 * r])
-    xf = np.empty((t_len, z.shape[1], 2))
-    xp = np.empty_like(xf)
-    pf = np.empty((t_len, 2, 2))
-    pp = np.empty_like(pf)
+    p00, p01, p11 = 1e6 * r, 0.0, 1e6 * r
+    pos_f, vel_f = np.empty_like(z, np.float64), np.empty_like(z, np.float64)  # filtered, a row a step
+    pos_p, vel_p = np.empty_like(pos_f), np.empty_like(pos_f)  # predicted
+    cov_f: list[tuple[float, float, float]] = []
+    cov_p: list[tuple[float, float, float]] = []
     for t in range(t_len):
         if t > first:
-            x = x @ f.T
-            p = f @ p @ f.T + q[t] * qshape
-        xp[t], pp[t] = x, p
+            # x <- F x, P <- F P F' + q [[1/3, 1/2], [1/2, 1]] with F = [[1, 1], [0, 1]] (white-noise acceleration)
+            pos = pos + vel
+            p00, p01, p11 = (p00 + 2.0 * p01 + p11 + q[t] * (1.0 / 3.0), p01 + p11 + q[t] * 0.5, p11 + q[t])
+        pos_p[t], vel_p[t] = pos, vel
+        cov_p.append((p00, p01, p11))
         if obs[t] and t >= first:
-            s = p[0, 0] + r
-            k = p[:, 0] / s
-            x = x + (z[t] - x[:, 0])[:, None] * k[None, :]
-            p = p - np.outer(k, p[0, :])
-            p = 0.5 * (p + p.T)
-        xf[t], pf[t] = x, p
-    xs = xf.copy()
+            s = p00 + r
+            k0, k1 = p00 / s, p01 / s
+            innovation = z[t] - pos
+            pos = pos + k0 * innovation
+            vel = vel + k1 * innovation
+            p00, p01, p11 = p00 - k0 * p00, 0.5 * ((p01 - k0 * p01) + (p01 - k1 * p00)), p11 - k1 * p01
+        pos_f[t], vel_f[t] = pos, vel
+        cov_f.append((p00, p01, p11))
+    pos_s, vel_s = pos_f.copy(), vel_f.copy()
     for t in range(t_len - 2, first - 1, -1):
-        c = pf[t] @ f.T @ np.linalg.inv(pp[t + 1])
-        xs[t] = xf[t] + (xs[t + 1] - xp[t + 1]) @ c.T
-    out = xs[:, :, 0].copy()
+        # C = Pf[t] F' inv(Pp[t+1]); xs[t] = xf[t] + C (xs[t+1] - xp[t+1])
+        f00, f01, f11 = cov_f[t]
+        a00, a01, a10, a11 = f00 + f01, f01, f01 + f11, f11  # Pf F'
+        b00, b01, b11 = cov_p[t + 1]
+        det = b00 * b11 - b01 * b01
+        i00, i01, i11 = b11 / det, -b01 / det, b00 / det
+        c00, c01 = a00 * i00 + a01 * i01, a00 * i01 + a01 * i11
+        c10, c11 = a10 * i00 + a11 * i01, a10 * i01 + a11 * i11
+        d_pos, d_vel = pos_s[t + 1] - pos_p[t + 1], vel_s[t + 1] - vel_p[t + 1]
+        pos_s[t] = pos_f[t] + c00 * d_pos + c01 * d_vel
+        vel_s[t] = vel_f[t] + c10 * d_pos + c11 * d_vel
+    out = pos_s
     if first > 0:  # before the first observation: run the smoothed state backwards
-        out[:first] = xs[first, :, 0][None] - np.arange(first, 0, -1)[:, None] * xs[first, :, 1][None]
+        out[:first] = pos_s[first][None] - np.arange(first, 0, -1)[:, None] * vel_s[first][None]
     return out
 
 
