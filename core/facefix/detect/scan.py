@@ -53,9 +53,9 @@ SCAN_PERIOD = 8
 GPU_WINDOW_PERIODS = 4
 # At most this many bytes of float frames in a GPU window: a 4K shot's window holds 2 periods, an 8K shot's 1.
 GPU_WINDOW_BYTES = 2 << 30
-# Windows a GPU scans at once (scan_windows): while the host reads one window's detections and plans its next
+# Windows a GPU scans at once (scan_stream): while the host reads one window's detections and plans its next
 # round, the device runs the others' networks, on streams of their own.
-GPU_IN_FLIGHT = 2
+GPU_IN_FLIGHT = 3
 
 
 def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) -> int:
@@ -69,13 +69,13 @@ def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) 
 
 
 def gpu_in_flight(size: tuple[int, int] | None, frames_per_window: int) -> int:
-    """Windows a GPU scans at once for frames of ``size`` (width, height): ``GPU_IN_FLIGHT`` while their float RGB
-    frames stay within twice ``GPU_WINDOW_BYTES`` (1080p and 4K), else 1 (8K; and where the size is unknown). A
-    property of the shot, never of the batch."""
+    """Windows a GPU scans at once for frames of ``size`` (width, height): as many as keep their float RGB frames
+    within twice ``GPU_WINDOW_BYTES``, up to ``GPU_IN_FLIGHT`` (1080p 3, 4K 2), at least 1 (8K; and where the size
+    is not known up front). A property of the shot, never of the batch."""
     if size is None:
         return 1
     window = max(1, int(frames_per_window)) * _float_frame_bytes(size)
-    return GPU_IN_FLIGHT if GPU_IN_FLIGHT * window <= 2 * GPU_WINDOW_BYTES else 1
+    return max(1, min(GPU_IN_FLIGHT, 2 * GPU_WINDOW_BYTES // window))
 
 
 def _float_frame_bytes(size: tuple[int, int]) -> int:
