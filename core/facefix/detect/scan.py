@@ -33,6 +33,7 @@ import functools
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,16 +90,21 @@ def tiles_around(boxes: Tensor, cores: Tensor) -> Tensor:
     A region is around a box when its core meets the box grown by half the box's size on each side and it
     keeps faces (its largest, ``cores[:, 4]``) of at least half the box's size.
     """
+    return torch.from_numpy(_tiles_around(boxes.detach().cpu().numpy(), cores.detach().cpu().numpy()))
+
+
+def _tiles_around(boxes: np.ndarray, cores: np.ndarray) -> np.ndarray:
+    """:func:`tiles_around` in float32 numpy (a scan asks a few hundred times a shot, for a few boxes)."""
     if boxes.shape[0] == 0:
-        return torch.zeros(cores.shape[0], dtype=torch.bool)
-    b = boxes.to(torch.float32)
-    size = (b[:, 2:] - b[:, :2]).amax(-1, keepdim=True)
-    grown = torch.cat([b[:, :2] - size / 2, b[:, 2:] + size / 2], 1)  # (B, 4)
-    c = cores[None]  # (1, K, 5)
-    g = grown[:, None]  # (B, 1, 4)
+        return np.zeros(cores.shape[0], dtype=bool)
+    b = boxes.astype(np.float32, copy=False)
+    c = cores.astype(np.float32, copy=False)[None]  # (1, K, 5)
+    size = (b[:, 2:] - b[:, :2]).max(-1, keepdims=True)
+    half = size / np.float32(2)
+    g = np.concatenate([b[:, :2] - half, b[:, 2:] + half], 1)[:, None]  # (B, 1, 4)
     meets = (c[..., 0] < g[..., 2]) & (c[..., 1] > g[..., 0]) & (c[..., 2] < g[..., 3]) & (c[..., 3] > g[..., 1])
-    big_enough = c[..., 4] >= size / 2
-    return (meets & big_enough).any(0)
+    big_enough = c[..., 4] >= half
+    return (meets & big_enough).any(0)  # type: ignore[no-any-return]
 
 
 def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence[int], carried: Tensor,
@@ -282,8 +288,10 @@ def _window_steps(detector: BlazeFaceDetector, frames: Tensor, positions: Sequen
         return (Detections.cat([per_frame[i] for i in order_f]),
                 torch.repeat_interleave(torch.tensor(order_f, dtype=torch.long), sizes))
 
+    cores_np = cores.numpy()
+
     def around(boxes: Tensor) -> list[int]:
-        return tiles_around(boxes, cores).nonzero().flatten().tolist()
+        return np.flatnonzero(_tiles_around(boxes.numpy(), cores_np)).tolist()  # type: ignore[no-any-return]
 
     period = max(1, int(period))
     carried_regions = around(carried)
