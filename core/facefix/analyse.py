@@ -1,9 +1,10 @@
 """The analysis pass: detect every face on every frame, find shot cuts, and build FaceTracks.
 
-It reads the shot once, a batch at a time (memory flat), and hands the per-frame detections to the
-tracker, which needs the whole shot for its zero-lag (forward-backward) smoothing. BlazeFace scans the
-shot in windows (:mod:`facefix.detect.scan`): its tiles for small faces are spread over ``scan_period``
-frames and kept around the faces found, not all run on every frame; on a GPU a window holds several periods.
+It reads the shot once, a window of frames at a time (memory flat), and associates each frame's faces into
+tracks as soon as its cut is known (a few frames later); only the tracker's zero-lag (forward-backward)
+smoothing waits for the shot's end. BlazeFace scans the shot in windows (:mod:`facefix.detect.scan`): its tiles
+for small faces are spread over ``scan_period`` frames and kept around the faces found, not all run on every
+frame; on a GPU a window holds several periods, and several windows are in flight.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def track_clip(
 
     stats = stats if stats is not None else AnalysisStats()
     t_set_up = time.perf_counter()
-    numbers = sorted({int(n) for n in numbers})  # a shot's frames in order: the tracker follows them so
+    numbers = sorted({int(n) for n in numbers})  # each frame once, in order: the tracker follows them in order
     dev = torch.device(device)
     detector = _detector(settings.detector, str(dev), float(settings.min_face))
     is_float = bool(getattr(source, "is_float", False))
