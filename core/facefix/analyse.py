@@ -122,6 +122,12 @@ def _working_batch(staged: Sequence[_Staged], device: torch.device) -> torch.Ten
     from .io.packed import PackedRegion, unpack_unit
 
     wait_uploads(device)
+    if device.type == "cuda":
+        # The uploads are read here, on whatever stream is current (a scan window's own): they must outlive that
+        # work, not only the default stream's, before the allocator hands their memory to the next upload.
+        current = torch.cuda.current_stream(device)
+        for t in staged:
+            t.data.record_stream(current)
     first = staged[0]
     h, w = (first.layout.height, first.layout.width) if first.layout is not None else first.data.shape[:2]
     out = torch.empty((len(staged), 3, h, w), dtype=torch.float32, device=device)

@@ -166,3 +166,22 @@ def test_descriptors_take_any_array_layout_and_refuse_frames_without_colour() ->
     assert np.array_equal(appearance_descriptors(flipped, face)[0], want[0])
     with pytest.raises(InputError):
         appearance_descriptors(img[..., :1], face)
+
+
+@pytest.mark.gpu
+def test_frames_converted_on_a_busy_side_stream_keep_their_uploads() -> None:
+    """A scan window converts its frames on its own stream: the uploads it reads stay its own until that stream
+    has read them, even when the stream is busy and the next uploads come at once (they would reuse the memory)."""
+    dev = torch.device("cuda")
+    side = torch.cuda.Stream(dev)
+    img = _plate(64, 80, 1)
+    want = _working_batch([_stage(_MemorySource({1: img}).read(1), colour_transform("srgb"), dev)], dev).cpu()
+    staged = [_stage(_MemorySource({1: img}).read(1), colour_transform("srgb"), dev)]  # as a reading thread does
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of work queued before the conversion
+        got = _working_batch(staged, dev)
+    del staged
+    for _ in range(8):  # uploads of other frames while the conversion waits: none may take its memory
+        _stage(_MemorySource({1: np.zeros_like(img)}).read(1), colour_transform("srgb"), dev)
+    torch.cuda.synchronize()
+    assert torch.equal(got.cpu(), want)
