@@ -61,6 +61,8 @@ def build_tracks(detections: Mapping[int, Sequence[Face]], cuts: Iterable[int], 
     Returns FaceTracks with ids numbered from 0 in order of appearance; ``metadata['cuts']`` lists the cuts
     inside the clip. The same as a :class:`TrackBuilder` given the frames one by one.
     """
+    if min_length < 1:  # before any work (``finish`` would say so too, after the association)
+        raise SettingsError(f"build_tracks: need min_length >= 1, got {min_length}")
     frames = sorted(int(n) for n in detections)
     cut_set = {int(c) for c in cuts}
     builder = TrackBuilder(max_gap=max_gap, weights=weights)
