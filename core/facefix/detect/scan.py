@@ -116,10 +116,8 @@ def scan_window(detector: BlazeFaceDetector, frames: Tensor, positions: Sequence
     the boxes of every face returned, to carry into a later window. ``period`` 1 looks at every tile on
     every frame (the detector's own call).
     """
-    steps = _window_steps(detector, frames.to(detector.device, torch.float32), positions, carried, period)
-    while (done := _step(steps, None)) is None:
-        pass
-    return done
+    (window,) = scan_stream(detector, [(positions, lambda: frames)], period, 1, [carried])
+    return window.results, window.boxes
 
 
 def scan_windows(detector: BlazeFaceDetector, frames: Tensor, windows: Sequence[Sequence[int]],
