@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -27,12 +27,17 @@ from .faces import Face, FaceTracks
 from .io.dpx import PackedLayout
 from .io.frames import unit_from_codes
 from .params import Settings
-from .streaming import prefetch, read_pool
+from .streaming import prefetch, read_pool, run_ahead
 
 if TYPE_CHECKING:
     from .detect import Detector, DetectResult
 
-__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops"]
+__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops", "SCAN_ON_THREAD"]
+
+# On a GPU the scan runs on a thread of its own, a window ahead of the thread that describes the windows scanned
+# and associates their faces: otherwise the scan stands still (its windows' next rounds unplanned, the GPU idle)
+# while that thread works on a window. (On the CPU both would compete for the same cores.)
+SCAN_ON_THREAD = True
 
 
 @dataclass
@@ -43,7 +48,8 @@ class AnalysisStats:
     cuts: int = 0
     # Wall seconds of the calling thread: setting up (the detector, loaded once a process, and the readers),
     # waiting for frames (decode and conversion run ahead on worker threads), detection, per-face descriptors and
-    # cut scores, closing the readers, and building the tracks.
+    # cut scores, closing the readers, and building the tracks. Where the scan runs on a thread of its own (a GPU),
+    # detection is the calling thread's wait for the windows, and waiting for frames is the scan thread's.
     timings: dict[str, float] = field(default_factory=dict)
 
     def timed(self, name: str, t0: float) -> float:
@@ -195,6 +201,7 @@ def track_clip(
     scan_period: int | None = None,
     scan_periods: int | None = None,
     scan_in_flight: int | None = None,
+    scan_thread: bool | None = None,
 ) -> FaceTracks:
     """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
 
@@ -203,7 +210,9 @@ def track_clip(
     frame). scan_periods: periods a window holds (None: on a GPU ``detect.scan.gpu_window_periods`` of the frame
     size, on the CPU 1). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
     scan_in_flight: windows scanned at once, each carrying the faces of the window that many before it (None: on a
-    GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1).
+    GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1). scan_thread: scan on a thread of its own,
+    a window ahead of the one that describes and associates (None: on a GPU, ``SCAN_ON_THREAD``); the tracks are
+    the same either way.
     """
     from .detect import BlazeFaceDetector
     from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_stream
@@ -243,6 +252,7 @@ def track_clip(
         scan_in_flight = gpu_in_flight(size, window) if on_gpu else 1
     in_flight = max(1, int(scan_in_flight))
     scanning = isinstance(detector, BlazeFaceDetector)
+    threaded = scanning and (on_gpu and SCAN_ON_THREAD if scan_thread is None else bool(scan_thread))
 
     ct = colour_transform(resolve_colorspace(settings.colorspace, is_float))
     reader = None
@@ -308,7 +318,7 @@ def track_clip(
                 cuts.add(n)
             builder.add(n, detections.pop(n), appearance.pop(n), cut=cut)
 
-    def batches() -> Iterator[tuple[Sequence[int], torch.Tensor, Sequence[DetectResult], object]]:
+    def batches() -> Generator[tuple[Sequence[int], torch.Tensor, Sequence[DetectResult], object], None, None]:
         """Each batch of the shot with its detections (and the CUDA stream its frames were made on, or None)."""
         if scanning:
             # One window after the other, in_flight of them on the device at once across the whole shot.
@@ -316,8 +326,11 @@ def track_clip(
             wanted = ((range(w0, min(w0 + window, len(numbers))),
                        functools.partial(frames_of, min(window, len(numbers) - w0))) for w0 in starts)
             scanned = scan_stream(detector, wanted, period, in_flight)  # type: ignore[arg-type]
-            for w0, found in zip(starts, scanned):
-                yield numbers[w0 : w0 + window], found.frames, found.results, found.stream
+            if threaded:
+                scanned = run_ahead(scanned, 1, "facefix-scan", functools.partial(_scan_thread_state, dev))
+            with contextlib.closing(scanned):
+                for w0, found in zip(starts, scanned):
+                    yield numbers[w0 : w0 + window], found.frames, found.results, found.stream
             return
         for start in range(0, len(numbers), step):
             chunk = numbers[start : start + step]
@@ -325,9 +338,9 @@ def track_clip(
             yield chunk, batch, detector(batch), None
 
     try:
-        with torch.inference_mode():  # faces come back to the host: the GPU work is done here
+        with torch.inference_mode(), contextlib.closing(batches()) as scanned:  # faces come back to the host
             t = time.perf_counter()
-            for chunk, batch, results, on_stream in batches():
+            for chunk, batch, results, on_stream in scanned:
                 t = stats.timed("detect", t)
                 with torch.cuda.stream(on_stream) if on_stream is not None else contextlib.nullcontext():  # type: ignore[arg-type]
                     describe(chunk, batch, results)
@@ -342,7 +355,8 @@ def track_clip(
         if bar is not None:
             bar.close()
         stats.timed("close", t)
-    stats.timings["detect"] = stats.timings.get("detect", 0.0) - stats.timings.get("wait_for_frames", 0.0)
+    if not threaded:
+        stats.timings["detect"] = stats.timings.get("detect", 0.0) - stats.timings.get("wait_for_frames", 0.0)
     t = time.perf_counter()
     associate(last=True)
     stats.cuts = len(cuts)
@@ -352,6 +366,14 @@ def track_clip(
     meta.update({"detector": settings.detector, "cuts": sorted(int(c) for c in cuts),
                  "frames": [int(numbers[0]), int(numbers[-1])] if numbers else []})
     return FaceTracks(tracks=tracks.tracks, metadata=meta)
+
+
+@contextlib.contextmanager
+def _scan_thread_state(device: torch.device) -> Iterator[None]:
+    """What the scan thread needs of the calling thread's state (thread-local in torch): inference mode (the
+    detector's CUDA graphs replay only under it) and the device."""
+    with torch.inference_mode(), torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        yield
 
 
 def reference_crops(reference: str, source: object, tracks: FaceTracks, settings: Settings,

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
-__all__ = ["prefetch", "io_thread_priority", "io_thread_count", "io_threads", "read_pool"]
+__all__ = ["prefetch", "run_ahead", "io_thread_priority", "io_thread_count", "io_threads", "read_pool"]
+
+T = TypeVar("T")
 
 
 def prefetch(read: Callable[[int], Any], numbers: Sequence[int], depth: int, pool: Executor
@@ -37,6 +41,52 @@ def prefetch(read: Callable[[int], Any], numbers: Sequence[int], depth: int, poo
     finally:
         for _, fut in pending:
             fut.cancel()
+
+
+def run_ahead(items: Iterator[T], depth: int, name: str,
+              context: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext) -> Generator[T, None, None]:
+    """``items`` made on a thread of their own (inside ``context()``, entered there: thread-local state such as
+    torch's inference mode), handed over in order up to ``depth`` ahead of the caller; the thread's errors are
+    raised here. Closing the generator (or an error here) stops the thread at its next item and waits for it,
+    ``items`` closed on that thread, so whatever ``items`` reads from may be closed afterwards."""
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                handoff.put(entry, timeout=0.05)
+                return True
+        return False
+
+    def work() -> None:
+        last: tuple[bool, Any] = (False, None)  # the end, or the error that ended it
+        try:
+            with context():
+                for item in items:
+                    if not put((True, item)):
+                        return
+        except BaseException as err:  # noqa: BLE001 - raised on the caller's thread
+            last = (False, err)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put(last)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, value = handoff.get()
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def io_thread_priority(step: int = 5) -> None:

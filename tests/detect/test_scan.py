@@ -260,6 +260,61 @@ def test_track_clip_windows_in_flight_do_not_depend_on_the_batch(tmp_path, small
     assert len(runs[0]["tracks"]) == 1 and len(runs[0]["tracks"][0]["frames"]) == 8
 
 
+def test_track_clip_scanning_on_a_thread_of_its_own_gives_the_same_tracks(tmp_path, small_moving_face, monkeypatch):
+    """The scan on a thread of its own (as on a GPU), a window ahead of the thread that describes and associates:
+    the same tracks as scanning on the calling thread, on_frame still called there, every frame in order; a
+    corrupt frame is a one-line error naming it, and a caller that stops (on_frame raising) stops the scan
+    thread."""
+    import threading
+
+    from facefix import Settings
+    from facefix.analyse import track_clip
+    from facefix.errors import InputError
+    from facefix.io import Frame, FrameFormat, open_source
+    from facefix.io.sequence import write_frame
+
+    for i, f in enumerate(small_moving_face.permute(0, 2, 3, 1).numpy()):
+        write_frame(tmp_path / f"c.{i + 1:04d}.png", Frame(i + 1, f, FrameFormat.for_pixels(f, "uint8")), bits_per_sample=8)
+    src = open_source(str(tmp_path / "c.####.png"))
+    settings = Settings(device="cpu", batch=4)
+    calls: list[tuple[int, str]] = []
+    scanned_on: set[str] = set()
+    queue_look = BlazeFaceDetector.queue_look
+
+    def spy(self, *args):
+        scanned_on.add(threading.current_thread().name)
+        return queue_look(self, *args)
+
+    monkeypatch.setattr(BlazeFaceDetector, "queue_look", spy)
+    before = threading.active_count()
+    threaded = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_in_flight=2,
+                          scan_thread=True, on_frame=lambda n, fs: calls.append((n, threading.current_thread().name)))
+    assert scanned_on == {"facefix-scan"}
+    scanned_on.clear()
+    plain = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_in_flight=2,
+                       scan_thread=False)
+    assert scanned_on == {threading.current_thread().name}
+    assert threaded.to_json() == plain.to_json() and len(threaded.tracks) == 1
+    assert calls == [(n, threading.current_thread().name) for n in src.frame_numbers]
+    assert threading.active_count() == before
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(n, faces):
+        if n == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_thread=True, on_frame=stop_at_3)
+    assert threading.active_count() == before
+    (tmp_path / "c.0006.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(InputError, match=r"c\.0006\.png"):
+        track_clip(open_source(str(tmp_path / "c.####.png")), src.frame_numbers, settings, progress=False,
+                   scan_period=2, scan_thread=True)
+    assert threading.active_count() == before
+
+
 def test_a_stream_of_windows_makes_each_window_s_frames_once_it_can_start(detector, small_moving_face):
     """scan_stream asks for a window's frames only when the window it carries from is done (so at most in_flight
     windows' frames are made ahead of the one handed out), hands windows out in order, and finds what

@@ -1,0 +1,93 @@
+"""run_ahead: a generator made on a thread of its own, handed over in order, a bounded number of items ahead."""
+
+import contextlib
+import threading
+import time
+
+import pytest
+
+from facefix.streaming import run_ahead
+
+
+def test_items_come_in_order_made_on_another_thread_at_most_depth_ahead():
+    made: list[tuple[int, str]] = []
+    taken: list[int] = []
+
+    def items():
+        for i in range(6):
+            made.append((i, threading.current_thread().name))
+            yield i
+
+    got = []
+    for item in run_ahead(items(), 2, "ahead-test"):
+        time.sleep(0.02)  # a slow caller: the thread fills its hand-over and waits
+        # Made so far: the ones taken, the two handed over and waiting, and the one the thread holds.
+        assert len(made) <= len(taken) + 1 + 2 + 1
+        taken.append(item)
+        got.append(item)
+    assert got == list(range(6))
+    assert {name for _, name in made} == {"ahead-test"}
+
+
+def test_the_thread_s_error_is_raised_to_the_caller_after_the_items_before_it():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("frame 3 is corrupt")
+
+    got = []
+    with pytest.raises(ValueError, match="frame 3 is corrupt"):
+        for item in run_ahead(items(), 1, "ahead-test"):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_stops_the_thread_and_closes_the_items_on_it():
+    closed_on: list[str] = []
+    before = threading.active_count()
+
+    def items():
+        try:
+            yield from range(10_000)
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    ahead = run_ahead(items(), 1, "ahead-test")
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()
+    assert closed_on == ["ahead-test"]
+    assert threading.active_count() == before
+
+
+def test_an_error_in_the_caller_stops_the_thread():
+    before = threading.active_count()
+    made = []
+
+    def items():
+        for i in range(10_000):
+            made.append(i)
+            yield i
+
+    with pytest.raises(KeyError):
+        for item in run_ahead(items(), 1, "ahead-test"):
+            if item == 3:
+                raise KeyError("cancelled")
+    assert threading.active_count() == before
+    assert len(made) <= 3 + 1 + 1 + 1
+
+
+def test_the_context_is_entered_on_the_thread_around_the_items():
+    log: list[str] = []
+
+    @contextlib.contextmanager
+    def context():
+        log.append(f"enter {threading.current_thread().name}")
+        yield
+        log.append("exit")
+
+    def items():
+        log.append("item")
+        yield 1
+
+    assert list(run_ahead(items(), 1, "ahead-test", context)) == [1]
+    assert log == ["enter ahead-test", "item", "exit"]
