@@ -202,6 +202,7 @@ def track_clip(
     scan_periods: int | None = None,
     scan_in_flight: int | None = None,
     scan_thread: bool | None = None,
+    on_read: Callable[[], None] | None = None,
 ) -> FaceTracks:
     """Detect and track faces on ``numbers`` of ``source`` (an open facefix.io source).
 
@@ -212,7 +213,8 @@ def track_clip(
     scan_in_flight: windows scanned at once, each carrying the faces of the window that many before it (None: on a
     GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1). scan_thread: scan on a thread of its own,
     a window ahead of the one that describes and associates (None: on a GPU, ``SCAN_ON_THREAD``); the tracks are
-    the same either way.
+    the same either way. on_read(): called once every frame has been read (on the thread that scans), while the
+    analysis still works on the last ones: a run starts reading the frames it restores first.
     """
     from .detect import BlazeFaceDetector
     from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_stream
@@ -276,11 +278,17 @@ def track_clip(
     stream = prefetch(read, list(numbers), depth=ahead if on_gpu else 2 * step, pool=pool)
     stats.timed("set_up", t_set_up)
 
+    taken = 0
+
     def frames_of(count: int) -> torch.Tensor:
         """The next ``count`` frames of the shot, as a batch where the detector works."""
+        nonlocal taken
         t = time.perf_counter()
         frames = [next(stream)[1] for _ in range(count)]
         stats.timed("wait_for_frames", t)
+        taken += count
+        if taken == len(numbers) and on_read is not None:
+            on_read()
         if on_gpu:
             return _working_batch(frames, dev)  # type: ignore[arg-type]
         return torch.from_numpy(np.stack(frames))  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -248,19 +248,6 @@ def run_clip(
     todo_set = set(todo)
     summary.frames_preroll = len([m for m in compute if m not in todo_set])
 
-    sidecar = None
-    if tracks is None:
-        tracks, sidecar = _tracks_to_keep(full, source, dest,
-                                          _with_preroll(numbers, all_numbers, index, preroll, postroll),
-                                          settings, engine, progress, summary)
-    faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="frame", desc="restore", dynamic_ncols=True, leave=True)
-
     io_lock = threading.Lock()
 
     def timed(name: str, fn: Callable[..., object]) -> Callable[..., object]:
@@ -276,17 +263,39 @@ def run_clip(
                     summary.timings[name] = summary.timings.get(name, 0.0) + time.perf_counter() - t
         return run
 
+    reader = frame_reader(full, dest, settings.upscale, ct, engine.device)
+    decode: Callable[[int], Frame] = timed("decode", reader.read)  # type: ignore[assignment]
+    per_batch = frames_per_batch(settings, engine.device)
+    read_ahead = 2 * per_batch + postroll
+    early = _EarlyReads(decode, compute[:read_ahead], reader.io_threads)
+    sidecar = None
+    if tracks is None:
+        # Once the analysis has read its last frame (its host work on the last ones still to come), the frames
+        # the restore starts with are decoded meanwhile: image files only (a movie decodes in order, once).
+        with early.cancelled_on_error():
+            tracks, sidecar = _tracks_to_keep(full, source, dest,
+                                              _with_preroll(numbers, all_numbers, index, preroll, postroll),
+                                              settings, engine, progress, summary,
+                                              on_read=early.start if full.kind == "sequence" else None)
+    faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="frame", desc="restore", dynamic_ncols=True, leave=True)
+
     finish: Callable[[PendingFrame, int, FrameFormat], Frame] = timed(  # type: ignore[assignment]
         "finish", lambda pending, n, fmt: pending.output(n, fmt))
     stage: Callable[..., StagedFrame] = timed("stage", stage_frame)  # type: ignore[assignment]
     regions = face_regions(faces)
-    reader = frame_reader(full, dest, settings.upscale, ct, engine.device)
-    decode: Callable[[int], Frame] = timed("decode", reader.read)  # type: ignore[assignment]
 
     def read(n: int) -> tuple[Frame, StagedFrame]:
         # Decoded and staged for the GPU here, on an I/O thread: the thread that feeds the GPU only uploads.
         # The frame stays as the reader gives it (io.regions): only its face region is converted.
-        frame = decode(n)
+        frame = early.take(n)
+        if frame is None:
+            frame = decode(n)
         staged = stage(restore_input(frame), faces.get(n, []), ct, settings.upscale, engine.device,
                        bits=frame.format.bits_per_sample, region=regions.get(n))
         if mask_src is not None and n in todo_set:  # pre-roll frames are not written: no mask needed
@@ -308,7 +317,6 @@ def run_clip(
     io_pool = io_threads(reader.io_threads, "facefix-io")
     read_pool = io_pool if full.kind == "sequence" else io_threads(1, "facefix-read")
     write_pool = io_pool if not is_movie(dest) else io_threads(1, "facefix-write")
-    per_batch = frames_per_batch(settings, engine.device)
     writer = _Writer(timed("encode", write), depth=2 * per_batch, pool=write_pool,  # type: ignore[arg-type]
                      ready=lambda item: item[2].wait())  # type: ignore[index]  # (number, format, PendingFrame)
     stats = BatchStats(profile=profile)
@@ -320,7 +328,7 @@ def run_clip(
         keeping = threading.Thread(target=_keep_tracks, args=(tracks, sidecar), name="facefix-sidecar")
         keeping.start()
     try:
-        with contextlib.closing(prefetch(read, compute, depth=2 * per_batch + postroll, pool=read_pool)) as stream:
+        with contextlib.closing(prefetch(read, compute, depth=read_ahead, pool=read_pool)) as stream:
             ahead: deque = deque()  # frames read but not yet restored: the next batch, then its look-ahead
             for size in batch_sizes(len(compute), per_batch):
                 if cancel is not None and cancel():
@@ -343,6 +351,7 @@ def run_clip(
                 writer.close()
         for pool in {io_pool, read_pool, write_pool}:
             pool.shutdown(wait=True, cancel_futures=True)
+        early.cancel()
         if keeping is not None:  # the sidecar is whole (or not there) when the run returns, however it ends
             keeping.join()
         if not ok:
@@ -360,6 +369,39 @@ def run_clip(
     summary.timings.update(stats.timings)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+class _EarlyReads:
+    """Frames decoded before the restore asks for them (while the analysis finishes): ``start`` submits the
+    decodes on threads of its own, ``take(n)`` gives frame n's (None where it was not decoded early), ``cancel``
+    drops what was not taken and stops the threads."""
+
+    def __init__(self, decode: Callable[[int], Frame], numbers: Sequence[int], threads: int | None) -> None:
+        self._decode, self._numbers, self._threads = decode, list(numbers), threads
+        self._pending: dict[int, Future] = {}
+        self._pool: Executor | None = None
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = io_threads(self._threads, "facefix-early")
+            self._pending.update({n: self._pool.submit(self._decode, n) for n in self._numbers})
+
+    def take(self, n: int) -> Frame | None:
+        pending = self._pending.pop(n, None)
+        return None if pending is None else pending.result()  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
+
+    @contextlib.contextmanager
+    def cancelled_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.cancel()
+            raise
 
 
 def _with_preroll(wanted: Sequence[int], all_numbers: Sequence[int], index: dict[int, int], preroll: int,
@@ -466,9 +508,10 @@ def _analysed_tracks(full: object, source: str, dest: str, numbers: Sequence[int
 
 
 def _tracks_to_keep(full: object, source: str, dest: str, numbers: Sequence[int], settings: Settings,
-                    engine: Engine, progress: bool, summary: RunSummary) -> tuple[FaceTracks, Path | None]:
+                    engine: Engine, progress: bool, summary: RunSummary, on_read: Callable[[], None] | None = None
+                    ) -> tuple[FaceTracks, Path | None]:
     """:func:`_analysed_tracks` before the sidecar is written: the tracks, and the sidecar to write them to (None
-    where they were read from it)."""
+    where they were read from it). on_read: ``track_clip``'s, where the shot is analysed."""
     from dataclasses import replace as replace_tracks
 
     sidecar = tracks_sidecar(dest)
@@ -483,7 +526,8 @@ def _tracks_to_keep(full: object, source: str, dest: str, numbers: Sequence[int]
 
     t_analyse = time.perf_counter()
     analysis = AnalysisStats()
-    tracks = track_clip(full, numbers, settings, device=engine.device, progress=progress, stats=analysis)
+    tracks = track_clip(full, numbers, settings, device=engine.device, progress=progress, stats=analysis,
+                        on_read=on_read)
     summary.timings["analyse"] = time.perf_counter() - t_analyse
     summary.timings.update({f"analyse_{k}": v for k, v in analysis.timings.items()})
     # The run uses the tracks as the sidecar holds them (FaceTracks JSON rounds to 1e-4 px): a resumed run, or

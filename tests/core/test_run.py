@@ -423,3 +423,57 @@ def test_frames_waiting_for_the_gpu_leave_the_io_threads_free():
     with pytest.raises(OutputError, match="disk full"):
         bad.close()
     pool.shutdown()
+
+
+def test_the_restore_decodes_its_first_frames_while_the_analysis_finishes(shot, tmp_path, monkeypatch):
+    """Without tracks, once the analysis has read its last frame the restore's first frames (two batches ahead, as
+    it reads) are decoded on threads of their own; each frame is decoded once for the restore, and the output is
+    bit for bit that of a run that decodes them when it gets to them."""
+    import threading
+
+    from facefix import run as run_module
+    from facefix.io.regions import FrameReader
+
+    root, _ = shot
+    reads: list[tuple[int, str]] = []
+    read = FrameReader.read
+
+    def spy(self, n):
+        reads.append((n, threading.current_thread().name))
+        return read(self, n)
+
+    monkeypatch.setattr(FrameReader, "read", spy)
+    settings = _settings(batch=2)
+    run_clip(str(root / "png.####.png"), str(tmp_path / "a.####.png"), settings, progress=False)
+    numbers = sorted({n for n, _ in reads})
+    assert sorted(n for n, _ in reads) == numbers == list(range(1001, 1001 + N))  # each once
+    early = sorted(n for n, name in reads if name.startswith("facefix-early"))
+    assert early == numbers[: 2 * 2]  # two batches of 2 frames
+
+    reads.clear()
+    monkeypatch.setattr(run_module._EarlyReads, "start", lambda self: None)
+    run_clip(str(root / "png.####.png"), str(tmp_path / "b.####.png"), settings, progress=False)
+    assert not [n for n, name in reads if name.startswith("facefix-early")]
+    for n in numbers:
+        assert (tmp_path / f"a.{n:04d}.png").read_bytes() == (tmp_path / f"b.{n:04d}.png").read_bytes()
+
+
+def test_early_reads_give_each_frame_once_and_stop_when_cancelled():
+    from facefix.run import _EarlyReads
+
+    decoded: list[int] = []
+
+    def decode(n):
+        decoded.append(n)
+        return f"frame {n}"
+
+    early = _EarlyReads(decode, [5, 6, 7], threads=2)
+    assert early.take(5) is None  # nothing decoded before start
+    early.start()
+    early.start()  # once
+    assert early.take(6) == "frame 6" and early.take(6) is None and early.take(9) is None
+    early.cancel()
+    assert early.take(5) is None and sorted(decoded) == [5, 6, 7]
+    with pytest.raises(KeyError):
+        with early.cancelled_on_error():
+            raise KeyError("analysis failed")
