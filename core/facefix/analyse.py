@@ -27,7 +27,7 @@ from .faces import Face, FaceTracks
 from .io.dpx import PackedLayout
 from .io.frames import unit_from_codes
 from .params import Settings
-from .streaming import prefetch, read_pool, run_ahead
+from .streaming import io_threads, prefetch, read_pool, run_ahead
 
 if TYPE_CHECKING:
     from .detect import Detector, DetectResult
@@ -272,7 +272,10 @@ def track_clip(
             return _stage(reader.read(n) if reader is not None else source.read(n), ct, dev)  # type: ignore[attr-defined]
         return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
 
-    pool = read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse")
+    # As the restore reads: a DPX's words with a few threads (more only contend with the thread that feeds the
+    # GPU), other files with a thread per core.
+    pool = (io_threads(reader.io_threads, "facefix-analyse") if reader is not None and reader.as_words
+            else read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse"))
     # On a GPU every frame read ahead waits on the device: the windows in flight and one more, not a second batch.
     ahead = window * (in_flight + 1) if scanning else step + window
     stream = prefetch(read, list(numbers), depth=ahead if on_gpu else 2 * step, pool=pool)
