@@ -269,15 +269,15 @@ def run_clip(
     read_ahead = 2 * per_batch + postroll
     early = _EarlyReads(decode, compute[:read_ahead], reader.io_threads)
     sidecar = None
-    if tracks is None:
-        # Once the analysis has read its last frame (its host work on the last ones still to come), the frames
-        # the restore starts with are decoded meanwhile: image files only (a movie decodes in order, once).
-        with early.cancelled_on_error():
+    # Without tracks, once the analysis has read its last frame (its host work on the last ones still to come),
+    # the frames the restore starts with are decoded meanwhile: image files only (a movie decodes in order, once).
+    with early.cancelled_on_error():
+        if tracks is None:
             tracks, sidecar = _tracks_to_keep(full, source, dest,
                                               _with_preroll(numbers, all_numbers, index, preroll, postroll),
                                               settings, engine, progress, summary,
                                               on_read=early.start if full.kind == "sequence" else None)
-    faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
+        faces = faces_for_frames(tracks, compute, settings, summary, source=full, device=engine.device)
 
     bar = None
     if progress:

@@ -63,15 +63,16 @@ def run_ahead(items: Iterator[T], depth: int, name: str,
         last: tuple[bool, Any] = (False, None)  # the end, or the error that ended it
         try:
             with context():
-                for item in items:
-                    if not put((True, item)):
-                        return
+                try:
+                    for item in items:
+                        if not put((True, item)):
+                            return
+                finally:
+                    close = getattr(items, "close", None)
+                    if close is not None:
+                        close()
         except BaseException as err:  # noqa: BLE001 - raised on the caller's thread
             last = (False, err)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
         put(last)
 
     thread = threading.Thread(target=work, name=name, daemon=True)

@@ -91,3 +91,17 @@ def test_the_context_is_entered_on_the_thread_around_the_items():
 
     assert list(run_ahead(items(), 1, "ahead-test", context)) == [1]
     assert log == ["enter ahead-test", "item", "exit"]
+
+
+def test_an_error_closing_the_items_reaches_the_caller_rather_than_leaving_it_waiting():
+    def items():
+        try:
+            yield 1
+        finally:
+            raise OSError("could not release the reader")
+
+    got = []
+    with pytest.raises(OSError, match="could not release"):
+        for item in run_ahead(items(), 1, "ahead-test"):
+            got.append(item)
+    assert got == [1]
