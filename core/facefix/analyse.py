@@ -272,8 +272,9 @@ def track_clip(
             return _stage(reader.read(n) if reader is not None else source.read(n), ct, dev)  # type: ignore[attr-defined]
         return _planar_working_rgb(source.read(n).pixels, settings.colorspace, is_float)  # type: ignore[attr-defined]
 
-    # As the restore reads: a DPX's words with a few threads (more only contend with the thread that feeds the
-    # GPU), other files with a thread per core.
+    # As the restore reads: a DPX's words with a few threads (more only contend with the threads that feed the
+    # GPU: an H100, 1 face, runs with detection 0.53 / 0.55 s against 0.55 / 0.63 with 15), other files with a
+    # thread per core.
     pool = (io_threads(reader.io_threads, "facefix-analyse") if reader is not None and reader.as_words
             else read_pool(str(getattr(source, "kind", "sequence")), "facefix-analyse"))
     # On a GPU every frame read ahead waits on the device: the windows in flight and one more, not a second batch.
@@ -338,7 +339,9 @@ def track_clip(
                        functools.partial(frames_of, min(window, len(numbers) - w0))) for w0 in starts)
             scanned = scan_stream(detector, wanted, period, in_flight)  # type: ignore[arg-type]
             if threaded:
-                scanned = run_ahead(scanned, 1, "facefix-scan", functools.partial(_scan_thread_state, dev))
+                # "cuda" is the calling thread's current device, which a new thread does not share.
+                here = torch.device("cuda", torch.cuda.current_device()) if on_gpu and dev.index is None else dev
+                scanned = run_ahead(scanned, 1, "facefix-scan", functools.partial(_scan_thread_state, here))
             with contextlib.closing(scanned):
                 for w0, found in zip(starts, scanned):
                     yield numbers[w0 : w0 + window], found.frames, found.results, found.stream
