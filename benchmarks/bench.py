@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import resource
@@ -30,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -191,6 +193,29 @@ def e2e(pattern: str, tracks: FaceTracks | None, weights: Path, device: torch.de
     if device.type == "cuda":
         res["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return res, engine
+
+
+def warm_clips(faces: list[int], device: torch.device) -> Iterator[tuple[int, FaceTracks, Callable[..., dict]]]:
+    """For each face count: a 10-bit DPX clip (1080p, 96 frames on a GPU; 160x90, 4 frames elsewhere: a smoke run)
+    in a temporary folder (in /dev/shm where there is one), and one engine for all of them, warmed on the clip's
+    first frames with its tracks given. Yields (faces, the clip's tracks, run): run(tracks or None) is one end to
+    end pass over the clip (``e2e``'s figures), with those tracks or with detection."""
+    size, frames = ((1920, 1080), 96) if device.type == "cuda" else ((160, 90), 4)
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        work = Path(tmp)
+        weights = synth.random_gfpgan(work / "gfpgan.safetensors")
+        engine = None
+        for n_faces in faces:
+            clip = work / f"clip{n_faces}"
+            clip.mkdir()
+            pattern, tracks = make_clip(clip, size, n_faces, frames, "dpx")
+            _, engine = e2e(pattern, tracks, weights, device, 32, work, engine=engine, frames=f"1-{min(frames, 32)}")
+            yield n_faces, tracks, functools.partial(_one_pass, pattern, weights, device, work, engine)
+
+
+def _one_pass(pattern: str, weights: Path, device: torch.device, work: Path, engine: object,
+              tracks: FaceTracks | None) -> dict:
+    return e2e(pattern, tracks, weights, device, 32, work, engine=engine)[0]
 
 
 def gpu_side_figures(pattern: str, tracks: FaceTracks, engine, batch: int, frames: int = 64,  # type: ignore[no-untyped-def]

@@ -58,8 +58,8 @@ GPU_WINDOW_BYTES = 2 << 30
 # round, the device runs the others' networks, on streams of their own. Two, with the analysis describing each
 # window on a thread of its own while the scan goes on: the first window is then done (and described) while the
 # third has yet to start, not all three at the end together (an H100, 1080p DPX, 96 frames, runs with detection,
-# two rounds of 4 passes: 1 face 0.55 / 0.57 s against 0.55 / 0.63 with three, 4 faces 1.28 / 1.36 s against
-# 1.44 / 1.42).
+# two rounds of 3 passes: 1 face 0.54 / 0.57 s against 0.55 / 0.63 with three, 4 faces 1.28 / 1.36 s against
+# 1.44 / 1.42: benchmarks/with_detection_variants.py).
 GPU_IN_FLIGHT = 2
 
 
