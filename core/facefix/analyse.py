@@ -320,12 +320,15 @@ def track_clip(
 
     def associate(last: bool) -> None:
         """Associate the frames described whose cut is known (all of them once the ``last`` is described)."""
-        values = np.asarray(scores, np.float64)
-        for i in range(len(builder.frames), len(described)):
-            if i > 0 and not last and i - 1 + CUT_WINDOW >= len(values):
+        first = len(builder.frames)
+        # Only the scores the cut tests of these frames read (a window each side), not the whole shot's each time.
+        base = max(0, first - 1 - CUT_WINDOW)
+        values = np.asarray(scores[base:], np.float64)
+        for i in range(first, len(described)):
+            if i > 0 and not last and i - 1 + CUT_WINDOW >= len(scores):
                 break  # its cut test needs scores not in yet
             n = described[i]
-            cut = i > 0 and is_cut(values, i - 1, window=CUT_WINDOW)
+            cut = i > 0 and is_cut(values, i - 1 - base, window=CUT_WINDOW)
             if cut:
                 cuts.add(n)
             builder.add(n, detections.pop(n), appearance.pop(n), cut=cut)
