@@ -4,7 +4,8 @@ idle time blamed on those ranges.
 
     python benchmarks/with_detection_timeline.py OUT_DIR --faces 1 4
 
-Writes ``timeline_<faces>.txt`` (a line a bin) and ``with_detection_timeline.json``. Only the calling thread's
+Writes ``timeline_<faces>.txt`` (a line a bin), ``kernels_<faces>.txt`` (the GPU time of each kernel, before and
+after the restore's first frame) and ``with_detection_timeline.json``. Only the calling thread's
 ranges are recorded: where the scan runs on a thread of its own its work shows as the calling thread's wait
 (ANALYSIS).
 """
@@ -76,6 +77,26 @@ def name_ranges() -> list[str]:
     return [name for _, _, name in RANGES] + ["A_wait_frame", "R_wait_frame"]
 
 
+def kernel_table(events: list, top: int = 25) -> list[str]:
+    """Each kernel's total GPU time (ms) and count, in the analysis (kernels that start before the restore's
+    first ``R_process``) and in the restore, most first."""
+    restore = min((e.time_range.start for e in events if e.name == "R_process"), default=float("inf"))
+    phases: dict[str, dict[str, list[float]]] = {"analysis": {}, "restore": {}}
+    for e in events:
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            phase = phases["analysis" if e.time_range.start < restore else "restore"]
+            row = phase.setdefault(e.name[:90], [0.0, 0])
+            row[0] += (e.time_range.end - e.time_range.start) / 1e3
+            row[1] += 1
+    lines = []
+    for phase, rows in phases.items():
+        total = sum(r[0] for r in rows.values())
+        lines.append(f"== {phase}: {total:.1f} ms of kernels")
+        for name, (ms, count) in sorted(rows.items(), key=lambda kv: -kv[1][0])[:top]:
+            lines.append(f"{ms:8.2f} ms {int(count):6d}x  {name}")
+    return lines
+
+
 def timeline(events: list, names: set[str]) -> tuple[list[str], dict]:
     kernels = sorted((e.time_range.start, e.time_range.end) for e in events
                      if e.device_type == torch.autograd.DeviceType.CUDA)
@@ -138,6 +159,7 @@ def main() -> None:
             one_pass(None)
         lines, results[faces] = timeline(prof.events(), names)
         (args.out / f"timeline_{faces}.txt").write_text("\n".join(lines) + "\n")
+        (args.out / f"kernels_{faces}.txt").write_text("\n".join(kernel_table(prof.events())) + "\n")
         print(json.dumps({faces: results[faces]}), flush=True)
     (args.out / "with_detection_timeline.json").write_text(json.dumps(results, indent=1))
 
