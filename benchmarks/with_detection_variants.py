@@ -1,5 +1,5 @@
-"""End to end with detection under variants of the analysis (scan thread, windows in flight, read threads, early
-reads for the restore), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every variant, the median of
+"""End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
+restore, CUDA graph sets per stream), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every variant, the median of
 ``--passes`` warm passes each, and the tracks-given run before and after for the ratio.
 
     python benchmarks/with_detection_variants.py OUT_DIR --faces 1 4
@@ -20,29 +20,29 @@ from bench import warm_clips  # noqa: E402
 
 import facefix.analyse as analyse  # noqa: E402
 import facefix.detect.scan as scan  # noqa: E402
+import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
 import facefix.run as run  # noqa: E402
-import facefix.streaming as streaming  # noqa: E402
 
-# name: (scan on a thread, windows in flight, analysis read threads (None: the default), GIL switch interval,
-# early reads)
-VARIANTS = {
-    "base": (False, 3, None, 0.005, False),
-    "thread": (True, 3, None, 0.005, False),
-    "thread_early": (True, 3, None, 0.005, True),
-    "thread_f2_early": (True, 2, None, 0.005, True),
-    "thread_early_r5": (True, 3, 5, 0.005, True),
-    "thread_early_sw1ms": (True, 3, None, 0.001, True),
+# name: what differs from the defaults (scan on a thread, windows in flight, the restore's first frames read early,
+# a set of the detector's CUDA graphs per stream)
+VARIANTS: dict[str, dict[str, object]] = {
+    "defaults": {},
+    "one_graph_set": {"graphs_per_stream": False},
+    "three_in_flight": {"in_flight": 3},
+    "no_scan_thread": {"thread": False},
+    "no_early_reads": {"early": False},
 }
-_POOL = analyse.read_pool
+_DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
+             "graphs_per_stream": tflite_torch.GRAPHS_PER_STREAM}
 _START = run._EarlyReads.start
 
 
-def use(thread: bool, in_flight: int, readers: int | None, switch: float, early: bool) -> None:
-    analyse.SCAN_ON_THREAD = thread
-    scan.GPU_IN_FLIGHT = in_flight
-    analyse.read_pool = _POOL if readers is None else (lambda kind, name="read": streaming.io_threads(readers, name))
-    run._EarlyReads.start = _START if early else (lambda self: None)
-    sys.setswitchinterval(switch)
+def use(**overrides: object) -> None:
+    chosen = {**_DEFAULTS, **overrides}
+    analyse.SCAN_ON_THREAD = bool(chosen["thread"])
+    scan.GPU_IN_FLIGHT = int(chosen["in_flight"])  # type: ignore[call-overload]
+    run._EarlyReads.start = _START if chosen["early"] else (lambda self: None)  # type: ignore[method-assign]
+    tflite_torch.GRAPHS_PER_STREAM = bool(chosen["graphs_per_stream"])
 
 
 def main() -> None:
@@ -65,14 +65,14 @@ def main() -> None:
         one_pass(None)
         for _ in range(2):  # two rounds of every variant, interleaved
             for name, variant in VARIANTS.items():
-                use(*variant)
+                use(**variant)
                 one_pass(None)
                 m = median(None)
                 got.setdefault(name, []).append({
                     "s": round(m["seconds"], 4), "analyse": round(m["timings_s"]["analyse"], 4),
                     "restore": round(m["timings_s"]["restore"], 4),
                     "parts": {k[8:]: round(v, 4) for k, v in m["timings_s"].items() if k.startswith("analyse_")}})
-        use(*VARIANTS["thread_early"])
+        use()
         got["given_after"] = round(median(tracks)["seconds"], 4)
         given = (got["given_before"] + got["given_after"]) / 2
         got["ratio"] = {name: round(given / min(x["s"] for x in got[name]), 3) for name in VARIANTS}
