@@ -1,5 +1,5 @@
 """End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
-restore, CUDA graph sets per stream), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every variant, the median of
+restore, CUDA graph sets per stream, a short first window), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every variant, the median of
 ``--passes`` warm passes each, and the tracks-given run before and after for the ratio.
 
     python benchmarks/with_detection_variants.py OUT_DIR --faces 1 4
@@ -24,16 +24,17 @@ import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
 import facefix.run as run  # noqa: E402
 
 # name: what differs from the defaults (scan on a thread, windows in flight, the restore's first frames read early,
-# a set of the detector's CUDA graphs per stream)
+# a set of the detector's CUDA graphs per stream, the first window's periods)
 VARIANTS: dict[str, dict[str, object]] = {
     "defaults": {},
     "one_graph_set": {"graphs_per_stream": False},
     "three_in_flight": {"in_flight": 3},
     "no_scan_thread": {"thread": False},
     "no_early_reads": {"early": False},
+    "whole_first_window": {"first_periods": scan.GPU_WINDOW_PERIODS},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
-             "graphs_per_stream": tflite_torch.GRAPHS_PER_STREAM}
+             "graphs_per_stream": tflite_torch.GRAPHS_PER_STREAM, "first_periods": scan.GPU_FIRST_WINDOW_PERIODS}
 _START = run._EarlyReads.start
 
 
@@ -43,6 +44,7 @@ def use(**overrides: object) -> None:
     scan.GPU_IN_FLIGHT = int(chosen["in_flight"])  # type: ignore[call-overload]
     run._EarlyReads.start = _START if chosen["early"] else (lambda self: None)  # type: ignore[method-assign]
     tflite_torch.GRAPHS_PER_STREAM = bool(chosen["graphs_per_stream"])
+    scan.GPU_FIRST_WINDOW_PERIODS = int(chosen["first_periods"])  # type: ignore[call-overload]
 
 
 def main() -> None:

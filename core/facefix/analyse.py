@@ -200,6 +200,7 @@ def track_clip(
     on_frame: Callable[[int, Sequence[Face]], None] | None = None,
     scan_period: int | None = None,
     scan_periods: int | None = None,
+    scan_first_periods: int | None = None,
     scan_in_flight: int | None = None,
     scan_thread: bool | None = None,
     on_read: Callable[[], None] | None = None,
@@ -209,7 +210,9 @@ def track_clip(
     on_frame(number, faces): called after each frame is analysed (progress, cancelling). scan_period: frames a
     BlazeFace window spreads its tiles over (None: ``detect.scan.SCAN_PERIOD``; 1: every tile on every
     frame). scan_periods: periods a window holds (None: on a GPU ``detect.scan.gpu_window_periods`` of the frame
-    size, on the CPU 1). Windows start at every (period x periods)-th frame of ``numbers``, whatever the batch size.
+    size, on the CPU 1). scan_first_periods: periods the first window holds (None: on a GPU
+    ``detect.scan.GPU_FIRST_WINDOW_PERIODS``, on the CPU as the others); the windows after it start every (period x
+    periods) frames of ``numbers``, whatever the batch size.
     scan_in_flight: windows scanned at once, each carrying the faces of the window that many before it (None: on a
     GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1). scan_thread: scan on a thread of its own,
     a window ahead of the one that describes and associates (None: on a GPU, ``SCAN_ON_THREAD``); the tracks are
@@ -217,7 +220,14 @@ def track_clip(
     analysis still works on the last ones: a run starts reading the frames it restores first.
     """
     from .detect import BlazeFaceDetector
-    from .detect.scan import SCAN_PERIOD, gpu_in_flight, gpu_window_periods, scan_stream
+    from .detect.scan import (
+        GPU_FIRST_WINDOW_PERIODS,
+        SCAN_PERIOD,
+        gpu_in_flight,
+        gpu_window_periods,
+        scan_stream,
+        window_starts,
+    )
     from .gpu import host_words
     from .track import TrackBuilder
     from .track.associate import appearance_batch
@@ -250,6 +260,9 @@ def track_clip(
     if scan_periods is None:
         scan_periods = gpu_window_periods(size, period) if on_gpu else 1
     window = period * max(1, int(scan_periods))
+    if scan_first_periods is None:
+        scan_first_periods = GPU_FIRST_WINDOW_PERIODS if on_gpu else None
+    first_window = None if scan_first_periods is None else period * max(1, int(scan_first_periods))
     if scan_in_flight is None:
         scan_in_flight = gpu_in_flight(size, window) if on_gpu else 1
     in_flight = max(1, int(scan_in_flight))
@@ -337,17 +350,17 @@ def track_clip(
         """Each batch of the shot with its detections (and the CUDA stream its frames were made on, or None)."""
         if scanning:
             # One window after the other, in_flight of them on the device at once across the whole shot.
-            starts = range(0, len(numbers), window)
-            wanted = ((range(w0, min(w0 + window, len(numbers))),
-                       functools.partial(frames_of, min(window, len(numbers) - w0))) for w0 in starts)
+            starts = window_starts(len(numbers), window, first_window)
+            bounds = list(zip(starts, starts[1:] + [len(numbers)]))
+            wanted = ((range(a, b), functools.partial(frames_of, b - a)) for a, b in bounds)
             scanned = scan_stream(detector, wanted, period, in_flight)  # type: ignore[arg-type]
             if threaded:
                 # "cuda" is the calling thread's current device, which a new thread does not share.
                 here = torch.device("cuda", torch.cuda.current_device()) if on_gpu and dev.index is None else dev
                 scanned = run_ahead(scanned, 1, "facefix-scan", functools.partial(_scan_thread_state, here))
             with contextlib.closing(scanned):
-                for w0, found in zip(starts, scanned):
-                    yield numbers[w0 : w0 + window], found.frames, found.results, found.stream
+                for (a, b), found in zip(bounds, scanned):
+                    yield numbers[a:b], found.frames, found.results, found.stream
             return
         for start in range(0, len(numbers), step):
             chunk = numbers[start : start + step]

@@ -171,8 +171,11 @@ def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_f
     assert stats.faces_detected == 6 and len(scanned.tracks) == len(every.tracks) == 1
     # Windows of several periods (a GPU's: its rounds wait on the device less often) find the same faces.
     long = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_periods=3)
-    assert len(long.tracks) == 1
-    for a in (scanned.tracks[0], long.tracks[0]):
+    # So does a GPU's shot whose first window is shorter (the device starts on fewer frames): windows 0-1, 2-5.
+    short_first = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_periods=2,
+                             scan_first_periods=1)
+    assert len(long.tracks) == len(short_first.tracks) == 1
+    for a in (scanned.tracks[0], long.tracks[0], short_first.tracks[0]):
         b = every.tracks[0]
         assert sorted(a.faces) == sorted(b.faces) == list(range(1, 7))
         for n in a.faces:
@@ -198,6 +201,17 @@ def test_gpu_windows_in_flight_by_frame_size(monkeypatch):
     assert gpu_in_flight((1920, 1080), frames((1920, 1080))) == 5
     assert gpu_in_flight((3840, 2160), frames((3840, 2160))) == 2
     assert gpu_in_flight((7680, 4320), frames((7680, 4320))) == 1
+
+
+def test_window_starts_after_a_shorter_first_window():
+    from facefix.detect.scan import window_starts
+
+    assert window_starts(96, 32) == window_starts(96, 32, None) == [0, 32, 64]
+    assert window_starts(96, 32, 8) == [0, 8, 40, 72]
+    assert window_starts(8, 32, 8) == [0]  # a shot shorter than the first window: one window
+    assert window_starts(9, 32, 8) == [0, 8]
+    assert window_starts(96, 32, 64) == [0, 32, 64]  # never longer than the others
+    assert window_starts(0, 32, 8) == []
 
 
 def test_a_gpu_window_holds_fewer_periods_for_big_frames():

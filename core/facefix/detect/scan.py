@@ -40,8 +40,8 @@ from torch import Tensor
 from . import BlazeFaceDetector, DetectResult
 from .blazeface import Detections
 
-__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "gpu_window_periods", "gpu_in_flight",
-           "tiles_around",
+__all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "GPU_FIRST_WINDOW_PERIODS",
+           "gpu_window_periods", "gpu_in_flight", "window_starts", "tiles_around",
            "scan_window", "scan_windows", "scan_stream", "ScannedWindow"]
 
 # Frames a window's tile scan is spread over: 8 makes the analysis of a 720p shot with one face ~3x faster
@@ -61,6 +61,21 @@ GPU_WINDOW_BYTES = 2 << 30
 # two rounds of 3 passes: 1 face 0.54 / 0.57 s against 0.55 / 0.63 with three, 4 faces 1.28 / 1.36 s against
 # 1.44 / 1.42: benchmarks/with_detection_variants.py).
 GPU_IN_FLIGHT = 2
+# Periods the first window of a GPU shot holds: the device starts once that many frames are read and converted,
+# not a whole window's (at 1080p 32 frames kept it idle for the first ~75 ms of a 96-frame run); the windows after
+# it hold GPU_WINDOW_PERIODS, their frames read while it is scanned.
+GPU_FIRST_WINDOW_PERIODS = 1
+
+
+def window_starts(count: int, window: int, first: int | None = None) -> list[int]:
+    """Where the scan windows of a shot of ``count`` frames start: every ``window`` frames, after a first window
+    of ``first`` frames (None, or not shorter than ``window``: a window like the others). A property of the shot
+    and these sizes, never of the batch."""
+    window = max(1, int(window))
+    first = window if first is None else max(1, min(int(first), window))
+    if count <= 0:
+        return []
+    return [0] + list(range(first, count, window))
 
 
 def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) -> int:
