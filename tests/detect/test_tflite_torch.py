@@ -144,20 +144,28 @@ def test_pointwise_product_is_the_convolution():
     want = torch.nn.functional.conv2d(x, w, b)
     assert torch.allclose(_pointwise(x, w, b), want, atol=1e-5)
     assert torch.allclose(_pointwise(x, w, None), want - b.view(1, -1, 1, 1), atol=1e-5)
+    # Channels-last input (CUDA's layout): the same values, in channels-last, without a copy to planar.
+    cl = x.contiguous(memory_format=torch.channels_last)
+    got = _pointwise(cl, w, b)
+    assert got.is_contiguous(memory_format=torch.channels_last) and torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(_pointwise(cl, w, None), want - b.view(1, -1, 1, 1), atol=1e-5)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels-last", "planar"])
 @pytest.mark.parametrize(("model", "key", "lo", "hi"), CASES)
-def test_cuda_outputs_match_litert(modules, raw, model, key, lo, hi):
-    """On CUDA (pointwise convolutions as matrix products, resizes channels-last) the outputs are LiteRT's,
-    within the TF32 rounding of cuDNN's other convolutions."""
+def test_cuda_outputs_match_litert(modules, raw, model, key, lo, hi, channels_last):
+    """On CUDA (pointwise convolutions as matrix products, resizes channels-last), in both layouts, the outputs are
+    LiteRT's, within the TF32 rounding of cuDNN's other convolutions."""
     x_u8 = raw[f"{key}_input"]
     x = torch.from_numpy(x_u8.astype(np.float32) / 255.0 * (hi - lo) + lo).permute(2, 0, 1)[None].cuda()
     net = modules[model].cuda()
+    net.channels_last_on_cuda = channels_last
     try:
         with torch.no_grad():
             outs = [y.cpu() for y in net(x.repeat(5, 1, 1, 1))]
     finally:
+        net.channels_last_on_cuda = True
         modules[model].cpu()
     for j, y in enumerate(outs):
         ref = raw[f"{key}_out{j}"]

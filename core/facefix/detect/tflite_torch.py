@@ -192,6 +192,10 @@ class TFLiteModule(nn.Module):
         # time for every new batch shape, ~2.6 s (BlazeFace) and ~1.5 s (face mesh) on an H100 (cuDNN 9.19),
         # which a shot's analysis met on each of its batch shapes; through cuBLAS a new shape costs ~15 ms.
         self.pointwise_matmul_on_cuda = True
+        # On CUDA too, channels-last: PyTorch's own NCHW depthwise kernel was the analysis's largest GPU cost
+        # (BlazeFace and face mesh, 96 frames of 1080p with one face on an H100: 40 of its 175 ms of kernels),
+        # where channels-last runs through cuDNN; the pointwise products read the channels-last rows as they lie.
+        self.channels_last_on_cuda = True
         # On CUDA a call is replayed from a CUDA graph per input shape (callers pad batches to a few shapes): one
         # launch instead of ~300 kernel launches, which otherwise kept the analysis thread busy longer than the
         # GPU. The lock: detectors are shared by a process's threads, and a graph has one static input.
@@ -605,10 +609,13 @@ class TFLiteModule(nn.Module):
                     self.cuda_graphs = False
         return self.run_eager(*inputs)
 
+    def _channels_last(self, x: Tensor) -> bool:
+        return self.channels_last_on_cuda if x.is_cuda else x.device.type == "cpu" and self.channels_last_on_cpu
+
     def run_eager(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         """:meth:`forward` op by op."""
-        if self.channels_last_on_cpu:
-            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4
+        if self.channels_last_on_cpu or self.channels_last_on_cuda:
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and self._channels_last(x)
                            else x for x in inputs)
         env: dict[int, Tensor] = dict(zip(self.input_ids, inputs))
         for step in self._steps:
@@ -621,9 +628,16 @@ class TFLiteModule(nn.Module):
 
 
 def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """A 1x1, stride-1 convolution of NCHW ``x`` as one batched matrix product (cuBLAS on CUDA)."""
+    """A 1x1, stride-1 convolution of ``x`` (N, C, H, W) as one matrix product (cuBLAS on CUDA), in the layout
+    ``x`` has: channels-last as (N*H*W, C) rows times the weights, else batched (C_out, C) x (C, H*W)."""
     n, c, h, w = x.shape
-    y = torch.matmul(weight.reshape(weight.shape[0], c), x.reshape(n, c, h * w)).reshape(n, -1, h, w)
+    wm = weight.reshape(weight.shape[0], c)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        rows = torch.matmul(x.permute(0, 2, 3, 1).reshape(n * h * w, c), wm.t())
+        if bias is not None:
+            rows.add_(bias)
+        return rows.view(n, h, w, -1).permute(0, 3, 1, 2)
+    y = torch.matmul(wm, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
     return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
 
 
@@ -633,7 +647,7 @@ def _interpolate(x: Tensor, size: tuple[int, int], align: bool) -> Tensor:
     if x.is_cuda:
         y = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
                           align_corners=align)
-        return y.contiguous()
+        return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align)
 
 
