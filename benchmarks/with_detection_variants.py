@@ -1,5 +1,5 @@
 """End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
-restore, CUDA graph sets per stream, a short first window, the detector networks' layout), 1080p 10-bit DPX, 96
+restore, a short first window, the detector networks' layout), 1080p 10-bit DPX, 96
 frames: two interleaved rounds of every variant, the median of ``--passes`` warm passes each, and the
 tracks-given run before and after for the ratio.
 
@@ -26,10 +26,9 @@ import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
 import facefix.run as run  # noqa: E402
 
 # name: what differs from the defaults (scan on a thread, windows in flight, the restore's first frames read early,
-# a set of the detector's CUDA graphs per stream, the first window's periods, the networks' layout on CUDA)
+# the first window's periods, the networks' layout on CUDA)
 VARIANTS: dict[str, dict[str, object]] = {
     "defaults": {},
-    "one_graph_set": {"graphs_per_stream": False},
     "three_in_flight": {"in_flight": 3},
     "no_scan_thread": {"thread": False},
     "no_early_reads": {"early": False},
@@ -37,8 +36,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "planar_nets": {"channels_last": False},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
-             "graphs_per_stream": tflite_torch.GRAPHS_PER_STREAM, "first_periods": scan.GPU_FIRST_WINDOW_PERIODS,
-             "channels_last": True}
+             "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "channels_last": True}
 _START = run._EarlyReads.start
 
 
@@ -47,12 +45,11 @@ def use(**overrides: object) -> None:
     analyse.SCAN_ON_THREAD = bool(chosen["thread"])
     scan.GPU_IN_FLIGHT = int(chosen["in_flight"])  # type: ignore[call-overload]
     run._EarlyReads.start = _START if chosen["early"] else (lambda self: None)  # type: ignore[method-assign]
-    tflite_torch.GRAPHS_PER_STREAM = bool(chosen["graphs_per_stream"])
     scan.GPU_FIRST_WINDOW_PERIODS = int(chosen["first_periods"])  # type: ignore[call-overload]
     for net in gc.get_objects():  # the detector's networks, made once a process: their layout, graphs made again
         if isinstance(net, tflite_torch.TFLiteModule) and net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])
-            net._graphs.clear()
+            net._graphs = None
 
 
 def main() -> None:

@@ -48,11 +48,6 @@ SUPPORTED_OPS = frozenset(
 _NP_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 7: np.int16}
 # NHWC axis -> NCHW axis for 4-D activations.
 _AXIS_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
-# A set of CUDA graphs for each stream a network is called on (the scan's windows in flight each have one), the
-# streams most recently used kept: one set's replays share static buffers, so calls on two streams through one
-# set run one after the other; with a set each, the windows' networks can run side by side on the device.
-GRAPHS_PER_STREAM = True
-GRAPH_STREAMS = 4
 
 
 def read_verified(path: str | Path, sha256: str | None) -> bytes:
@@ -200,7 +195,7 @@ class TFLiteModule(nn.Module):
         # launch instead of ~300 kernel launches, which otherwise kept the analysis thread busy longer than the
         # GPU. The lock: detectors are shared by a process's threads, and a graph has one static input.
         self.cuda_graphs = True
-        self._graphs: dict[object, CudaGraphs] = {}  # by stream (one key for all where GRAPHS_PER_STREAM is off)
+        self._graphs: CudaGraphs | None = None
         self._graph_lock = threading.Lock()
         try:
             model = tflite.Model.GetRootAsModel(data, 0)
@@ -596,15 +591,10 @@ class TFLiteModule(nn.Module):
         # Graphs only under inference mode (the analysis pass): their static tensors are inference tensors.
         if self.cuda_graphs and len(inputs) == 1 and inputs[0].is_cuda and torch.is_inference_mode_enabled():
             with self._graph_lock:
-                key = torch.cuda.current_stream(inputs[0].device) if GRAPHS_PER_STREAM else None
-                graphs = self._graphs.pop(key, None)
-                if graphs is None:
-                    graphs = CudaGraphs(self.origin, lambda _, x, __: self.run_eager(x), False, limit=8)
-                self._graphs[key] = graphs  # the most recently used last
-                while len(self._graphs) > GRAPH_STREAMS:
-                    del self._graphs[next(iter(self._graphs))]
+                if self._graphs is None:
+                    self._graphs = CudaGraphs(self.origin, lambda _, x, __: self.run_eager(x), False, limit=8)
                 try:
-                    return graphs(self, inputs[0], 0.0)  # type: ignore[no-any-return]
+                    return self._graphs(self, inputs[0], 0.0)  # type: ignore[no-any-return]
                 except SettingsError:  # cannot be captured here: run as it is from now on
                     self.cuda_graphs = False
         return self.run_eager(*inputs)
