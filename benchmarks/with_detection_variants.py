@@ -9,7 +9,6 @@ tracks-given run before and after for the ratio.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 from collections.abc import Callable
@@ -38,6 +37,16 @@ VARIANTS: dict[str, dict[str, object]] = {
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
              "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "channels_last": True}
 _START = run._EarlyReads.start
+_NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
+_MAKE_NETWORK = tflite_torch.TFLiteModule.__init__
+
+
+def _kept(self: tflite_torch.TFLiteModule, *args: object, **kwargs: object) -> None:
+    _MAKE_NETWORK(self, *args, **kwargs)  # type: ignore[arg-type]
+    _NETWORKS.append(self)
+
+
+tflite_torch.TFLiteModule.__init__ = _kept  # type: ignore[method-assign]
 
 
 def use(**overrides: object) -> None:
@@ -46,8 +55,8 @@ def use(**overrides: object) -> None:
     scan.GPU_IN_FLIGHT = int(chosen["in_flight"])  # type: ignore[call-overload]
     run._EarlyReads.start = _START if chosen["early"] else (lambda self: None)  # type: ignore[method-assign]
     scan.GPU_FIRST_WINDOW_PERIODS = int(chosen["first_periods"])  # type: ignore[call-overload]
-    for net in gc.get_objects():  # the detector's networks, made once a process: their layout, graphs made again
-        if isinstance(net, tflite_torch.TFLiteModule) and net.channels_last_on_cuda != chosen["channels_last"]:
+    for net in _NETWORKS:  # the detector's networks, made once a process: their layout, graphs made again
+        if net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])
             net._graphs = None
 
