@@ -190,6 +190,7 @@ class TFLiteModule(nn.Module):
         # On CUDA too, channels-last: PyTorch's own NCHW depthwise kernel was the analysis's largest GPU cost
         # (BlazeFace and face mesh, 96 frames of 1080p with one face on an H100: 40 of its 175 ms of kernels),
         # where channels-last runs through cuDNN; the pointwise products read the channels-last rows as they lie.
+        # BlazeFace alone 0.88x the time at 16-128 crops, the mesh about even (benchmarks/detector_layout.py).
         self.channels_last_on_cuda = True
         # On CUDA a call is replayed from a CUDA graph per input shape (callers pad batches to a few shapes): one
         # launch instead of ~300 kernel launches, which otherwise kept the analysis thread busy longer than the
