@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--shapes", action="store_true", help="time the first call on each batch shape first")
     ap.add_argument("--scan-periods", type=int, default=None,
                     help="periods a BlazeFace scan window holds (default: the analysis's own choice)")
+    ap.add_argument("--scan-first-periods", type=int, default=None,
+                    help="periods the first scan window holds (default: the analysis's own choice)")
     ap.add_argument("--scan-in-flight", type=int, default=None,
                     help="windows scanned at once (default: the analysis's own choice)")
     args = ap.parse_args()
@@ -95,7 +97,8 @@ def main() -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
     settings = Settings(device=dev.type, batch=32, temporal=0.5, mask="mesh")
     summary: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                     "scan_periods": args.scan_periods, "scan_in_flight": args.scan_in_flight,
+                     "scan_periods": args.scan_periods, "scan_first_periods": args.scan_first_periods,
+                     "scan_in_flight": args.scan_in_flight,
                      "torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}
     t = time.perf_counter()
     _detector(settings.detector, str(dev), float(settings.min_face))
@@ -115,7 +118,8 @@ def main() -> int:
 
                 def one(stats: AnalysisStats = stats, src: object = src, numbers: list[int] = numbers) -> None:
                     track_clip(src, numbers, settings, device=dev, progress=False, stats=stats,
-                               scan_periods=args.scan_periods, scan_in_flight=args.scan_in_flight)
+                               scan_periods=args.scan_periods, scan_first_periods=args.scan_first_periods,
+                               scan_in_flight=args.scan_in_flight)
                     sync(dev)
 
                 if i < 2:
