@@ -605,9 +605,8 @@ class TFLiteModule(nn.Module):
 
     def run_eager(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         """:meth:`forward` op by op."""
-        if self.channels_last_on_cpu or self.channels_last_on_cuda:
-            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and self._channels_last(x)
-                           else x for x in inputs)
+        inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and self._channels_last(x)
+                       else x for x in inputs)
         env: dict[int, Tensor] = dict(zip(self.input_ids, inputs))
         for step in self._steps:
             env[step.output] = step.fn(*(env[i] for i in step.inputs))
