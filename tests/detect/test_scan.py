@@ -64,7 +64,7 @@ def test_scan_finds_what_every_tile_finds_with_fewer_looks(detector, small_movin
         a, b = full.faces[0], scan.faces[0]
         np.testing.assert_allclose(a.box, b.box, atol=1e-3)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
-        np.testing.assert_allclose(a.mesh, b.mesh, atol=1e-3)
+        np.testing.assert_allclose(a.mesh, b.mesh, atol=5e-3)  # z: batches of other sizes round differently on some CPUs
         assert abs(a.score - b.score) < 1e-5
 
 
@@ -170,9 +170,9 @@ def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_f
     for a in (scanned.tracks[0], long.tracks[0], short_first.tracks[0]):
         b = every.tracks[0]
         assert sorted(a.faces) == sorted(b.faces) == list(range(1, 7))
-        for n in a.faces:
-            np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=1e-3)
-            np.testing.assert_allclose(a.faces[n].box, b.faces[n].box, atol=1e-3)
+        for n in a.faces:  # within 5e-3 px: the networks' batches differ, and some CPUs round them differently
+            np.testing.assert_allclose(a.faces[n].landmarks, b.faces[n].landmarks, atol=5e-3)
+            np.testing.assert_allclose(a.faces[n].box, b.faces[n].box, atol=5e-3)
 
 
 def test_gpu_windows_in_flight_by_frame_size(monkeypatch):
