@@ -1,5 +1,5 @@
 """End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
-restore, a short first window, the detector networks' layout), 1080p 10-bit DPX, 96
+restore, short first and last windows, the detector networks' layout), 1080p 10-bit DPX, 96
 frames: two interleaved rounds of every variant, the median of ``--passes`` warm passes each, and the
 tracks-given run before and after for the ratio.
 
@@ -32,10 +32,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_scan_thread": {"thread": False},
     "no_early_reads": {"early": False},
     "whole_first_window": {"first_periods": scan.GPU_WINDOW_PERIODS},
+    "whole_last_window": {"last_periods": scan.GPU_WINDOW_PERIODS},
     "planar_nets": {"channels_last": False},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
-             "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "channels_last": True}
+             "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "last_periods": scan.GPU_LAST_WINDOW_PERIODS,
+             "channels_last": True}
 _START = run._EarlyReads.start
 _NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
 _MAKE_NETWORK = tflite_torch.TFLiteModule.__init__
@@ -55,6 +57,7 @@ def use(**overrides: object) -> None:
     scan.GPU_IN_FLIGHT = int(chosen["in_flight"])  # type: ignore[call-overload]
     run._EarlyReads.start = _START if chosen["early"] else (lambda self: None)  # type: ignore[method-assign]
     scan.GPU_FIRST_WINDOW_PERIODS = int(chosen["first_periods"])  # type: ignore[call-overload]
+    scan.GPU_LAST_WINDOW_PERIODS = int(chosen["last_periods"])  # type: ignore[call-overload]
     for net in _NETWORKS:  # the detector's networks, made once a process: their layout, graphs made again
         if net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])

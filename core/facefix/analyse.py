@@ -201,6 +201,7 @@ def track_clip(
     scan_period: int | None = None,
     scan_periods: int | None = None,
     scan_first_periods: int | None = None,
+    scan_last_periods: int | None = None,
     scan_in_flight: int | None = None,
     scan_thread: bool | None = None,
     on_read: Callable[[], None] | None = None,
@@ -212,7 +213,8 @@ def track_clip(
     frame). scan_periods: periods a window holds (None: on a GPU ``detect.scan.gpu_window_periods`` of the frame
     size, on the CPU 1). scan_first_periods: periods the first window holds (None: on a GPU
     ``detect.scan.GPU_FIRST_WINDOW_PERIODS``, on the CPU as the others); the windows after it start every (period x
-    periods) frames of ``numbers``, whatever the batch size.
+    periods) frames of ``numbers``, whatever the batch size. scan_last_periods: periods the last window holds at
+    most (None: on a GPU ``detect.scan.GPU_LAST_WINDOW_PERIODS``, on the CPU as the others).
     scan_in_flight: windows scanned at once, each carrying the faces of the window that many before it (None: on a
     GPU ``detect.scan.gpu_in_flight`` of the frame size, on the CPU 1). scan_thread: scan on a thread of its own,
     a window ahead of the one that describes and associates (None: on a GPU, ``SCAN_ON_THREAD``); the tracks are
@@ -222,6 +224,7 @@ def track_clip(
     from .detect import BlazeFaceDetector
     from .detect.scan import (
         GPU_FIRST_WINDOW_PERIODS,
+        GPU_LAST_WINDOW_PERIODS,
         SCAN_PERIOD,
         gpu_in_flight,
         gpu_window_periods,
@@ -263,6 +266,9 @@ def track_clip(
     if scan_first_periods is None:
         scan_first_periods = GPU_FIRST_WINDOW_PERIODS if on_gpu else None
     first_window = None if scan_first_periods is None else period * max(1, int(scan_first_periods))
+    if scan_last_periods is None:
+        scan_last_periods = GPU_LAST_WINDOW_PERIODS if on_gpu else None
+    last_window = None if scan_last_periods is None else period * max(1, int(scan_last_periods))
     if scan_in_flight is None:
         scan_in_flight = gpu_in_flight(size, window) if on_gpu else 1
     in_flight = max(1, int(scan_in_flight))
@@ -350,7 +356,7 @@ def track_clip(
         """Each batch of the shot with its detections (and the CUDA stream its frames were made on, or None)."""
         if scanning:
             # One window after the other, in_flight of them on the device at once across the whole shot.
-            starts = window_starts(len(numbers), window, first_window)
+            starts = window_starts(len(numbers), window, first_window, last_window)
             bounds = list(zip(starts, starts[1:] + [len(numbers)]))
             wanted = ((range(a, b), functools.partial(frames_of, b - a)) for a, b in bounds)
             scanned = scan_stream(detector, wanted, period, in_flight)  # type: ignore[arg-type]

@@ -166,8 +166,11 @@ def test_track_clip_scan_gives_the_tracks_of_every_tile(tmp_path, small_moving_f
     # So does a GPU's shot whose first window is shorter (the device starts on fewer frames): windows 0-1, 2-5.
     short_first = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_periods=2,
                              scan_first_periods=1)
-    assert len(long.tracks) == len(short_first.tracks) == 1
-    for a in (scanned.tracks[0], long.tracks[0], short_first.tracks[0]):
+    # And one whose last window is cut short too (its host work after the device is done is less): 0-1, 2-3, 4-5.
+    short_ends = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_periods=2,
+                            scan_first_periods=1, scan_last_periods=1)
+    assert len(long.tracks) == len(short_first.tracks) == len(short_ends.tracks) == 1
+    for a in (scanned.tracks[0], long.tracks[0], short_first.tracks[0], short_ends.tracks[0]):
         b = every.tracks[0]
         assert sorted(a.faces) == sorted(b.faces) == list(range(1, 7))
         for n in a.faces:  # within 5e-3 px: the networks' batches differ, and some CPUs round them differently
@@ -204,6 +207,19 @@ def test_window_starts_after_a_shorter_first_window():
     assert window_starts(9, 32, 8) == [0, 8]
     assert window_starts(96, 32, 64) == [0, 32, 64]  # never longer than the others
     assert window_starts(0, 32, 8) == []
+
+
+def test_window_starts_with_a_shorter_last_window():
+    from facefix.detect.scan import window_starts
+
+    assert window_starts(96, 32, 8, 8) == [0, 8, 40, 72, 88]  # the last window's final 8 frames on their own
+    assert window_starts(100, 32, 8, 8) == [0, 8, 40, 72, 92]  # its final 8, whatever the count
+    assert window_starts(80, 32, 8, 8) == [0, 8, 40, 72]  # already that short: as it is
+    assert window_starts(76, 32, 8, 8) == [0, 8, 40, 72]
+    assert window_starts(6, 32, 8, 8) == [0]  # one short window: left whole
+    assert window_starts(12, 32, 8, 8) == [0, 8]
+    assert window_starts(96, 32, None, 8) == [0, 32, 64, 88]
+    assert window_starts(96, 32, 8, None) == window_starts(96, 32, 8)
 
 
 def test_a_gpu_window_holds_fewer_periods_for_big_frames():

@@ -41,6 +41,7 @@ from . import BlazeFaceDetector, DetectResult
 from .blazeface import Detections
 
 __all__ = ["SCAN_PERIOD", "GPU_WINDOW_PERIODS", "GPU_WINDOW_BYTES", "GPU_IN_FLIGHT", "GPU_FIRST_WINDOW_PERIODS",
+           "GPU_LAST_WINDOW_PERIODS",
            "gpu_window_periods", "gpu_in_flight", "window_starts", "tiles_around",
            "scan_window", "scan_windows", "scan_stream", "ScannedWindow"]
 
@@ -67,17 +68,24 @@ GPU_IN_FLIGHT = 2
 # detection, two rounds of 3 passes: 4 faces 1.20 / 1.24 s against 1.26 / 1.27 with a whole first window, 1 face
 # even (0.53 / 0.51 s against 0.53 / 0.52).
 GPU_FIRST_WINDOW_PERIODS = 1
+# Periods the last window of a GPU shot holds at most: what is left of the analysis once the device is done (the
+# last window's descriptors and association, on the host) is then a period's frames, not up to a whole window's.
+GPU_LAST_WINDOW_PERIODS = 1
 
 
-def window_starts(count: int, window: int, first: int | None = None) -> list[int]:
+def window_starts(count: int, window: int, first: int | None = None, last: int | None = None) -> list[int]:
     """Where the scan windows of a shot of ``count`` frames start: every ``window`` frames, after a first window
-    of ``first`` frames (None, or not shorter than ``window``: a window like the others). A property of the shot
-    and these sizes, never of the batch."""
+    of ``first`` frames (None, or not shorter than ``window``: a window like the others), the last window cut to its
+    final ``last`` frames where it holds more (None: left whole). A property of the shot and these sizes, never of
+    the batch."""
     window = max(1, int(window))
     first = window if first is None else max(1, min(int(first), window))
     if count <= 0:
         return []
-    return [0] + list(range(first, count, window))
+    starts = [0] + list(range(first, count, window))
+    if last is not None and count - starts[-1] > max(1, int(last)):
+        starts.append(count - max(1, int(last)))
+    return starts
 
 
 def gpu_window_periods(size: tuple[int, int] | None, period: int = SCAN_PERIOD) -> int:
