@@ -172,6 +172,48 @@ def test_crop_rects_interleaved_frames():
         assert torch.equal(crops[i], alone[0]), i
 
 
+def _crop_one_by_one(frames, index, center, size, angle, out_size, padding, quantize):
+    """Each crop on its own: one grid_sample of its frame with its own (S, S) grid."""
+    h, w = frames.shape[-2:]
+    steps = torch.arange(out_size, device=frames.device, dtype=torch.float32) / out_size - 0.5
+    crops = []
+    for i, f in enumerate(index.tolist()):
+        u, v = steps[None, :] * size[i, 0], steps[:, None] * size[i, 1]
+        cos, sin = torch.cos(angle[i]), torch.sin(angle[i])
+        x, y = center[i, 0] + cos * u - sin * v, center[i, 1] + sin * u + cos * v
+        if quantize:
+            x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+        grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], -1)[None]
+        crop = torch.nn.functional.grid_sample(frames[f:f + 1], grid, mode="bilinear", padding_mode=padding,
+                                               align_corners=False)[0]
+        crops.append(torch.round(crop * 255) / 255 if quantize else crop)
+    return torch.stack(crops)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("index", [[0, 0, 0, 1, 1, 2], [2, 0, 2, 1, 0, 2], [1], []])
+def test_crop_rects_is_each_crop_sampled_on_its_own(device, index):
+    """Sorted by frame (the usual case, sampled a frame's crops at once), interleaved, one crop or none: every
+    crop bit for bit what sampling it on its own gives, in both paddings, with and without MediaPipe's
+    quantisation."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    g = torch.Generator().manual_seed(2)
+    frames = torch.rand(3, 3, 40, 50, generator=g).to(device)
+    k = len(index)
+    center = (torch.rand(k, 2, generator=g) * 60 - 5).to(device)  # some crops reach past the frame's edges
+    size = (8 + torch.rand(k, 2, generator=g) * 20).to(device)
+    angle = torch.rand(k, generator=g).to(device)
+    idx = torch.tensor(index, dtype=torch.long)
+    for padding in ("zeros", "border"):
+        for quantize in (False, True):
+            got = crop_rects(frames, idx, center, size, angle, 12, padding=padding, quantize=quantize)
+            assert got.shape == (k, 3, 12, 12) and got.is_contiguous()
+            if k:
+                want = _crop_one_by_one(frames, idx, center, size, angle, 12, padding, quantize)
+                assert torch.equal(got, want), (padding, quantize)
+
+
 def test_held_outputs_give_the_same_detections(detector, frames):
     """Raw outputs held over several batches before their candidates are read (as on a GPU) give bit for bit
     the detections read a batch at a time."""

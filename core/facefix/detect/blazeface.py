@@ -349,26 +349,37 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     """
     h, w = frames.shape[-2:]
     dev, dt = frames.device, frames.dtype
-    steps = torch.arange(out_size, device=dev, dtype=torch.float32) / out_size - 0.5
-    u = steps[None, None, :] * size[:, 0, None, None]  # (K, 1, S) along the crop's x
-    v = steps[None, :, None] * size[:, 1, None, None]  # (K, S, 1) along the crop's y
-    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    x = center[:, 0, None, None] + cos * u - sin * v
-    y = center[:, 1, None, None] + sin * u + cos * v
+    k, channels, s = int(index.shape[0]), frames.shape[1], out_size
+    # Crops of one frame are sampled side by side in one call: no copy of the frame per crop. They are taken
+    # grouped by frame (as they mostly come: a scan's pairs are sorted by frame), so that each frame's crops are
+    # a slice of the grid and of the output, two kernels a frame and one host sync a call; crops that come in
+    # another order are sampled grouped and put back in theirs.
+    frame_of = index.cpu().numpy()
+    order = None
+    if k > 1 and (frame_of[1:] < frame_of[:-1]).any():
+        order = torch.from_numpy(np.argsort(frame_of, kind="stable"))
+        frame_of = frame_of[order.numpy()]
+        center, size, angle = center[order.to(center.device)], size[order.to(size.device)], angle[order.to(angle.device)]
+    # The grid is laid out (crop row, crop, crop column): a frame's crops side by side are a view of it.
+    steps = torch.arange(s, device=dev, dtype=torch.float32) / s - 0.5
+    u = steps[None, None, :] * size[None, :, 0, None]  # (1, K, S) along the crop's x
+    v = steps[:, None, None] * size[None, :, 1, None]  # (S, K, 1) along the crop's y
+    cos, sin = torch.cos(angle)[None, :, None], torch.sin(angle)[None, :, None]
+    x = center[None, :, 0, None] + cos * u - sin * v
+    y = center[None, :, 1, None] + sin * u + cos * v
     if quantize:
         x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
     # grid_sample with align_corners=False puts pixel i's centre at i + 0.5 of the [0, W] span.
-    grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dt)  # (K, S, S, 2)
-    k = grid.shape[0]
-    out = frames.new_empty(k, frames.shape[1], out_size, out_size)
-    # Crops of one frame are sampled side by side in one call: no copy of the frame per crop. The frames
-    # and their crop counts are read on the CPU at once: one host sync per call, not one per frame.
-    frame_ids, counts = torch.unique(index.cpu(), return_counts=True)
-    order = torch.argsort(index.to(dev), stable=True)
-    for f, sel in zip(frame_ids.tolist(), order.split(counts.tolist())):
-        g = grid[sel].permute(1, 0, 2, 3).reshape(1, out_size, len(sel) * out_size, 2)
-        o = F.grid_sample(frames[f:f + 1], g, mode="bilinear", padding_mode=padding, align_corners=False)
-        out[sel] = o.reshape(frames.shape[1], out_size, len(sel), out_size).permute(2, 0, 1, 3)
+    grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dt)  # (S, K, S, 2)
+    out = frames.new_empty(k, channels, s, s)
+    firsts = np.flatnonzero(np.r_[True, frame_of[1:] != frame_of[:-1]]) if k else np.zeros(0, np.int64)
+    for a, b in zip(firsts.tolist(), [*firsts[1:].tolist(), k]):
+        f = int(frame_of[a])
+        o = F.grid_sample(frames[f:f + 1], grid[:, a:b].reshape(1, s, (b - a) * s, 2), mode="bilinear",
+                          padding_mode=padding, align_corners=False)
+        out[a:b] = o.view(channels, s, b - a, s).permute(2, 0, 1, 3)
+    if order is not None:
+        out = out[torch.argsort(order).to(dev)]
     return torch.round(out * 255) / 255 if quantize else out
 
 

@@ -317,11 +317,11 @@ def _window_steps(detector: BlazeFaceDetector, frames: Tensor, positions: Sequen
 
     cores_np = cores.numpy()
 
-    def around(boxes: Tensor) -> list[int]:
-        return np.flatnonzero(_tiles_around(boxes.numpy(), cores_np)).tolist()  # type: ignore[no-any-return]
+    def around(boxes: np.ndarray) -> list[int]:
+        return np.flatnonzero(_tiles_around(boxes, cores_np)).tolist()  # type: ignore[no-any-return]
 
     period = max(1, int(period))
-    carried_regions = around(carried)
+    carried_regions = around(carried.numpy())
     first: set[tuple[int, int]] = set()
     for i, pos in enumerate(positions):
         first |= {(i, j) for j in range(k) if j == 0 or (j - 1) % period == pos % period}
@@ -329,10 +329,12 @@ def _window_steps(detector: BlazeFaceDetector, frames: Tensor, positions: Sequen
     yield from run(first)
     det, frame = merged()
     found = det.boxes[(det.boxes[:, 2:] - det.boxes[:, :2]).amax(-1) >= detector.min_face / 2]
-    yield from run({(i, j) for i in range(n) for j in around(found)})
+    near = around(found.numpy())
+    yield from run({(i, j) for i in range(n) for j in near})
     while True:  # closure: at most a few rounds, each only for faces found in the one before
         det, frame = merged()
-        missing = {(i, j) for i in frame.unique().tolist() for j in around(det.boxes[frame == i])} - ran.keys()
+        boxes, of = det.boxes.numpy(), frame.numpy()  # a frame's boxes at a time: numpy, not a tensor op each
+        missing = {(i, j) for i in np.unique(of).tolist() for j in around(boxes[of == i])} - ran.keys()
         if not missing:
             break
         yield from run(missing)
