@@ -333,8 +333,8 @@ def _window_steps(detector: BlazeFaceDetector, frames: Tensor, positions: Sequen
     yield from run({(i, j) for i in range(n) for j in near})
     while True:  # closure: at most a few rounds, each only for faces found in the one before
         det, frame = merged()
-        boxes, of = det.boxes.numpy(), frame.numpy()  # a frame's boxes at a time: numpy, not a tensor op each
-        missing = {(i, j) for i in np.unique(of).tolist() for j in around(boxes[of == i])} - ran.keys()
+        at, of = det.boxes.numpy(), frame.numpy()  # a frame's boxes at a time: numpy, not a tensor op each
+        missing = {(i, j) for i in np.unique(of).tolist() for j in around(at[of == i])} - ran.keys()
         if not missing:
             break
         yield from run(missing)
