@@ -92,8 +92,9 @@ def _taps(h: int, w: int, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, .
 def appearance_batch(frames: torch.Tensor, faces: Sequence[Sequence[Face]], patch: int = PATCH_SIZE
                      ) -> list[list[np.ndarray]]:
     """``appearance_descriptors`` of the faces of every frame of a batch (N, 3, H, W), on any device: the
-    sample points are placed on the CPU, the frames' pixels under them gathered where the frames are, in one
-    transfer (a GPU batch sends back a few kB, not its frames)."""
+    sample points are placed on the CPU; the frames' pixels under them are gathered, blended into patches and
+    normalised where the frames are, and only the descriptors come back (a GPU batch sends a few kB, not its
+    frames, in one transfer each way, and the host does no per-pixel work)."""
     from ..geometry import umeyama_similarity
 
     h, w = frames.shape[-2:]
@@ -110,19 +111,21 @@ def appearance_batch(frames: torch.Tensor, faces: Sequence[Sequence[Face]], patc
                                    m[:, 1, 0] * gx + m[:, 1, 1] * gy + m[:, 1, 2])  # (F, 2p, 2p)
     n = len(frame_of)
     k = gx.size
-    index = torch.from_numpy(np.repeat(frame_of, 4 * k))
-    rows = torch.from_numpy(np.stack([y0, y0, y1, y1], 1).ravel())
-    cols = torch.from_numpy(np.stack([x0, x1, x0, x1], 1).ravel())
     dev = frames.device
-    values = frames[index.to(dev), :3, rows.to(dev), cols.to(dev)].float().cpu().numpy().reshape(n, 4, *y0.shape[1:], 3)
-    v00, v01, v10, v11 = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
-    top = v00 * (1 - fx) + v01 * fx
-    bot = v10 * (1 - fx) + v11 * fx
-    patches = (top * (1 - fy) + bot * fy).reshape(n, patch, 2, patch, 2, 3).mean(axis=(2, 4))
-    for i, s in zip(frame_of, patches):
-        d = (s - s.mean()).astype(np.float64).ravel()
-        norm = np.linalg.norm(d)
-        out[i].append((d / norm if norm > 1e-9 else d).astype(np.float32))
+    # The frame, row and column of each tap, and the blend weights: one upload each.
+    where = torch.from_numpy(np.stack([np.repeat(frame_of, 4 * k), np.stack([y0, y0, y1, y1], 1).ravel(),
+                                       np.stack([x0, x1, x0, x1], 1).ravel()])).to(dev)
+    weights = torch.from_numpy(np.stack([fx, fy])).to(dev)  # (2, F, 2p, 2p, 1) float64
+    values = frames[where[0], :3, where[1], where[2]].double().reshape(n, 4, *y0.shape[1:], 3)
+    wx, wy = weights[0], weights[1]
+    top = values[:, 0] * (1 - wx) + values[:, 1] * wx
+    bot = values[:, 2] * (1 - wx) + values[:, 3] * wx
+    patches = (top * (1 - wy) + bot * wy).reshape(n, patch, 2, patch, 2, 3).mean(dim=(2, 4)).reshape(n, -1)
+    d = patches - patches.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(d, dim=1, keepdim=True)
+    vectors = torch.where(norm > 1e-9, d / norm.clamp_min(1e-9), d).float().cpu().numpy()
+    for i, v in zip(frame_of.tolist(), vectors):
+        out[i].append(v)
     return out
 
 
