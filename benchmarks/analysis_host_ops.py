@@ -5,7 +5,7 @@ On a GPU the networks replay as CUDA graphs, and what the scan thread's host tim
 eager operation is a dispatch, and each that is no view a kernel launch (or a small CPU tensor's work). This counts
 them in one analysis of the benchmark's kind of clip (1080p 10-bit DPX) run on the CPU with a GPU's scan settings
 (windows of four periods, a first and a last window of one, two in flight, 256 crops a network call, candidates
-read every 2048 crops): the counts do not depend on the device, and need none.
+read every 2048 crops, crops sampled in one call where a GPU would): the counts do not depend on the device, and need none.
 
   python benchmarks/analysis_host_ops.py --faces 1 4 --frames 96 --out /tmp/ops.json
 """
@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import make_clip  # noqa: E402
 
 import facefix.detect.blazeface as blazeface  # noqa: E402
+import facefix.detect.landmarks as landmarks  # noqa: E402
 import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
 from facefix.analyse import _detector, track_clip  # noqa: E402
 from facefix.io import open_source  # noqa: E402
@@ -79,11 +81,21 @@ def count(pattern: str) -> dict[str, int]:
                     side: torch.Tensor, min_score: float | None = None, batch: int = 64, hold: int | None = None) -> Any:
         return regions(net, frames, index, center, side, min_score, 256, 2048)
 
+    crops = blazeface.crop_rects
+
+    def crops_as_on_a_gpu(frames: torch.Tensor, index: torch.Tensor, *args: Any, one_call: bool | None = None,
+                          **kwargs: Any) -> torch.Tensor:
+        if one_call is None and len(index):  # crop_rects' choice on a GPU
+            per_frame = np.bincount(index.numpy() - int(index.min()))
+            one_call = len(per_frame) * int(per_frame.max()) <= blazeface.ONE_CALL_WASTE * len(index)
+        return crops(frames, index, *args, one_call=one_call, **kwargs)
+
     src = open_source(pattern)
     settings = Settings(device="cpu")
     _detector(settings.detector, "cpu", float(settings.min_face))  # loaded before counting
     tflite_torch.TFLiteModule.forward = forward  # type: ignore[method-assign]
     blazeface.BlazeFace.queue_regions = as_on_a_gpu  # type: ignore[assignment,method-assign]
+    blazeface.crop_rects = landmarks.crop_rects = crops_as_on_a_gpu  # type: ignore[assignment]
     try:
         with mode:
             track_clip(src, src.frame_numbers, settings, device="cpu", progress=False, scan_periods=4,
@@ -91,6 +103,7 @@ def count(pattern: str) -> dict[str, int]:
     finally:
         tflite_torch.TFLiteModule.forward = network  # type: ignore[method-assign]
         blazeface.BlazeFace.queue_regions = regions  # type: ignore[method-assign]
+        blazeface.crop_rects = landmarks.crop_rects = crops  # type: ignore[assignment]
     return dict(mode.counts.most_common())
 
 

@@ -191,11 +191,11 @@ def _crop_one_by_one(frames, index, center, size, angle, out_size, padding, quan
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-@pytest.mark.parametrize("index", [[0, 0, 0, 1, 1, 2], [2, 0, 2, 1, 0, 2], [1], []])
+@pytest.mark.parametrize("index", [[0, 0, 0, 1, 1, 2], [2, 0, 2, 1, 0, 2], [1], [], [1, 1, 2, 2, 2, 2, 2, 1]])
 def test_crop_rects_is_each_crop_sampled_on_its_own(device, index):
-    """Sorted by frame (the usual case, sampled a frame's crops at once), interleaved, one crop or none: every
-    crop bit for bit what sampling it on its own gives, in both paddings, with and without MediaPipe's
-    quantisation."""
+    """Sorted by frame (the usual case), interleaved, one crop or none, sampled a frame's crops at a time or all in
+    one call: every crop bit for bit what sampling it on its own gives, in both paddings, with and without
+    MediaPipe's quantisation."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     g = torch.Generator().manual_seed(2)
@@ -207,11 +207,13 @@ def test_crop_rects_is_each_crop_sampled_on_its_own(device, index):
     idx = torch.tensor(index, dtype=torch.long)
     for padding in ("zeros", "border"):
         for quantize in (False, True):
-            got = crop_rects(frames, idx, center, size, angle, 12, padding=padding, quantize=quantize)
-            assert got.shape == (k, 3, 12, 12) and got.is_contiguous()
-            if k:
-                want = _crop_one_by_one(frames, idx, center, size, angle, 12, padding, quantize)
-                assert torch.equal(got, want), (padding, quantize)
+            want = _crop_one_by_one(frames, idx, center, size, angle, 12, padding, quantize) if k else None
+            for one_call in (None, False, True):  # the device's choice, a frame's crops at a time, all at once
+                got = crop_rects(frames, idx, center, size, angle, 12, padding=padding, quantize=quantize,
+                                 one_call=one_call)
+                assert got.shape == (k, 3, 12, 12) and got.is_contiguous()
+                if k:
+                    assert torch.equal(got, want), (padding, quantize, one_call)
 
 
 def test_held_outputs_give_the_same_detections(detector, frames):

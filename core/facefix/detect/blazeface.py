@@ -335,14 +335,24 @@ def unit_to_frame(det: Detections, center: Tensor, side: Tensor) -> Detections:
                       + origin[:, None], det.scores)
 
 
+# On a GPU the crops of a call are sampled in one go where padding each frame's crops to the most any frame has
+# costs at most this many times the crops asked for (a launch is dearer there than sampling a few crops for
+# nothing); otherwise, and on the CPU, a frame's crops at a time.
+ONE_CALL_WASTE = 2
+
+
 def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angle: Tensor, out_size: int,
-               padding: str = "zeros", quantize: bool = False) -> Tensor:
+               padding: str = "zeros", quantize: bool = False, one_call: bool | None = None) -> Tensor:
     """Sample rotated rectangles of frames into (K, C, S, S) crops (bilinear), batched.
 
     frames (N, C, H, W); index (K,) frame of each crop; center (K, 2) and size (K, 2) = (w, h) in frame
     pixels; angle (K,) radians. padding: 'zeros' (MediaPipe's BORDER_ZERO) or 'border' (replicate).
     quantize: sample like OpenCV's warp on 8-bit images, as MediaPipe does (positions rounded to 1/32
     pixel, values to 1/255), for outputs that match MediaPipe's most closely.
+
+    one_call: sample every crop in one call, each frame's crops padded to as many as the frame with most has
+    (None: on a GPU where that pads to at most ``ONE_CALL_WASTE`` times the crops); the crops are the same either
+    way, bit for bit.
 
     Convention: crop pixel ``d`` (centre at ``d``, OpenCV style) samples the frame at
     ``center + R(angle) @ ((d / S - 0.5) * size)``; frame pixel ``i`` has its centre at ``i``.
@@ -355,22 +365,18 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     # a slice of the grid and of the output, two kernels a frame and one host sync a call; crops that come in
     # another order are sampled grouped and put back in theirs.
     frame_of = index.cpu().numpy()
+    if k:
+        first, per_frame = int(frame_of.min()), np.bincount(frame_of - frame_of.min())
+        padded = len(per_frame) * int(per_frame.max())
+        if one_call or (one_call is None and frames.is_cuda and padded <= ONE_CALL_WASTE * k):
+            return _crop_rects_at_once(frames, frame_of - first, first, len(per_frame), int(per_frame.max()),
+                                       _crop_grid(center, size, angle, s, w, h, quantize, dt), padding, quantize)
     order = None
     if k > 1 and (frame_of[1:] < frame_of[:-1]).any():
         order = torch.from_numpy(np.argsort(frame_of, kind="stable"))
         frame_of = frame_of[order.numpy()]
         center, size, angle = center[order.to(center.device)], size[order.to(size.device)], angle[order.to(angle.device)]
-    # The grid is laid out (crop row, crop, crop column): a frame's crops side by side are a view of it.
-    steps = torch.arange(s, device=dev, dtype=torch.float32) / s - 0.5
-    u = steps[None, None, :] * size[None, :, 0, None]  # (1, K, S) along the crop's x
-    v = steps[:, None, None] * size[None, :, 1, None]  # (S, K, 1) along the crop's y
-    cos, sin = torch.cos(angle)[None, :, None], torch.sin(angle)[None, :, None]
-    x = center[None, :, 0, None] + cos * u - sin * v
-    y = center[None, :, 1, None] + sin * u + cos * v
-    if quantize:
-        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
-    # grid_sample with align_corners=False puts pixel i's centre at i + 0.5 of the [0, W] span.
-    grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dt)  # (S, K, S, 2)
+    grid = _crop_grid(center, size, angle, s, w, h, quantize, dt)
     out = frames.new_empty(k, channels, s, s)
     firsts = np.flatnonzero(np.r_[True, frame_of[1:] != frame_of[:-1]]) if k else np.zeros(0, np.int64)
     for a, b in zip(firsts.tolist(), [*firsts[1:].tolist(), k]):
@@ -380,6 +386,42 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
         out[a:b] = o.view(channels, s, b - a, s).permute(2, 0, 1, 3)
     if order is not None:
         out = out[torch.argsort(order).to(dev)]
+    return torch.round(out * 255) / 255 if quantize else out
+
+
+def _crop_grid(center: Tensor, size: Tensor, angle: Tensor, s: int, w: int, h: int, quantize: bool,
+               dtype: torch.dtype) -> Tensor:
+    """``grid_sample``'s grid of :func:`crop_rects`'s crops, laid out (crop row, crop, crop column, 2): a frame's
+    crops side by side are a view of it."""
+    steps = torch.arange(s, device=center.device, dtype=torch.float32) / s - 0.5
+    u = steps[None, None, :] * size[None, :, 0, None]  # (1, K, S) along the crop's x
+    v = steps[:, None, None] * size[None, :, 1, None]  # (S, K, 1) along the crop's y
+    cos, sin = torch.cos(angle)[None, :, None], torch.sin(angle)[None, :, None]
+    x = center[None, :, 0, None] + cos * u - sin * v
+    y = center[None, :, 1, None] + sin * u + cos * v
+    if quantize:
+        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+    # grid_sample with align_corners=False puts pixel i's centre at i + 0.5 of the [0, W] span.
+    return torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dtype)  # (S, K, S, 2)
+
+
+def _crop_rects_at_once(frames: Tensor, frame_of: np.ndarray, first: int, span: int, most: int, grid: Tensor,
+                        padding: str, quantize: bool) -> Tensor:
+    """:func:`crop_rects` in one ``grid_sample``: frames ``first`` to ``first + span - 1``, each with ``most`` crops
+    side by side (its own, then crops that sample nothing, their outputs dropped); ``frame_of`` (K,) each crop's
+    frame from ``first``, ``grid`` (S, K, S, 2)."""
+    k, channels, s = len(frame_of), frames.shape[1], grid.shape[0]
+    # Each crop's place among its frame's crops, in the order asked for.
+    order = np.argsort(frame_of, kind="stable")
+    grouped = frame_of[order]
+    place = np.empty(k, np.int64)
+    place[order] = np.arange(k) - np.searchsorted(grouped, grouped)
+    at = torch.from_numpy(np.stack([frame_of.astype(np.int64), place])).to(frames.device)
+    padded = grid.new_full((span, s, most, s, 2), 3.0)  # far outside the frame
+    padded[at[0], :, at[1]] = grid.permute(1, 0, 2, 3)
+    o = F.grid_sample(frames[first:first + span], padded.view(span, s, most * s, 2), mode="bilinear",
+                      padding_mode=padding, align_corners=False)
+    out = o.view(span, channels, s, most, s)[at[0], :, :, at[1]]  # (K, C, S, S)
     return torch.round(out * 255) / 255 if quantize else out
 
 
