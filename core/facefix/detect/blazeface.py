@@ -360,17 +360,16 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     h, w = frames.shape[-2:]
     dev, dt = frames.device, frames.dtype
     k, channels, s = int(index.shape[0]), frames.shape[1], out_size
-    # Crops of one frame are sampled side by side in one call: no copy of the frame per crop. They are taken
-    # grouped by frame (as they mostly come: a scan's pairs are sorted by frame), so that each frame's crops are
-    # a slice of the grid and of the output, two kernels a frame and one host sync a call; crops that come in
-    # another order are sampled grouped and put back in theirs.
-    frame_of = index.cpu().numpy()
+    frame_of = index.cpu().numpy()  # the one host sync of a call
     if k:
         first, per_frame = int(frame_of.min()), np.bincount(frame_of - frame_of.min())
         padded = len(per_frame) * int(per_frame.max())
         if one_call or (one_call is None and frames.is_cuda and padded <= ONE_CALL_WASTE * k):
             return _crop_rects_at_once(frames, frame_of - first, first, len(per_frame), int(per_frame.max()),
                                        _crop_grid(center, size, angle, s, w, h, quantize, dt), padding, quantize)
+    # A frame's crops at a time, side by side in one call (no copy of the frame per crop), taken grouped by frame
+    # (as they mostly come: a scan's pairs are sorted by frame) so that they are a slice of the grid and of the
+    # output: two kernels a frame. Crops that come in another order are sampled grouped and put back in theirs.
     order = None
     if k > 1 and (frame_of[1:] < frame_of[:-1]).any():
         order = torch.from_numpy(np.argsort(frame_of, kind="stable"))
