@@ -1,7 +1,7 @@
 """End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
-restore, short first and last windows, the detector networks' layout), 1080p 10-bit DPX, 96
-frames: two interleaved rounds of every variant, the median of ``--passes`` warm passes each, and the
-tracks-given run before and after for the ratio.
+restore, short first and last windows, the detector networks' layout, a call's crops sampled at once or a frame's
+at a time), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every variant, the median of ``--passes`` warm
+passes each, and the tracks-given run before and after for the ratio.
 
     python benchmarks/with_detection_variants.py OUT_DIR --faces 1 4
 """
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import warm_clips  # noqa: E402
 
 import facefix.analyse as analyse  # noqa: E402
+import facefix.detect.blazeface as blazeface  # noqa: E402
 import facefix.detect.scan as scan  # noqa: E402
 import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
 import facefix.run as run  # noqa: E402
@@ -34,10 +35,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     "whole_first_window": {"first_periods": scan.GPU_WINDOW_PERIODS},
     "whole_last_window": {"last_periods": scan.GPU_WINDOW_PERIODS},
     "planar_nets": {"channels_last": False},
+    "crops_by_frame": {"one_call_waste": 0},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
              "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "last_periods": scan.GPU_LAST_WINDOW_PERIODS,
-             "channels_last": True}
+             "channels_last": True, "one_call_waste": blazeface.ONE_CALL_WASTE}
 _START = run._EarlyReads.start
 _NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
 _MAKE_NETWORK = tflite_torch.TFLiteModule.__init__
@@ -58,6 +60,7 @@ def use(**overrides: object) -> None:
     run._EarlyReads.start = _START if chosen["early"] else (lambda self: None)  # type: ignore[method-assign]
     scan.GPU_FIRST_WINDOW_PERIODS = int(chosen["first_periods"])  # type: ignore[call-overload]
     scan.GPU_LAST_WINDOW_PERIODS = int(chosen["last_periods"])  # type: ignore[call-overload]
+    blazeface.ONE_CALL_WASTE = int(chosen["one_call_waste"])  # type: ignore[call-overload]
     for net in _NETWORKS:  # the detector's networks, made once a process: their layout, graphs made again
         if net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])
