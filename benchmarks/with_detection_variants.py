@@ -34,12 +34,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_early_reads": {"early": False},
     "whole_first_window": {"first_periods": scan.GPU_WINDOW_PERIODS},
     "whole_last_window": {"last_periods": scan.GPU_WINDOW_PERIODS},
-    "planar_nets": {"channels_last": False},
+    "channels_last_nets": {"channels_last": True},
     "crops_by_frame": {"one_call_waste": 0},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
              "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "last_periods": scan.GPU_LAST_WINDOW_PERIODS,
-             "channels_last": True, "one_call_waste": blazeface.ONE_CALL_WASTE}
+             "channels_last": False, "one_call_waste": blazeface.ONE_CALL_WASTE}
 _START = run._EarlyReads.start
 _NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
 _MAKE_NETWORK = tflite_torch.TFLiteModule.__init__

@@ -160,12 +160,12 @@ def test_cuda_outputs_match_litert(modules, raw, model, key, lo, hi, channels_la
     x_u8 = raw[f"{key}_input"]
     x = torch.from_numpy(x_u8.astype(np.float32) / 255.0 * (hi - lo) + lo).permute(2, 0, 1)[None].cuda()
     net = modules[model].cuda()
-    net.channels_last_on_cuda = channels_last
+    default, net.channels_last_on_cuda = net.channels_last_on_cuda, channels_last
     try:
         with torch.no_grad():
             outs = [y.cpu() for y in net(x.repeat(5, 1, 1, 1))]
     finally:
-        net.channels_last_on_cuda = True
+        net.channels_last_on_cuda = default
         modules[model].cpu()
     for j, y in enumerate(outs):
         ref = raw[f"{key}_out{j}"]

@@ -187,11 +187,13 @@ class TFLiteModule(nn.Module):
         # time for every new batch shape, ~2.6 s (BlazeFace) and ~1.5 s (face mesh) on an H100 (cuDNN 9.19),
         # which a shot's analysis met on each of its batch shapes; through cuBLAS a new shape costs ~15 ms.
         self.pointwise_matmul_on_cuda = True
-        # On CUDA too, channels-last: PyTorch's own NCHW depthwise kernel was the analysis's largest GPU cost
-        # (BlazeFace and face mesh, 96 frames of 1080p with one face on an H100: 40 of its 175 ms of kernels),
-        # where channels-last runs through cuDNN; the pointwise products read the channels-last rows as they lie.
-        # BlazeFace alone 0.88x the time at 16-128 crops, the mesh about even (benchmarks/detector_layout.py).
-        self.channels_last_on_cuda = True
+        # On CUDA, planar (NCHW). Channels-last runs the depthwise convolutions through cuDNN instead of PyTorch's own
+        # NCHW kernel (40 of the analysis's 175 ms of kernels, 96 frames of 1080p with one face on an H100) and made
+        # BlazeFace's calls 0.88x the time, the mesh's about even (benchmarks/detector_layout.py); but cuDNN's
+        # channels-last kernels are compiled at run time for each new batch shape, as its 1x1 ones were: a process's
+        # first analysis of a shot took 31.6 s at 1 face on an H200 (553bb3a) against 1.9 s planar on an H100
+        # (5a7932d), for ~10 ms a later pass. A command-line run is a process's first pass.
+        self.channels_last_on_cuda = False
         # On CUDA a call is replayed from a CUDA graph per input shape (callers pad batches to a few shapes): one
         # launch instead of ~300 kernel launches, which otherwise kept the analysis thread busy longer than the
         # GPU. The lock: detectors are shared by a process's threads, and a graph has one static input.
