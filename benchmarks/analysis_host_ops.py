@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -86,8 +85,7 @@ def count(pattern: str) -> dict[str, int]:
     def crops_as_on_a_gpu(frames: torch.Tensor, index: torch.Tensor, *args: Any, one_call: bool | None = None,
                           **kwargs: Any) -> torch.Tensor:
         if one_call is None and len(index):  # crop_rects' choice on a GPU
-            per_frame = np.bincount(index.numpy() - int(index.min()))
-            one_call = len(per_frame) * int(per_frame.max()) <= blazeface.ONE_CALL_WASTE * len(index)
+            one_call = blazeface.pays_in_one_call(index.numpy())
         return crops(frames, index, *args, one_call=one_call, **kwargs)
 
     src = open_source(pattern)

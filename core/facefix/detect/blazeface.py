@@ -46,6 +46,7 @@ __all__ = [
     "unit_to_frame",
     "box_iou",
     "crop_rects",
+    "pays_in_one_call",
     "run_padded",
     "BlazeFace",
     "load_blazeface",
@@ -361,12 +362,9 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     dev, dt = frames.device, frames.dtype
     k, channels, s = int(index.shape[0]), frames.shape[1], out_size
     frame_of = index.cpu().numpy()  # the one host sync of a call
-    if k:
-        first, per_frame = int(frame_of.min()), np.bincount(frame_of - frame_of.min())
-        padded = len(per_frame) * int(per_frame.max())
-        if one_call or (one_call is None and frames.is_cuda and padded <= ONE_CALL_WASTE * k):
-            return _crop_rects_at_once(frames, frame_of - first, first, len(per_frame), int(per_frame.max()),
-                                       _crop_grid(center, size, angle, s, w, h, quantize, dt), padding, quantize)
+    if k and (one_call or (one_call is None and frames.is_cuda and pays_in_one_call(frame_of))):
+        return _crop_rects_at_once(frames, frame_of, _crop_grid(center, size, angle, s, w, h, quantize, dt),
+                                   padding, quantize)
     # A frame's crops at a time, side by side in one call (no copy of the frame per crop), taken grouped by frame
     # (as they mostly come: a scan's pairs are sorted by frame) so that they are a slice of the grid and of the
     # output: two kernels a frame. Crops that come in another order are sampled grouped and put back in theirs.
@@ -404,12 +402,22 @@ def _crop_grid(center: Tensor, size: Tensor, angle: Tensor, s: int, w: int, h: i
     return torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dtype)  # (S, K, S, 2)
 
 
-def _crop_rects_at_once(frames: Tensor, frame_of: np.ndarray, first: int, span: int, most: int, grid: Tensor,
-                        padding: str, quantize: bool) -> Tensor:
-    """:func:`crop_rects` in one ``grid_sample``: frames ``first`` to ``first + span - 1``, each with ``most`` crops
-    side by side (its own, then crops that sample nothing, their outputs dropped); ``frame_of`` (K,) each crop's
-    frame from ``first``, ``grid`` (S, K, S, 2)."""
+def pays_in_one_call(frame_of: np.ndarray) -> bool:
+    """Whether crops of frames ``frame_of`` (K,), each frame's padded to as many as the frame with most has, come to
+    at most ``ONE_CALL_WASTE`` times K: :func:`crop_rects`' choice on a GPU."""
+    per_frame = np.bincount(frame_of - frame_of.min())
+    return len(per_frame) * int(per_frame.max()) <= ONE_CALL_WASTE * len(frame_of)
+
+
+def _crop_rects_at_once(frames: Tensor, frame_of: np.ndarray, grid: Tensor, padding: str, quantize: bool) -> Tensor:
+    """:func:`crop_rects` in one ``grid_sample`` of the frames the crops are on (``frame_of`` (K,), at least one),
+    each with as many crops side by side as the frame with most has (its own, then crops that sample nothing, their
+    outputs dropped); ``grid`` (S, K, S, 2)."""
     k, channels, s = len(frame_of), frames.shape[1], grid.shape[0]
+    first = int(frame_of.min())
+    frame_of = frame_of - first
+    per_frame = np.bincount(frame_of)
+    span, most = len(per_frame), int(per_frame.max())
     # Each crop's place among its frame's crops, in the order asked for.
     order = np.argsort(frame_of, kind="stable")
     grouped = frame_of[order]

@@ -83,8 +83,9 @@ def window_starts(count: int, window: int, first: int | None = None, last: int |
     if count <= 0:
         return []
     starts = [0] + list(range(first, count, window))
-    if last is not None and count - starts[-1] > max(1, int(last)):
-        starts.append(count - max(1, int(last)))
+    last = None if last is None else max(1, int(last))
+    if last is not None and count - starts[-1] > last:
+        starts.append(count - last)
     return starts
 
 
