@@ -97,6 +97,47 @@ def test_every_error_is_one_bridge_error_line(server, bridge, make_job, tmp_path
     assert str(BridgeError("two\nlines\n")) == "two lines"
 
 
+def _answering(*answers: bytes) -> tuple[str, threading.Thread]:
+    """A loopback server that sends each connection the next of ``answers`` (raw HTTP), then closes it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        with listener:
+            for answer in answers:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_an_answer_broken_off_is_asked_again_once_or_one_bridge_error_line():
+    body = json.dumps({"ok": True, "pid": 7}).encode()
+    broken = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 140\r\n\r\n"  # then closed
+    whole = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    url, thread = _answering(broken, whole)
+    assert Bridge(url, "t", timeout=5).health() == {"ok": True, "pid": 7}  # a GET: asked again
+    thread.join(5)
+    url, thread = _answering(broken, broken)
+    with pytest.raises(BridgeError, match="broke off its answer") as err:
+        Bridge(url, "t", timeout=5).health()
+    assert one_line(err)
+    thread.join(5)
+    url, thread = _answering(broken, whole)
+    with pytest.raises(BridgeError, match="broke off its answer"):  # a POST is never sent twice
+        Bridge(url, "t", timeout=5).cancel("x")
+    thread.join(0.2)
+    assert thread.is_alive()  # the second answer was never asked for
+    with socket.create_connection((url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1]))) as late:
+        late.sendall(b"GET / HTTP/1.1\r\n\r\n")  # lets the server finish
+    thread.join(5)
+
+
 def test_find_reads_the_connection_file_and_checks_health(server, cache):
     assert Bridge.find() is None  # no file
     connection_file().parent.mkdir(parents=True)

@@ -16,6 +16,7 @@ Every error a host can see is a ``BridgeError`` with a one-line message.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shlex
@@ -223,18 +224,24 @@ class Bridge:
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
-        try:
-            with _OPENER.open(request, timeout=self.timeout if timeout is None else timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            raise BridgeError(_error_text(err), status=err.code) from None
-        except urllib.error.URLError as err:
-            reason = getattr(err.reason, "strerror", None) or err.reason
-            raise BridgeError(f"cannot reach the FaceFix bridge at {self.url}: {reason}") from None
-        except TimeoutError:
-            raise BridgeError(f"the FaceFix bridge at {self.url} did not answer in time") from None
-        except (OSError, ValueError) as err:  # reset connections, bad URLs
-            raise BridgeError(f"cannot talk to the FaceFix bridge at {self.url}: {err}") from None
+        for attempt in (1, 2):
+            try:
+                with _OPENER.open(request, timeout=self.timeout if timeout is None else timeout) as response:
+                    raw = response.read()
+                break
+            except urllib.error.HTTPError as err:
+                raise BridgeError(_error_text(err), status=err.code) from None
+            except urllib.error.URLError as err:
+                reason = getattr(err.reason, "strerror", None) or err.reason
+                raise BridgeError(f"cannot reach the FaceFix bridge at {self.url}: {reason}") from None
+            except TimeoutError:
+                raise BridgeError(f"the FaceFix bridge at {self.url} did not answer in time") from None
+            except (OSError, ValueError) as err:  # reset connections, bad URLs
+                raise BridgeError(f"cannot talk to the FaceFix bridge at {self.url}: {err}") from None
+            except http.client.HTTPException as err:  # an answer broken off (IncompleteRead) or malformed
+                if method != "GET" or attempt == 2:  # a GET changes nothing: asked once more
+                    raise BridgeError(f"the FaceFix bridge at {self.url} broke off its answer "
+                                      f"({type(err).__name__})") from None
         try:
             answer = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
