@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -16,7 +17,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-__all__ = ["prefetch", "run_ahead", "io_thread_priority", "io_thread_count", "io_threads", "read_pool"]
+__all__ = ["prefetch", "run_ahead", "io_thread_priority", "io_thread_count", "io_threads", "read_pool",
+           "switch_interval"]
 
 T = TypeVar("T")
 
@@ -118,3 +120,37 @@ def read_pool(kind: str, name: str = "facefix-read") -> ThreadPoolExecutor:
     """Threads to read a source with: one per core but one for image sequences (frames are independent
     files), a single one for movies (decoded in order)."""
     return io_threads(None if kind == "sequence" else 1, name)
+
+
+class _SwitchInterval:
+    """Python's thread switch interval, changed while any caller needs it changed: the first in keeps the one it
+    finds, the last out puts it back (two analyses may run at once on a host's threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._kept = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, seconds: float | None) -> Iterator[None]:
+        if seconds is None:
+            yield
+            return
+        with self._lock:
+            if not self._inside:
+                self._kept = sys.getswitchinterval()
+            self._inside += 1
+            sys.setswitchinterval(seconds)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if not self._inside:
+                    sys.setswitchinterval(self._kept)
+
+
+# ``with switch_interval(s):`` runs its body with the interpreter handing its lock between threads every ``s``
+# seconds (None: as it is). A thread that feeds the GPU gives the lock up at each tensor operation and waits for it
+# back while another thread runs Python; with the default 5 ms it waits up to that long, an operation at a time.
+switch_interval = _SwitchInterval()

@@ -105,3 +105,31 @@ def test_an_error_closing_the_items_reaches_the_caller_rather_than_leaving_it_wa
         for item in run_ahead(items(), 1, "ahead-test"):
             got.append(item)
     assert got == [1]
+
+
+def test_switch_interval_is_set_inside_and_put_back_by_the_last_out():
+    """switch_interval(s) sets Python's switch interval for its body and puts back what it found, also when the
+    body raises; overlapping users (two analyses on a host's threads) put it back only when the last is out; None
+    changes nothing."""
+    import sys
+
+    from facefix.streaming import switch_interval
+
+    kept = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.004)
+        with switch_interval(None):
+            assert sys.getswitchinterval() == pytest.approx(0.004)
+        with pytest.raises(KeyError), switch_interval(5e-5):
+            assert sys.getswitchinterval() == pytest.approx(5e-5)
+            raise KeyError("the body's error goes through")
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+        first, second = switch_interval(5e-5), switch_interval(5e-5)
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert sys.getswitchinterval() == pytest.approx(5e-5)  # the second user is still inside
+        second.__exit__(None, None, None)
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+    finally:
+        sys.setswitchinterval(kept)

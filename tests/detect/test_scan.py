@@ -298,13 +298,15 @@ def test_track_clip_windows_in_flight_do_not_depend_on_the_batch(tmp_path, small
 
 def test_track_clip_scanning_on_a_thread_of_its_own_gives_the_same_tracks(tmp_path, small_moving_face, monkeypatch):
     """The scan on a thread of its own (as on a GPU), a window ahead of the thread that describes and associates:
-    the same tracks as scanning on the calling thread, on_frame still called there, every frame in order; a
+    the same tracks as scanning on the calling thread, on_frame still called there, every frame in order, Python's
+    thread switch interval short while the scan runs on its thread (and put back after); a
     corrupt frame is a one-line error naming it, and a caller that stops (on_frame raising) stops the scan
     thread."""
+    import sys
     import threading
 
     from facefix import Settings
-    from facefix.analyse import track_clip
+    from facefix.analyse import SCAN_SWITCH_INTERVAL, track_clip
     from facefix.errors import InputError
     from facefix.io import Frame, FrameFormat, open_source
     from facefix.io.sequence import write_frame
@@ -323,13 +325,24 @@ def test_track_clip_scanning_on_a_thread_of_its_own_gives_the_same_tracks(tmp_pa
 
     monkeypatch.setattr(BlazeFaceDetector, "queue_look", spy)
     before = threading.active_count()
+    python_s = sys.getswitchinterval()
+    switches: set[float] = set()
+
+    def seen(n, faces):
+        calls.append((n, threading.current_thread().name))
+        switches.add(sys.getswitchinterval())
+
     threaded = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_in_flight=2,
-                          scan_thread=True, on_frame=lambda n, fs: calls.append((n, threading.current_thread().name)))
+                          scan_thread=True, on_frame=seen)
     assert scanned_on == {"facefix-scan"}
+    # The scan thread gets the interpreter's lock back quickly while the calling thread works; Python's after.
+    assert [pytest.approx(SCAN_SWITCH_INTERVAL)] == sorted(switches) and sys.getswitchinterval() == python_s
     scanned_on.clear()
+    switches.clear()
     plain = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_in_flight=2,
-                       scan_thread=False)
+                       scan_thread=False, on_frame=lambda n, fs: switches.add(sys.getswitchinterval()))
     assert scanned_on == {threading.current_thread().name}
+    assert switches == {python_s}  # one thread: nothing to hand the lock to
     assert threaded.to_json() == plain.to_json() and len(threaded.tracks) == 1
     assert calls == [(n, threading.current_thread().name) for n in src.frame_numbers]
     assert threading.active_count() == before
