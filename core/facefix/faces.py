@@ -8,6 +8,7 @@ nose tip, left mouth corner, right mouth corner, where "left" is the image's lef
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +45,12 @@ class Face:
         lm = np.asarray(self.landmarks, dtype=np.float64)
         if lm.shape != (5, 2):
             raise InputError(f"face landmarks must be 5 (x, y) points, got shape {lm.shape}")
-        if not np.all(np.isfinite(lm)) or not all(np.isfinite(self.box)):
+        box = tuple(float(v) for v in self.box)
+        # Method calls and math on the box's floats: a shot's analysis makes a few Faces a face a frame.
+        if not np.isfinite(lm).all() or not all(map(math.isfinite, box)):
             raise InputError("face box/landmarks contain NaN or Inf")
         object.__setattr__(self, "landmarks", lm)
-        object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+        object.__setattr__(self, "box", box)
 
     @property
     def size(self) -> float:

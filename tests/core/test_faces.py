@@ -37,6 +37,12 @@ def test_bad_facetracks_are_refused(tmp_path):
         FaceTracks.from_json({"version": FACETRACKS_VERSION, "tracks": [{"id": 1, "frames": [{"frame": 1}]}]})
     with pytest.raises(InputError):
         Face(box=(0, 0, 1, 1), landmarks=np.full((5, 2), np.nan))
+    for box in [(0, 0, np.inf, 1), (0, float("nan"), 1, 1), np.array([0.0, 0.0, 1.0, -np.inf])]:
+        with pytest.raises(InputError, match="NaN or Inf"):
+            Face(box=box, landmarks=np.zeros((5, 2)))
+    face = Face(box=np.array([1, 2, 3, 4]), landmarks=[[0, 0]] * 5)  # any numbers: kept as floats
+    assert face.box == (1.0, 2.0, 3.0, 4.0) and all(type(v) is float for v in face.box)
+    assert face.landmarks.dtype == np.float64
 
 
 def test_as_saved_is_the_json_round_trip_without_the_text(tmp_path):
