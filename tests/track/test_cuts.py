@@ -137,3 +137,23 @@ def test_thumbnails_of_a_batch_are_each_frames_own(monkeypatch) -> None:
         together = cuts.thumbnails(frames)
         assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
     assert cuts.thumbnails(frames[:0]) == []
+
+
+def test_cut_features_of_a_batch_are_each_frames_own() -> None:
+    """A batch's cut features are, bit for bit, each thumbnail's alone (whatever the frames with it), and the
+    structure is the thumbnail averaged to 8x8 and standardised per channel (thumbnails whose side is not a
+    multiple of 8 cropped first)."""
+    from facefix.track.cuts import cut_features
+
+    rng = np.random.default_rng(5)
+    for side in (32, 35):
+        thumbs = list(rng.random((7, side, side, 3)).astype(np.float32))
+        thumbs[2] = np.zeros_like(thumbs[2])  # flat: std floored, not divided by 0
+        together = cut_features(thumbs)
+        for t, (hist, structure) in zip(thumbs, together, strict=True):
+            (alone_hist, alone_structure), = cut_features([t])
+            assert np.array_equal(hist, alone_hist) and np.array_equal(structure, alone_structure)
+            k = side // 8
+            small = t[: 8 * k, : 8 * k].reshape(8, k, 8, k, 3).mean(axis=(1, 3))
+            want = (small - small.mean(axis=(0, 1))) / np.maximum(small.std(axis=(0, 1)), 0.02)
+            assert structure.shape == (8, 8, 3) and np.array_equal(structure, want)
