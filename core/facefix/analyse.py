@@ -327,7 +327,7 @@ def track_clip(
         """What tracking needs of a batch's frames besides their faces: cut features and appearance descriptors,
         sampled where the frames are (only they come back from a GPU)."""
         nonlocal prev_cut
-        cut = cut_features(thumbnails(batch))
+        cut = cut_features(thumbnails(batch, clipped=True))  # working frames: float32 in [0, 1]
         vectors = appearance_batch(batch, [r.faces for r in results])
         for i, (n, feats, res) in enumerate(zip(chunk, cut, results)):
             detections[n] = list(res.faces)

@@ -127,7 +127,8 @@ def test_batched_histograms_are_histogram2d():
 
 
 def test_thumbnails_of_a_batch_are_each_frames_own(monkeypatch) -> None:
-    """Thumbnails pooled a few frames a call are bit for bit each frame's own, whatever the frames with it."""
+    """Thumbnails pooled a few frames a call are bit for bit each frame's own, whatever the frames with it, and
+    so are those of frames said to be clipped already, pooled as they are."""
     from facefix.track import cuts
 
     frames = torch.rand(5, 3, 45, 61) * 1.4 - 0.2  # values outside [0, 1] are clipped first
@@ -136,7 +137,11 @@ def test_thumbnails_of_a_batch_are_each_frames_own(monkeypatch) -> None:
         monkeypatch.setattr(cuts, "_THUMB_VALUES_PER_CALL", per_call_values)
         together = cuts.thumbnails(frames)
         assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
-    assert cuts.thumbnails(frames[:0]) == []
+    assert cuts.thumbnails(frames[:0]) == [] and cuts.thumbnails(frames[:0], clipped=True) == []
+    # Frames already clipped (an analysis's working frames) pool as they are, all at once: the same thumbnails.
+    working = frames.clamp(0, 1)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, cuts.thumbnails(working, clipped=True), strict=True))
+    assert all(t.flags.c_contiguous and t.dtype == np.float32 and t.shape == (32, 32, 3) for t in together)
 
 
 def test_cut_features_of_a_batch_are_each_frames_own() -> None:

@@ -54,20 +54,27 @@ def thumbnail(frame: object, size: int = THUMB_SIZE) -> np.ndarray:
     return thumbnails(x[None], size)[0]
 
 
-def thumbnails(frames: object, size: int = THUMB_SIZE) -> list[np.ndarray]:
+def thumbnails(frames: object, size: int = THUMB_SIZE, *, clipped: bool = False) -> list[np.ndarray]:
     """``thumbnail`` of every frame of a batch (N, 3, H, W) tensor, computed on its device (a GPU batch sends
-    back its thumbnails only)."""
+    back its thumbnails only). clipped: the frames are float32 already in [0, 1] (an analysis's working frames),
+    pooled as they are, all in one call: no clipped copy of them (the same thumbnails)."""
     import torch
     import torch.nn.functional as F
 
-    # A few frames a call (the pooling kernel has an output per thread: a frame alone leaves most of a GPU idle),
-    # the clipped copy of at most _THUMB_VALUES_PER_CALL values; each thumbnail is the same whatever the frames pooled with it.
     batch: torch.Tensor = frames  # type: ignore[assignment]
-    per_call = max(1, _THUMB_VALUES_PER_CALL // max(1, batch[0, :3].numel())) if len(batch) else 1
-    pooled = [F.adaptive_avg_pool2d(batch[i : i + per_call, :3].float().clamp(0, 1), (size, size))
-              for i in range(0, len(batch), per_call)]
-    t = torch.cat(pooled).permute(0, 2, 3, 1).cpu().numpy() if pooled else np.zeros((0, size, size, 3), np.float32)
-    return [np.ascontiguousarray(v, dtype=np.float32) for v in t]
+    if clipped:
+        parts = [batch[:, :3]] if len(batch) else []
+    else:
+        # A few frames a call (the pooling kernel has an output per thread: a frame alone leaves most of a GPU
+        # idle), the clipped copy of at most _THUMB_VALUES_PER_CALL values; each thumbnail is the same whatever the
+        # frames pooled with it.
+        per_call = max(1, _THUMB_VALUES_PER_CALL // max(1, batch[0, :3].numel())) if len(batch) else 1
+        parts = [batch[i : i + per_call, :3].float().clamp(0, 1) for i in range(0, len(batch), per_call)]
+    if not parts:
+        return []
+    pooled = [F.adaptive_avg_pool2d(x, (size, size)) for x in parts]
+    t = pooled[0] if len(pooled) == 1 else torch.cat(pooled)
+    return list(np.ascontiguousarray(t.permute(0, 2, 3, 1).cpu().numpy(), dtype=np.float32))
 
 
 _HIST_EDGES = np.linspace(0.0, 1.0, _HIST_BINS + 1)
