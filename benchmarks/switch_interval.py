@@ -5,7 +5,7 @@ The scan thread queues a round of tensor operations (each gives up the interpret
 the next round in Python, then waits for the device (lock released); once a window's rounds are done it hands the
 window over. The calling thread describes and associates each window handed over: Python that holds the lock.
 Reported: when the scan is done (the GPU is fed until then) and when both are, the median of ``--repeats`` runs per
-interval, against the scan alone. It shows the mechanism ``facefix.analyse.SCAN_SWITCH_INTERVAL`` is set for; the
+interval, against the scan alone. It shows the mechanism ``facefix.streaming.FEEDER_SWITCH_INTERVAL`` is set for; the
 figure that counts is ``with_detection_variants.py python_switch_interval`` on a GPU.
 
   python benchmarks/switch_interval.py --out benchmarks/results/cpu_switch_interval_model.json

@@ -24,6 +24,7 @@ import facefix.detect.blazeface as blazeface  # noqa: E402
 import facefix.detect.scan as scan  # noqa: E402
 import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
 import facefix.run as run  # noqa: E402
+import facefix.streaming as streaming  # noqa: E402
 
 # name: what differs from the defaults (scan on a thread, windows in flight, the restore's first frames read early,
 # the first and last windows' periods, the networks' layout on CUDA, crops a call, the scan's thread switch interval)
@@ -41,7 +42,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
              "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "last_periods": scan.GPU_LAST_WINDOW_PERIODS,
              "channels_last": False, "one_call_waste": blazeface.ONE_CALL_WASTE,
-             "switch": analyse.SCAN_SWITCH_INTERVAL}
+             "switch": streaming.FEEDER_SWITCH_INTERVAL}
 _START = run._EarlyReads.start
 _NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
 _MAKE_NETWORK = tflite_torch.TFLiteModule.__init__
@@ -63,7 +64,7 @@ def use(**overrides: object) -> None:
     scan.GPU_FIRST_WINDOW_PERIODS = int(chosen["first_periods"])  # type: ignore[call-overload]
     scan.GPU_LAST_WINDOW_PERIODS = int(chosen["last_periods"])  # type: ignore[call-overload]
     blazeface.ONE_CALL_WASTE = int(chosen["one_call_waste"])  # type: ignore[call-overload]
-    analyse.SCAN_SWITCH_INTERVAL = chosen["switch"]  # type: ignore[assignment]
+    streaming.FEEDER_SWITCH_INTERVAL = chosen["switch"]  # type: ignore[assignment]
     for net in _NETWORKS:  # the detector's networks, made once a process: their layout, graphs made again
         if net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])

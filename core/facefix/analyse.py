@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from . import streaming
 from .colour import ColourTransform, colour_transform, resolve_colorspace
 from .engine import frames_per_batch
 from .errors import FaceFixError, InputError
@@ -32,19 +33,12 @@ from .streaming import io_threads, prefetch, read_pool, run_ahead, switch_interv
 if TYPE_CHECKING:
     from .detect import Detector, DetectResult
 
-__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops", "SCAN_ON_THREAD", "SCAN_SWITCH_INTERVAL"]
+__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops", "SCAN_ON_THREAD"]
 
 # On a GPU the scan runs on a thread of its own, a window ahead of the thread that describes the windows scanned
 # and associates their faces: otherwise the scan stands still (its windows' next rounds unplanned, the GPU idle)
 # while that thread works on a window. (On the CPU both would compete for the same cores.)
 SCAN_ON_THREAD = True
-# Python's thread switch interval (seconds) while the scan runs on its own thread. That thread gives up the
-# interpreter's lock at every tensor operation it queues and must get it back from the thread describing and
-# associating the windows before it, which with Python's 5 ms holds it that long each time: while that thread works,
-# the scan queues one operation per 5 ms and the GPU idles. At 50 us the scan gets it back at once (a model of the
-# two threads, benchmarks/switch_interval.py: the scan done 1.35x sooner; not yet timed on a GPU:
-# with_detection_variants.py python_switch_interval). None: Python's as it is.
-SCAN_SWITCH_INTERVAL: float | None = 5e-5
 
 
 @dataclass
@@ -381,7 +375,8 @@ def track_clip(
             yield chunk, batch, detector(batch), None
 
     try:
-        with (switch_interval(SCAN_SWITCH_INTERVAL if threaded else None), torch.inference_mode(),
+        # The scan thread gets the interpreter's lock back at once while this one describes and associates.
+        with (switch_interval(streaming.FEEDER_SWITCH_INTERVAL if threaded else None), torch.inference_mode(),
               contextlib.closing(batches()) as scanned):  # faces come back to the host
             t = time.perf_counter()
             for chunk, batch, results, on_stream in scanned:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import streaming
 from .colour import colour_transform, resolve_colorspace
 from .engine import Engine, frames_per_batch
 from .errors import Cancelled, FaceFixError, InputError, Interrupted, OutputError, SettingsError
@@ -28,7 +29,7 @@ from .io.frames import Frame, FrameFormat
 from .io.regions import StagedFrame, frame_reader, mask_plane, restore_input
 from .params import Settings
 from .pipeline import BatchStats, queue_batch, stage_frame
-from .streaming import io_threads, prefetch
+from .streaming import io_threads, prefetch, switch_interval
 
 __all__ = ["RunSummary", "run_clip", "faces_for_frames", "Interrupted", "Cancelled", "batch_sizes",
            "tracks_sidecar"]
@@ -325,7 +326,8 @@ def run_clip(
     ok = False
     keeping = None
     if sidecar is not None:  # written while the shot restores (a 4-face shot's is ~4 MB of text); joined below
-        keeping = threading.Thread(target=_keep_tracks, args=(tracks, sidecar), name="facefix-sidecar")
+        beside_gpu = streaming.FEEDER_SWITCH_INTERVAL if engine.device.type == "cuda" else None
+        keeping = threading.Thread(target=_keep_tracks, args=(tracks, sidecar, beside_gpu), name="facefix-sidecar")
         keeping.start()
     try:
         with contextlib.closing(prefetch(read, compute, depth=read_ahead, pool=read_pool)) as stream:
@@ -535,11 +537,13 @@ def _tracks_to_keep(full: object, source: str, dest: str, numbers: Sequence[int]
     return replace_tracks(tracks, metadata={**tracks.metadata, "analysis": key}).as_saved(), sidecar
 
 
-def _keep_tracks(tracks: FaceTracks, sidecar: Path) -> None:
+def _keep_tracks(tracks: FaceTracks, sidecar: Path, switch_s: float | None = None) -> None:
     """Write the analysed tracks to their sidecar (for the program alone: compact JSON, written ~6x faster than the
-    indented form); a run goes on without one, with a warning."""
+    indented form); a run goes on without one, with a warning. switch_s: Python's switch interval meanwhile (beside
+    the thread feeding a GPU: ``streaming.FEEDER_SWITCH_INTERVAL``)."""
     try:
-        tracks.save(sidecar, indent=None)
+        with switch_interval(switch_s):
+            tracks.save(sidecar, indent=None)
     except (FaceFixError, OSError) as err:
         log.warning("could not keep the tracks next to the output (%s): a resumed run will analyse again", err)
 

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 __all__ = ["prefetch", "run_ahead", "io_thread_priority", "io_thread_count", "io_threads", "read_pool",
-           "switch_interval"]
+           "switch_interval", "FEEDER_SWITCH_INTERVAL"]
 
 T = TypeVar("T")
 
@@ -151,6 +151,14 @@ class _SwitchInterval:
 
 
 # ``with switch_interval(s):`` runs its body with the interpreter handing its lock between threads every ``s``
-# seconds (None: as it is). A thread that feeds the GPU gives the lock up at each tensor operation and waits for it
-# back while another thread runs Python; with the default 5 ms it waits up to that long, an operation at a time.
+# seconds (None: as it is).
 switch_interval = _SwitchInterval()
+
+# Python's switch interval (seconds) while a thread of ours runs Python beside one that feeds the GPU: the analysis's
+# describing and associating beside its scan thread, a run's sidecar being written beside the restore. The feeder
+# gives up the interpreter's lock at every tensor operation it queues and must get it back from the other thread,
+# which with Python's 5 ms holds it that long each time: while that thread works, the feeder queues one operation
+# per 5 ms and the GPU idles. At 50 us it gets it back at once (a model of the scan and the calling thread,
+# benchmarks/switch_interval.py: the scan done 1.35x sooner; not yet timed on a GPU:
+# with_detection_variants.py python_switch_interval). None: Python's as it is.
+FEEDER_SWITCH_INTERVAL: float | None = 5e-5

@@ -133,3 +133,30 @@ def test_switch_interval_is_set_inside_and_put_back_by_the_last_out():
         assert sys.getswitchinterval() == pytest.approx(0.004)
     finally:
         sys.setswitchinterval(kept)
+
+
+def test_a_sidecar_written_beside_a_gpu_feeder_hands_the_lock_back_quickly(tmp_path, monkeypatch):
+    """A run's sidecar thread writes with Python's switch interval at what it is given (a GPU run:
+    FEEDER_SWITCH_INTERVAL), then puts Python's back; given None it leaves it; the file is whole either way."""
+    import sys
+
+    import numpy as np
+
+    from facefix.faces import Face, FaceTrack, FaceTracks
+    from facefix.run import _keep_tracks
+    from facefix.streaming import FEEDER_SWITCH_INTERVAL
+
+    tracks = FaceTracks(tracks=(FaceTrack(id=0, faces={1: Face(box=(0, 0, 8, 8), landmarks=np.ones((5, 2)))}),))
+    seen: list[float] = []
+    save = FaceTracks.save
+
+    def spy(self, path, **kwargs):
+        seen.append(sys.getswitchinterval())
+        save(self, path, **kwargs)
+
+    monkeypatch.setattr(FaceTracks, "save", spy)
+    python_s = sys.getswitchinterval()
+    _keep_tracks(tracks, tmp_path / "a.json", FEEDER_SWITCH_INTERVAL)
+    _keep_tracks(tracks, tmp_path / "b.json")
+    assert seen == [pytest.approx(FEEDER_SWITCH_INTERVAL), python_s] and sys.getswitchinterval() == python_s
+    assert FaceTracks.load(tmp_path / "a.json").to_json() == FaceTracks.load(tmp_path / "b.json").to_json()

@@ -306,10 +306,11 @@ def test_track_clip_scanning_on_a_thread_of_its_own_gives_the_same_tracks(tmp_pa
     import threading
 
     from facefix import Settings
-    from facefix.analyse import SCAN_SWITCH_INTERVAL, track_clip
+    from facefix.analyse import track_clip
     from facefix.errors import InputError
     from facefix.io import Frame, FrameFormat, open_source
     from facefix.io.sequence import write_frame
+    from facefix.streaming import FEEDER_SWITCH_INTERVAL
 
     for i, f in enumerate(small_moving_face.permute(0, 2, 3, 1).numpy()):
         write_frame(tmp_path / f"c.{i + 1:04d}.png", Frame(i + 1, f, FrameFormat.for_pixels(f, "uint8")), bits_per_sample=8)
@@ -336,7 +337,7 @@ def test_track_clip_scanning_on_a_thread_of_its_own_gives_the_same_tracks(tmp_pa
                           scan_thread=True, on_frame=seen)
     assert scanned_on == {"facefix-scan"}
     # The scan thread gets the interpreter's lock back quickly while the calling thread works; Python's after.
-    assert [pytest.approx(SCAN_SWITCH_INTERVAL)] == sorted(switches) and sys.getswitchinterval() == python_s
+    assert [pytest.approx(FEEDER_SWITCH_INTERVAL)] == sorted(switches) and sys.getswitchinterval() == python_s
     scanned_on.clear()
     switches.clear()
     plain = track_clip(src, src.frame_numbers, settings, progress=False, scan_period=2, scan_in_flight=2,
