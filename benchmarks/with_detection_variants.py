@@ -1,7 +1,8 @@
 """End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
 restore, short first and last windows, the detector networks' layout, a call's crops sampled at once or a frame's
-at a time, the scan's thread switch interval), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every
-variant, the median of ``--passes`` warm passes each, and the tracks-given run before and after for the ratio.
+at a time, the scan's thread switch interval, the stream a window is described on), 1080p 10-bit DPX, 96 frames:
+two interleaved rounds of every variant, the median of ``--passes`` warm passes each, and the tracks-given run
+before and after for the ratio.
 
     python benchmarks/with_detection_variants.py OUT_DIR --faces 1 4
 """
@@ -27,7 +28,8 @@ import facefix.run as run  # noqa: E402
 import facefix.streaming as streaming  # noqa: E402
 
 # name: what differs from the defaults (scan on a thread, windows in flight, the restore's first frames read early,
-# the first and last windows' periods, the networks' layout on CUDA, crops a call, the scan's thread switch interval)
+# the first and last windows' periods, the networks' layout on CUDA, crops a call, the scan's thread switch interval,
+# a scanned window described on a stream of its own)
 VARIANTS: dict[str, dict[str, object]] = {
     "defaults": {},
     "three_in_flight": {"in_flight": 3},
@@ -38,11 +40,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "channels_last_nets": {"channels_last": True},
     "crops_by_frame": {"one_call_waste": 0},
     "python_switch_interval": {"switch": None},
+    "describe_on_window_stream": {"own_describe": False},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
              "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "last_periods": scan.GPU_LAST_WINDOW_PERIODS,
              "channels_last": False, "one_call_waste": blazeface.ONE_CALL_WASTE,
-             "switch": streaming.FEEDER_SWITCH_INTERVAL}
+             "switch": streaming.FEEDER_SWITCH_INTERVAL, "own_describe": analyse.DESCRIBE_ON_OWN_STREAM}
 _START = run._EarlyReads.start
 _NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
 _MAKE_NETWORK = tflite_torch.TFLiteModule.__init__
@@ -65,6 +68,7 @@ def use(**overrides: object) -> None:
     scan.GPU_LAST_WINDOW_PERIODS = int(chosen["last_periods"])  # type: ignore[call-overload]
     blazeface.ONE_CALL_WASTE = int(chosen["one_call_waste"])  # type: ignore[call-overload]
     streaming.FEEDER_SWITCH_INTERVAL = chosen["switch"]  # type: ignore[assignment]
+    analyse.DESCRIBE_ON_OWN_STREAM = bool(chosen["own_describe"])
     for net in _NETWORKS:  # the detector's networks, made once a process: their layout, graphs made again
         if net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])

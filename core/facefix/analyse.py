@@ -32,13 +32,19 @@ from .streaming import io_threads, prefetch, read_pool, run_ahead, switch_interv
 
 if TYPE_CHECKING:
     from .detect import Detector, DetectResult
+    from .detect.scan import ScannedWindow
 
-__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops", "SCAN_ON_THREAD"]
+__all__ = ["track_clip", "AnalysisStats", "working_rgb", "reference_crops", "SCAN_ON_THREAD", "DESCRIBE_ON_OWN_STREAM"]
 
 # On a GPU the scan runs on a thread of its own, a window ahead of the thread that describes the windows scanned
 # and associates their faces: otherwise the scan stands still (its windows' next rounds unplanned, the GPU idle)
 # while that thread works on a window. (On the CPU both would compete for the same cores.)
 SCAN_ON_THREAD = True
+
+# On a GPU a scanned window is described (thumbnails, appearance) on a stream of its own that waits only for the
+# window's frames: on the window's stream it would queue behind the first rounds of the window scanned after the
+# next one (started there as soon as this one is done), and the thread describing waits for those networks.
+DESCRIBE_ON_OWN_STREAM = True
 
 
 @dataclass
@@ -353,8 +359,10 @@ def track_clip(
                 cuts.add(n)
             builder.add(n, detections.pop(n), appearance.pop(n), cut=cut)
 
+    own = torch.cuda.Stream(dev) if on_gpu and scanning and DESCRIBE_ON_OWN_STREAM else None
+
     def batches() -> Generator[tuple[Sequence[int], torch.Tensor, Sequence[DetectResult], object], None, None]:
-        """Each batch of the shot with its detections (and the CUDA stream its frames were made on, or None)."""
+        """Each batch of the shot with its detections (and the CUDA stream to describe it on, or None)."""
         if scanning:
             # One window after the other, in_flight of them on the device at once across the whole shot.
             starts = window_starts(len(numbers), window, first_window, last_window)
@@ -367,7 +375,7 @@ def track_clip(
                 scanned = run_ahead(scanned, 1, "facefix-scan", functools.partial(_scan_thread_state, here))
             with contextlib.closing(scanned):
                 for (a, b), found in zip(bounds, scanned):
-                    yield numbers[a:b], found.frames, found.results, found.stream
+                    yield numbers[a:b], found.frames, found.results, _describing_stream(found, own)
             return
         for start in range(0, len(numbers), step):
             chunk = numbers[start : start + step]
@@ -405,6 +413,16 @@ def track_clip(
     meta.update({"detector": settings.detector, "cuts": sorted(int(c) for c in cuts),
                  "frames": [int(numbers[0]), int(numbers[-1])] if numbers else []})
     return FaceTracks(tracks=tracks.tracks, metadata=meta)
+
+
+def _describing_stream(window: ScannedWindow, own: torch.cuda.Stream | None) -> torch.cuda.Stream | None:
+    """The stream to work on a scanned window's frames on: ``own`` (None: the window's), once the window's frames
+    are made there; the frames' memory is not handed on before the work queued there is done."""
+    if own is None or window.made is None:
+        return window.stream
+    own.wait_event(window.made)
+    window.frames.record_stream(own)
+    return own
 
 
 @contextlib.contextmanager

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from facefix.analyse import _planar_working_rgb, _stage, _working_batch, track_clip
+import facefix.analyse as analyse
+from facefix.analyse import _describing_stream, _planar_working_rgb, _stage, _working_batch, track_clip
 from facefix.colour import colour_transform, resolve_colorspace
+from facefix.detect.scan import ScannedWindow
 from facefix.errors import InputError
 from facefix.faces import Face
 from facefix.io import Frame, FrameFormat, open_source
@@ -103,6 +105,51 @@ def test_gpu_analysis_finds_the_cpu_analysiss_faces(tmp_path, write_face_shot) -
     assert a.keys() == b.keys()
     # TF32 convolutions (cuDNN's first layers) against the CPU's float32: a fraction of a pixel.
     assert max(float(np.abs(a[n].landmarks - b[n].landmarks).max()) for n in a) < 0.5
+
+
+@pytest.mark.gpu
+def test_gpu_tracks_are_the_same_whichever_stream_describes(tmp_path, write_face_shot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    write_face_shot(tmp_path, 12, (192, 160))
+    src = open_source(str(tmp_path / "plate.####.png"))
+    settings = Settings(min_face=24)
+    got = []
+    for own in (True, False):
+        monkeypatch.setattr(analyse, "DESCRIBE_ON_OWN_STREAM", own)
+        tracks = track_clip(src, list(src.frame_numbers), settings, device="cuda", progress=False, scan_periods=1,
+                            scan_in_flight=2)
+        got.append(tracks)
+    a, b = got
+    assert len(a.tracks) == len(b.tracks) == 1
+    assert a.tracks[0].faces.keys() == b.tracks[0].faces.keys()
+    for n, face in a.tracks[0].faces.items():
+        assert np.array_equal(face.landmarks, b.tracks[0].faces[n].landmarks)
+
+
+def test_a_cpu_window_is_described_where_it_is() -> None:
+    window = ScannedWindow(torch.zeros(1, 3, 4, 4), [], torch.zeros(0, 4), None, None)
+    assert _describing_stream(window, None) is None
+
+
+@pytest.mark.gpu
+def test_a_window_is_described_without_waiting_for_the_windows_after_it() -> None:
+    """A scanned window's stream already holds a later window's networks when the window is handed over: its
+    description runs on its own stream once the window's frames are made, and gives the same values."""
+    dev = torch.device("cuda")
+    plate = _plate(64, 80, 2)
+    window_stream, own = torch.cuda.Stream(dev), torch.cuda.Stream(dev)
+    with torch.cuda.stream(window_stream):
+        frames = torch.from_numpy(plate).permute(2, 0, 1)[None].to(dev)
+        made = torch.cuda.Event()
+        made.record()
+        torch.cuda._sleep(2_000_000_000)  # ~1 s of a later window's rounds queued behind the frames
+    window = ScannedWindow(frames, [], torch.zeros(0, 4), window_stream, made)
+    stream = _describing_stream(window, own)
+    assert stream is own
+    with torch.cuda.stream(stream):
+        thumbs = thumbnails(frames, clipped=True)
+    assert not window_stream.query()  # described while the later window's work still runs
+    torch.cuda.synchronize()
+    assert np.array_equal(thumbs[0], thumbnails(frames, clipped=True)[0])
 
 
 class _MemorySource:

@@ -381,7 +381,7 @@ def test_a_stream_of_windows_makes_each_window_s_frames_once_it_can_start(detect
     for w, window in enumerate(scan_stream(detector, [(windows[w], lambda w=w: make(w)) for w in range(4)],
                                            period=4, in_flight=2)):
         events.append(f"hand {w}")
-        assert window.stream is None and torch.equal(window.frames, frames[windows[w].start : windows[w].stop])
+        assert window.stream is None and window.made is None and torch.equal(window.frames, frames[windows[w].start : windows[w].stop])
         found += window.results
     assert [e for e in events if e.startswith("make")] == ["make 0", "make 1", "make 2", "make 3"]
     assert [e for e in events if e.startswith("hand")] == ["hand 0", "hand 1", "hand 2", "hand 3"]

@@ -178,13 +178,15 @@ def scan_windows(detector: BlazeFaceDetector, frames: Tensor, windows: Sequence[
 @dataclass
 class ScannedWindow:
     """A window :func:`scan_stream` is done with: its frames (N, 3, H, W) on the detector's device, one DetectResult
-    a frame, the boxes it found (to carry), and the CUDA stream its work was queued on (None on the CPU): work on
-    its frames belongs there."""
+    a frame, the boxes it found (to carry), the CUDA stream its work was queued on and the event recorded there
+    once its frames were made (None on the CPU). Other work on its frames waits for that event, not for the
+    stream: by the time the window is handed over, the stream holds the first rounds of a later window too."""
 
     frames: Tensor
     results: list[DetectResult]
     boxes: Tensor
     stream: torch.cuda.Stream | None
+    made: torch.cuda.Event | None = None
 
 
 def scan_stream(detector: BlazeFaceDetector, windows: Iterable[tuple[Sequence[int], Callable[[], Tensor]]],
@@ -206,16 +208,17 @@ def scan_stream(detector: BlazeFaceDetector, windows: Iterable[tuple[Sequence[in
     first = len(boxes)
     done: dict[int, ScannedWindow] = {}
     Steps = Generator[None, None, tuple[list[DetectResult], Tensor]]
-    active: list[tuple[int, torch.cuda.Stream | None, Steps, Tensor]] = []
+    Entry = tuple[int, torch.cuda.Stream | None, Steps, Tensor, torch.cuda.Event | None]  # a window in flight
+    active: list[Entry] = []
     pending = iter(windows)
     started = handed = 0
     more = True
 
-    def advance(entry: tuple[int, torch.cuda.Stream | None, Steps, Tensor]) -> None:
-        w, stream, steps, frames = entry
+    def advance(entry: Entry) -> None:
+        w, stream, steps, frames, made = entry
         result = _step(steps, stream)
         if result is not None:
-            done[w] = ScannedWindow(frames, result[0], result[1], stream)
+            done[w] = ScannedWindow(frames, result[0], result[1], stream, made)
             boxes[first + w] = result[1]
             active.remove(entry)
 
@@ -237,7 +240,10 @@ def scan_stream(detector: BlazeFaceDetector, windows: Iterable[tuple[Sequence[in
                 stream.wait_stream(current)  # whatever the caller queued before (its frames' uploads)
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():  # type: ignore[arg-type]
                 frames = make().to(detector.device, torch.float32)
-            entry = (started, stream, _window_steps(detector, frames, positions, held, period), frames)
+                made = torch.cuda.Event() if frames.is_cuda else None
+                if made is not None:
+                    made.record()  # on the window's stream
+            entry = (started, stream, _window_steps(detector, frames, positions, held, period), frames, made)
             boxes.append(None)
             active.append(entry)
             started += 1
