@@ -14,6 +14,7 @@ from facefix.detect import BlazeFaceDetector
 from facefix.detect.blazeface import (
     BlazeFace,
     Detections,
+    _crop_grid,
     crop_rects,
     decode_raw,
     weighted_nms,
@@ -214,6 +215,52 @@ def test_crop_rects_is_each_crop_sampled_on_its_own(device, index):
                 assert got.shape == (k, 3, 12, 12) and got.is_contiguous()
                 if k:
                     assert torch.equal(got, want), (padding, quantize, one_call)
+
+
+def _grid_per_axis(center, size, angle, s, w, h, quantize):
+    """crop_rects' grid worked out an axis at a time, as the formula reads."""
+    steps = torch.arange(s, device=center.device, dtype=torch.float32) / s - 0.5
+    u = steps[None, None, :] * size[None, :, 0, None]
+    v = steps[:, None, None] * size[None, :, 1, None]
+    cos, sin = torch.cos(angle)[None, :, None], torch.sin(angle)[None, :, None]
+    x = center[None, :, 0, None] + cos * u - sin * v
+    y = center[None, :, 1, None] + sin * u + cos * v
+    if quantize:
+        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+    return torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_crop_grid_is_the_formula_an_axis_at_a_time(device):
+    """The grid made for x and y together is, bit for bit, the formula worked out an axis at a time: rotated
+    crops, upright ones (angle None against angle 0), quantised or not, at frame sizes whose reciprocals round."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    g = torch.Generator().manual_seed(5)
+    for w, h in ((1920, 1080), (777, 333), (50, 40)):
+        for s in (12, 128, 192):
+            k = 9
+            center = (torch.rand(k, 2, generator=g) * torch.tensor([w, h]) * 1.2 - 20).to(device)
+            size = (4 + torch.rand(k, 2, generator=g) * min(w, h)).to(device)
+            angle = ((torch.rand(k, generator=g) - 0.5) * 7).to(device)
+            zero = torch.zeros(k, device=device)
+            for quantize in (False, True):
+                got = _crop_grid(center, size, angle, s, w, h, quantize, torch.float32)
+                assert torch.equal(got, _grid_per_axis(center, size, angle, s, w, h, quantize)), (w, s, quantize)
+                upright = _crop_grid(center, size, None, s, w, h, quantize, torch.float32)
+                assert torch.equal(upright, _grid_per_axis(center, size, zero, s, w, h, quantize)), (w, s, quantize)
+                assert upright.shape == (s, k, s, 2)
+
+
+def test_upright_crops_are_the_crops_at_angle_zero():
+    g = torch.Generator().manual_seed(6)
+    frames = torch.rand(2, 3, 40, 50, generator=g)
+    index = torch.tensor([1, 0, 1])
+    center = torch.rand(3, 2, generator=g) * 40
+    size = 8 + torch.rand(3, 2, generator=g) * 20
+    for one_call in (False, True):
+        assert torch.equal(crop_rects(frames, index, center, size, None, 12, one_call=one_call),
+                           crop_rects(frames, index, center, size, torch.zeros(3), 12, one_call=one_call))
 
 
 def test_held_outputs_give_the_same_detections(detector, frames):

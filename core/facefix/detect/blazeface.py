@@ -15,6 +15,7 @@ centre at ``i`` (OpenCV's convention, which MediaPipe's crops use).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -342,12 +343,12 @@ def unit_to_frame(det: Detections, center: Tensor, side: Tensor) -> Detections:
 ONE_CALL_WASTE = 2
 
 
-def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angle: Tensor, out_size: int,
+def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angle: Tensor | None, out_size: int,
                padding: str = "zeros", quantize: bool = False, one_call: bool | None = None) -> Tensor:
     """Sample rotated rectangles of frames into (K, C, S, S) crops (bilinear), batched.
 
     frames (N, C, H, W); index (K,) frame of each crop; center (K, 2) and size (K, 2) = (w, h) in frame
-    pixels; angle (K,) radians. padding: 'zeros' (MediaPipe's BORDER_ZERO) or 'border' (replicate).
+    pixels; angle (K,) radians, or None for upright crops. padding: 'zeros' (MediaPipe's BORDER_ZERO) or 'border' (replicate).
     quantize: sample like OpenCV's warp on 8-bit images, as MediaPipe does (positions rounded to 1/32
     pixel, values to 1/255), for outputs that match MediaPipe's most closely.
 
@@ -372,7 +373,8 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     if k > 1 and (frame_of[1:] < frame_of[:-1]).any():
         order = torch.from_numpy(np.argsort(frame_of, kind="stable"))
         frame_of = frame_of[order.numpy()]
-        center, size, angle = center[order.to(center.device)], size[order.to(size.device)], angle[order.to(angle.device)]
+        center, size = center[order.to(center.device)], size[order.to(size.device)]
+        angle = None if angle is None else angle[order.to(angle.device)]
     grid = _crop_grid(center, size, angle, s, w, h, quantize, dt)
     out = frames.new_empty(k, channels, s, s)
     firsts = np.flatnonzero(np.r_[True, frame_of[1:] != frame_of[:-1]]) if k else np.zeros(0, np.int64)
@@ -386,20 +388,44 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     return torch.round(out * 255) / 255 if quantize else out
 
 
-def _crop_grid(center: Tensor, size: Tensor, angle: Tensor, s: int, w: int, h: int, quantize: bool,
+def _crop_grid(center: Tensor, size: Tensor, angle: Tensor | None, s: int, w: int, h: int, quantize: bool,
                dtype: torch.dtype) -> Tensor:
     """``grid_sample``'s grid of :func:`crop_rects`'s crops, laid out (crop row, crop, crop column, 2): a frame's
-    crops side by side are a view of it."""
-    steps = torch.arange(s, device=center.device, dtype=torch.float32) / s - 0.5
-    u = steps[None, None, :] * size[None, :, 0, None]  # (1, K, S) along the crop's x
-    v = steps[:, None, None] * size[None, :, 1, None]  # (S, K, 1) along the crop's y
-    cos, sin = torch.cos(angle)[None, :, None], torch.sin(angle)[None, :, None]
-    x = center[None, :, 0, None] + cos * u - sin * v
-    y = center[None, :, 1, None] + sin * u + cos * v
+    crops side by side are a view of it. x and y together, in a few operations (each a kernel launch on a GPU): the
+    positions ``center + R(angle) @ ((d / S - 0.5) * size)`` added in the same order as written out per axis, so
+    the same values bit for bit; angle None: upright crops (no rotation at all)."""
+    steps, scale = _grid_constants(s, w, h, center.device)
+    along = steps * size[:, :, None]  # (K, 2, S): u along the crop's x, v along its y
+    u, v = along[:, 0], along[:, 1]
+    if angle is None:
+        # x = cx + u and y = cy + v: what the rotation gives at angle 0, bar the sign of a zero (gone at + 0.5 below).
+        offset = torch.stack(torch.broadcast_tensors(u[None, :, :], v.T[:, :, None]), -1)  # (S, K, S, 2)
+        xy = offset + center[None, :, None, :]
+    else:
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([cos, sin, -sin, cos], -1)  # (K, 4): the crop's x axis in the frame, then its y axis
+        xy = (center[None, :, None, :] + u[None, :, :, None] * rot[None, :, None, :2]) \
+            + v.T[:, :, None, None] * rot[None, :, None, 2:]  # (cx + cos u) - sin v, (cy + sin u) + cos v
     if quantize:
-        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+        xy = torch.round(xy * 32) / 32
     # grid_sample with align_corners=False puts pixel i's centre at i + 0.5 of the [0, W] span.
-    return torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], dim=-1).to(dtype)  # (S, K, S, 2)
+    unit = (xy + 0.5) * scale if scale.is_cuda else (xy + 0.5) / scale
+    return (unit - 1).to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _grid_constants(s: int, w: int, h: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A crop's sample steps ``d / S - 0.5`` (S,) as the device works them out, and the (2,) scale that takes
+    ``p`` (x and y, pixels + 0.5) to ``p / W * 2`` as the device works that out: torch divides a CUDA tensor by a
+    number as a product with its float32 reciprocal (so times 2 / W there), a CPU tensor by true division (so
+    divided by W / 2 there); doubling is exact either way. Made once a size and device."""
+    steps = torch.arange(s, device=device, dtype=torch.float32) / s - 0.5
+    wh = np.array([w, h], np.float32)
+    on_cuda = device.type == "cuda"
+    scale = torch.from_numpy(np.float32(2) * (np.float32(1) / wh) if on_cuda else wh / np.float32(2)).to(device)
+    if on_cuda:
+        torch.cuda.current_stream(device).synchronize()  # made on one window's stream, read on every other
+    return steps, scale
 
 
 def pays_in_one_call(frame_of: np.ndarray) -> bool:
@@ -522,8 +548,8 @@ class BlazeFace(nn.Module):
         for k0 in range(0, len(index), batch):
             sl = slice(k0, k0 + batch)
             sides = side_d[sl]
-            crops = crop_rects(frames, index[sl], center_d[sl], torch.stack([sides, sides], -1),
-                               torch.zeros_like(sides), s, padding="zeros", quantize=self.quantize)
+            crops = crop_rects(frames, index[sl], center_d[sl], torch.stack([sides, sides], -1), None, s,
+                               padding="zeros", quantize=self.quantize)
             raw.append(run_padded(self.raw, crops * 2.0 - 1.0, PAD_MULTIPLE))
             if k0 + batch - first > held:
                 flush()
