@@ -115,14 +115,17 @@ def test_gpu_tracks_are_the_same_whichever_stream_describes(tmp_path, write_face
     got = []
     for own in (True, False):
         monkeypatch.setattr(analyse, "DESCRIBE_ON_OWN_STREAM", own)
-        tracks = track_clip(src, list(src.frame_numbers), settings, device="cuda", progress=False, scan_periods=1,
-                            scan_in_flight=2)
+        # Windows of two frames, two in flight: each window's stream is used again two windows on.
+        tracks = track_clip(src, list(src.frame_numbers), settings, device="cuda", progress=False, scan_period=2,
+                            scan_periods=1, scan_in_flight=2)
         got.append(tracks)
     a, b = got
     assert len(a.tracks) == len(b.tracks) == 1
-    assert a.tracks[0].faces.keys() == b.tracks[0].faces.keys()
-    for n, face in a.tracks[0].faces.items():
-        assert np.array_equal(face.landmarks, b.tracks[0].faces[n].landmarks)
+    assert a.tracks[0].faces.keys() == b.tracks[0].faces.keys() and a.tracks[0].faces
+    assert a.metadata["cuts"] == b.metadata["cuts"]
+    # The description gives the cuts and the association, not the positions: those are the detector's own.
+    assert max(float(np.abs(f.landmarks - b.tracks[0].faces[n].landmarks).max())
+               for n, f in a.tracks[0].faces.items()) < 1e-3
 
 
 def test_a_cpu_window_is_described_where_it_is() -> None:

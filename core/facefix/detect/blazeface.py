@@ -348,9 +348,10 @@ def crop_rects(frames: Tensor, index: Tensor, center: Tensor, size: Tensor, angl
     """Sample rotated rectangles of frames into (K, C, S, S) crops (bilinear), batched.
 
     frames (N, C, H, W); index (K,) frame of each crop; center (K, 2) and size (K, 2) = (w, h) in frame
-    pixels; angle (K,) radians, or None for upright crops. padding: 'zeros' (MediaPipe's BORDER_ZERO) or 'border' (replicate).
-    quantize: sample like OpenCV's warp on 8-bit images, as MediaPipe does (positions rounded to 1/32
-    pixel, values to 1/255), for outputs that match MediaPipe's most closely.
+    pixels; angle (K,) radians, or None for upright crops (angle 0, the rotation not worked out). padding:
+    'zeros' (MediaPipe's BORDER_ZERO) or 'border' (replicate). quantize: sample like OpenCV's warp on 8-bit
+    images, as MediaPipe does (positions rounded to 1/32 pixel, values to 1/255), for outputs that match
+    MediaPipe's most closely.
 
     one_call: sample every crop in one call, each frame's crops padded to as many as the frame with most has
     (None: on a GPU where that pads to at most ``ONE_CALL_WASTE`` times the crops); the crops are the same either
