@@ -1,8 +1,8 @@
 """End to end with detection under variants of the analysis (scan thread, windows in flight, early reads for the
 restore, short first and last windows, the detector networks' layout, a call's crops sampled at once or a frame's
-at a time, the scan's thread switch interval, the stream a window is described on), 1080p 10-bit DPX, 96 frames:
-two interleaved rounds of every variant, the median of ``--passes`` warm passes each, and the tracks-given run
-before and after for the ratio.
+at a time, the scan's thread switch interval, the stream a window is described on, what a network's CUDA graph
+called on another stream waits for), 1080p 10-bit DPX, 96 frames: two interleaved rounds of every variant, the
+median of ``--passes`` warm passes each, and the tracks-given run before and after for the ratio.
 
     python benchmarks/with_detection_variants.py OUT_DIR --faces 1 4
 """
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import warm_clips  # noqa: E402
 
 import facefix.analyse as analyse  # noqa: E402
+import facefix.cuda_graphs as cuda_graphs  # noqa: E402
 import facefix.detect.blazeface as blazeface  # noqa: E402
 import facefix.detect.scan as scan  # noqa: E402
 import facefix.detect.tflite_torch as tflite_torch  # noqa: E402
@@ -29,7 +30,7 @@ import facefix.streaming as streaming  # noqa: E402
 
 # name: what differs from the defaults (scan on a thread, windows in flight, the restore's first frames read early,
 # the first and last windows' periods, the networks' layout on CUDA, crops a call, the scan's thread switch interval,
-# a scanned window described on a stream of its own)
+# a scanned window described on a stream of its own, a graph's call on another stream waiting for the last call only)
 VARIANTS: dict[str, dict[str, object]] = {
     "defaults": {},
     "three_in_flight": {"in_flight": 3},
@@ -41,12 +42,24 @@ VARIANTS: dict[str, dict[str, object]] = {
     "crops_by_frame": {"one_call_waste": 0},
     "python_switch_interval": {"switch": None},
     "describe_on_window_stream": {"own_describe": False},
+    "graphs_wait_whole_stream": {"graph_wait": "stream"},
 }
 _DEFAULTS = {"thread": analyse.SCAN_ON_THREAD, "in_flight": scan.GPU_IN_FLIGHT, "early": True,
              "first_periods": scan.GPU_FIRST_WINDOW_PERIODS, "last_periods": scan.GPU_LAST_WINDOW_PERIODS,
              "channels_last": False, "one_call_waste": blazeface.ONE_CALL_WASTE,
-             "switch": streaming.FEEDER_SWITCH_INTERVAL, "own_describe": analyse.DESCRIBE_ON_OWN_STREAM}
+             "switch": streaming.FEEDER_SWITCH_INTERVAL, "own_describe": analyse.DESCRIBE_ON_OWN_STREAM,
+             "graph_wait": "last_call"}
 _START = run._EarlyReads.start
+_GRAPH_CALL = cuda_graphs.CudaGraphs.__call__
+
+
+def _graph_call_after_whole_stream(self: cuda_graphs.CudaGraphs, module: object, x: torch.Tensor,
+                                   fidelity: float) -> object:
+    """A graph's call on another stream than the last waiting for all that stream holds (as it once did)."""
+    stream = torch.cuda.current_stream(x.device)
+    if self.last_stream is not None and self.last_stream != stream:
+        stream.wait_stream(self.last_stream)
+    return _GRAPH_CALL(self, module, x, fidelity)  # type: ignore[arg-type]
 _NETWORKS: list[tflite_torch.TFLiteModule] = []  # every TFLite network the process makes from here on
 _MAKE_NETWORK = tflite_torch.TFLiteModule.__init__
 
@@ -69,6 +82,8 @@ def use(**overrides: object) -> None:
     blazeface.ONE_CALL_WASTE = int(chosen["one_call_waste"])  # type: ignore[call-overload]
     streaming.FEEDER_SWITCH_INTERVAL = chosen["switch"]  # type: ignore[assignment]
     analyse.DESCRIBE_ON_OWN_STREAM = bool(chosen["own_describe"])
+    whole = _graph_call_after_whole_stream if chosen["graph_wait"] == "stream" else _GRAPH_CALL
+    cuda_graphs.CudaGraphs.__call__ = whole  # type: ignore[method-assign]
     for net in _NETWORKS:  # the detector's networks, made once a process: their layout, graphs made again
         if net.channels_last_on_cuda != chosen["channels_last"]:
             net.channels_last_on_cuda = bool(chosen["channels_last"])

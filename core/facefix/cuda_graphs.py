@@ -44,6 +44,7 @@ class CudaGraphs:
     entries: OrderedDict[tuple[object, ...], _Captured] = field(default_factory=OrderedDict)
     weights: tuple[int, ...] = ()
     last_stream: torch.cuda.Stream | None = None
+    last_done: torch.cuda.Event | None = None  # recorded on last_stream once the last call's copies were made
 
     def __call__(self, module: nn.Module, x: Tensor, fidelity: float) -> Any:
         weights = _storage_key(module)
@@ -59,15 +60,19 @@ class CudaGraphs:
                 self.entries.popitem(last=False)
         else:
             self.entries.move_to_end(key)
-        # A call on another stream than the last waits for it: the static buffers are shared.
+        # A call on another stream than the last waits for the last call's copies out (the static buffers are
+        # shared), not for all that stream holds: work queued there since (a scan window's other networks and
+        # crops) goes on beside this replay.
         stream = torch.cuda.current_stream(x.device)
-        if self.last_stream is not None and self.last_stream != stream:
-            stream.wait_stream(self.last_stream)
+        if self.last_done is not None and self.last_stream != stream:
+            stream.wait_event(self.last_done)
         entry.static_in.copy_(x)
         entry.graph.replay()
         out = entry.static_out  # the next replay overwrites it: the caller gets copies
         copies = tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
         self.last_stream = stream
+        self.last_done = torch.cuda.Event()
+        self.last_done.record(stream)
         return copies
 
     def _capture(self, module: nn.Module, x: Tensor, fidelity: float) -> _Captured:

@@ -124,3 +124,27 @@ def test_packed_dpx_on_gpu_writes_what_the_codes_path_writes(tmp_path, monkeypat
         diff = np.abs(a - b)[inside]
         print(f"packed DPX, GPU vs CPU: mean {diff.mean():.2e}, p99.9 {np.quantile(diff, 0.999):.2e}")
         assert diff.mean() < 5e-3 and np.quantile(diff, 0.999) < 6e-2
+
+
+def test_a_graph_called_on_two_streams_waits_for_its_copies_not_for_the_stream():
+    """A network's CUDA graph has one static input and output: a call on another stream than the last waits for
+    the last call's copies out (the values stay each call's own), and not for work queued on that stream since."""
+    from facefix.cuda_graphs import CudaGraphs
+
+    net = torch.nn.Linear(64, 64).cuda()
+    graphs = CudaGraphs("linear", lambda module, x, _: module(x), False)
+    a, b = torch.cuda.Stream(), torch.cuda.Stream()
+    x1, x2 = torch.randn(8, 64, device="cuda"), torch.randn(8, 64, device="cuda")
+    with torch.inference_mode():
+        want1, want2 = net(x1), net(x2)
+        torch.cuda.synchronize()
+        with torch.cuda.stream(a):
+            got1 = graphs(net, x1, 0.0)
+            torch.cuda._sleep(2_000_000_000)  # ~1 s of other work queued on a after the call
+        with torch.cuda.stream(b):
+            got2 = graphs(net, x2, 0.0)
+            b.synchronize()
+        assert not a.query()  # b's call ran while a's later work went on
+        torch.cuda.synchronize()
+    assert torch.allclose(got1, want1, atol=1e-5) and torch.allclose(got2, want2, atol=1e-5)
+    assert not torch.allclose(got1, got2)
