@@ -233,22 +233,25 @@ def _grid_per_axis(center, size, angle, s, w, h, quantize):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_crop_grid_is_the_formula_an_axis_at_a_time(device):
     """The grid made for x and y together is, bit for bit, the formula worked out an axis at a time: rotated
-    crops, upright ones (angle None against angle 0), quantised or not, at frame sizes whose reciprocals round."""
+    crops, upright ones (angle None against angle 0), quantised or not, at frame sizes whose reciprocals round,
+    in float32 and float64."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     g = torch.Generator().manual_seed(5)
     for w, h in ((1920, 1080), (777, 333), (50, 40)):
-        for s in (12, 128, 192):
+        for s, dtype in ((12, torch.float32), (128, torch.float32), (192, torch.float32), (128, torch.float64)):
             k = 9
-            center = (torch.rand(k, 2, generator=g) * torch.tensor([w, h]) * 1.2 - 20).to(device)
-            size = (4 + torch.rand(k, 2, generator=g) * min(w, h)).to(device)
-            angle = ((torch.rand(k, generator=g) - 0.5) * 7).to(device)
-            zero = torch.zeros(k, device=device)
+            center = (torch.rand(k, 2, generator=g, dtype=dtype) * torch.tensor([w, h]) * 1.2 - 20).to(device)
+            size = (4 + torch.rand(k, 2, generator=g, dtype=dtype) * min(w, h)).to(device)
+            angle = ((torch.rand(k, generator=g, dtype=dtype) - 0.5) * 7).to(device)
+            zero = torch.zeros(k, device=device, dtype=dtype)
             for quantize in (False, True):
-                got = _crop_grid(center, size, angle, s, w, h, quantize, torch.float32)
-                assert torch.equal(got, _grid_per_axis(center, size, angle, s, w, h, quantize)), (w, s, quantize)
-                upright = _crop_grid(center, size, None, s, w, h, quantize, torch.float32)
-                assert torch.equal(upright, _grid_per_axis(center, size, zero, s, w, h, quantize)), (w, s, quantize)
+                got = _crop_grid(center, size, angle, s, w, h, quantize, dtype)
+                want = _grid_per_axis(center, size, angle, s, w, h, quantize)
+                assert got.dtype == want.dtype and torch.equal(got, want), (w, s, dtype, quantize)
+                upright = _crop_grid(center, size, None, s, w, h, quantize, dtype)
+                want = _grid_per_axis(center, size, zero, s, w, h, quantize)
+                assert torch.equal(upright, want), (w, s, dtype, quantize)
                 assert upright.shape == (s, k, s, 2)
 
 

@@ -395,7 +395,8 @@ def _crop_grid(center: Tensor, size: Tensor, angle: Tensor | None, s: int, w: in
     crops side by side are a view of it. x and y together, in a few operations (each a kernel launch on a GPU): the
     positions ``center + R(angle) @ ((d / S - 0.5) * size)`` added in the same order as written out per axis, so
     the same values bit for bit; angle None: upright crops (no rotation at all)."""
-    steps, scale = _grid_constants(s, w, h, center.device)
+    exact = torch.promote_types(torch.promote_types(torch.float32, size.dtype), center.dtype)  # what xy is worked in
+    steps, scale = _grid_constants(s, w, h, center.device, exact)
     along = steps * size[:, :, None]  # (K, 2, S): u along the crop's x, v along its y
     u, v = along[:, 0], along[:, 1]
     if angle is None:
@@ -415,15 +416,16 @@ def _crop_grid(center: Tensor, size: Tensor, angle: Tensor | None, s: int, w: in
 
 
 @functools.lru_cache(maxsize=32)
-def _grid_constants(s: int, w: int, h: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def _grid_constants(s: int, w: int, h: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """A crop's sample steps ``d / S - 0.5`` (S,) as the device works them out, and the (2,) scale that takes
-    ``p`` (x and y, pixels + 0.5) to ``p / W * 2`` as the device works that out: torch divides a CUDA tensor by a
-    number as a product with its float32 reciprocal (so times 2 / W there), a CPU tensor by true division (so
-    divided by W / 2 there); doubling is exact either way. Made once a size and device."""
+    ``p`` (x and y, pixels + 0.5, worked in ``dtype``) to ``p / W * 2`` as the device works that out: torch divides
+    a CUDA tensor by a number as a product with its reciprocal in the tensor's type (so times 2 / W there), a CPU
+    tensor by true division (so divided by W / 2 there); doubling is exact either way. Made once a size, device
+    and type."""
     steps = torch.arange(s, device=device, dtype=torch.float32) / s - 0.5
-    wh = np.array([w, h], np.float32)
     on_cuda = device.type == "cuda"
-    scale = torch.from_numpy(np.float32(2) * (np.float32(1) / wh) if on_cuda else wh / np.float32(2)).to(device)
+    wh: np.ndarray = np.array([w, h], np.float64 if dtype == torch.float64 else np.float32)
+    scale = torch.from_numpy(2 * (1 / wh) if on_cuda else wh / 2).to(device)
     if on_cuda:
         torch.cuda.current_stream(device).synchronize()  # made on one window's stream, read on every other
     return steps, scale

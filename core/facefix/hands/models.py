@@ -149,8 +149,8 @@ class PalmDetector(nn.Module):
             k = len(idx)
             center = torch.tensor([[w / 2, h / 2]], device=dev).repeat(k, 1)
             size = torch.full((k, 2), side, device=dev)
-            crops = crop_rects(frames, idx, center, size, torch.zeros(k, device=dev), PALM_INPUT,
-                               padding="zeros", quantize=self.quantize)
+            crops = crop_rects(frames, idx, center, size, None, PALM_INPUT, padding="zeros",  # upright
+                               quantize=self.quantize)
             det, crop = decode_palms(*self.raw(crops), self.anchors, min_score)
             origin = torch.tensor([w / 2 - side / 2, h / 2 - side / 2])
             det = Detections(det.boxes * side + origin.repeat(2), det.keypoints * side + origin, det.scores)
