@@ -398,21 +398,28 @@ def _crop_grid(center: Tensor, size: Tensor, angle: Tensor | None, s: int, w: in
     exact = torch.promote_types(torch.promote_types(torch.float32, size.dtype), center.dtype)  # what xy is worked in
     steps, scale = _grid_constants(s, w, h, center.device, exact)
     along = steps * size[:, :, None]  # (K, 2, S): u along the crop's x, v along its y
-    u, v = along[:, 0], along[:, 1]
     if angle is None:
-        # x = cx + u and y = cy + v: what the rotation gives at angle 0, bar the sign of a zero (gone at + 0.5 below).
-        offset = torch.stack(torch.broadcast_tensors(u[None, :, :], v.T[:, :, None]), -1)  # (S, K, S, 2)
-        xy = offset + center[None, :, None, :]
-    else:
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        rot = torch.stack([cos, sin, -sin, cos], -1)  # (K, 4): the crop's x axis in the frame, then its y axis
-        xy = (center[None, :, None, :] + u[None, :, :, None] * rot[None, :, None, :2]) \
-            + v.T[:, :, None, None] * rot[None, :, None, 2:]  # (cx + cos u) - sin v, (cy + sin u) + cos v
+        # x = cx + u and y = cy + v (what the rotation gives at angle 0, bar the sign of a zero, gone at + 0.5): x
+        # follows the crop's column alone and y its row, so both are worked out (K, 2, S) and laid out at the end.
+        xy = _grid_units(along + center[:, :, None], scale[:, None], quantize)
+        x, y = xy[:, 0], xy[:, 1]
+        return torch.stack(torch.broadcast_tensors(x[None, :, :], y.T[:, :, None]), -1).to(dtype)  # (S, K, S, 2)
+    u, v = along[:, 0], along[:, 1]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([cos, sin, -sin, cos], -1)  # (K, 4): the crop's x axis in the frame, then its y axis
+    xy = (center[None, :, None, :] + u[None, :, :, None] * rot[None, :, None, :2]) \
+        + v.T[:, :, None, None] * rot[None, :, None, 2:]  # (cx + cos u) - sin v, (cy + sin u) + cos v
+    return _grid_units(xy, scale, quantize).to(dtype)
+
+
+def _grid_units(xy: Tensor, scale: Tensor, quantize: bool) -> Tensor:
+    """Frame positions ``xy`` (x and y along the axis ``scale`` (2,) is laid out on) in ``grid_sample``'s [-1, 1]:
+    rounded to 1/32 pixel first where ``quantize``."""
     if quantize:
         xy = torch.round(xy * 32) / 32
     # grid_sample with align_corners=False puts pixel i's centre at i + 0.5 of the [0, W] span.
     unit = (xy + 0.5) * scale if scale.is_cuda else (xy + 0.5) / scale
-    return (unit - 1).to(dtype)
+    return unit - 1
 
 
 @functools.lru_cache(maxsize=32)
