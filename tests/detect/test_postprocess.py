@@ -174,17 +174,12 @@ def test_crop_rects_interleaved_frames():
 
 
 def _crop_one_by_one(frames, index, center, size, angle, out_size, padding, quantize):
-    """Each crop on its own: one grid_sample of its frame with its own (S, S) grid."""
+    """Each crop on its own: one grid_sample of its frame with its own (S, S) grid (the formula an axis at a time)."""
     h, w = frames.shape[-2:]
-    steps = torch.arange(out_size, device=frames.device, dtype=torch.float32) / out_size - 0.5
     crops = []
     for i, f in enumerate(index.tolist()):
-        u, v = steps[None, :] * size[i, 0], steps[:, None] * size[i, 1]
-        cos, sin = torch.cos(angle[i]), torch.sin(angle[i])
-        x, y = center[i, 0] + cos * u - sin * v, center[i, 1] + sin * u + cos * v
-        if quantize:
-            x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
-        grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], -1)[None]
+        one = slice(i, i + 1)
+        grid = _grid_per_axis(center[one], size[one], angle[one], out_size, w, h, quantize).permute(1, 0, 2, 3)
         crop = torch.nn.functional.grid_sample(frames[f:f + 1], grid, mode="bilinear", padding_mode=padding,
                                                align_corners=False)[0]
         crops.append(torch.round(crop * 255) / 255 if quantize else crop)
